@@ -1,0 +1,81 @@
+"""Checkpoints through orbax's CheckpointManager, restored against an abstract state.
+
+Saves are asynchronous (training goes on while orbax writes) and atomic: orbax writes to
+a temporary directory and renames it when complete, and only finalized steps are listed
+or restored, so a run killed mid-save never leaves a half-written checkpoint that a
+restart would read. Restoring goes through ``jax.eval_shape`` of the state constructor
+(no real initialisation) with the target sharding on every leaf, so the state lands
+where the run needs it (flax and big_vision do the same).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """A thin wrapper over ``ocp.CheckpointManager`` for one pytree train state.
+
+  Args:
+    directory: where checkpoints live (created if missing); made absolute.
+    max_to_keep: keep the last ``max_to_keep`` checkpoints (>= 1).
+    async_save: write in a background thread.
+
+  Raises:
+    ValueError: ``max_to_keep < 1``.
+  """
+
+  def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+    if max_to_keep < 1:
+      raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True,
+        enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def save(self, step: int, state: Any) -> bool:
+    """Starts saving ``state`` (its single global copy) as checkpoint ``step``.
+
+    Returns whether a save was started (False if ``step`` is already saved).
+    """
+    if step in self._manager.all_steps():
+      return False
+    return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
+    """Restores checkpoint ``step`` (default: the latest) into ``abstract_state``'s
+    structure, shapes, dtypes and shardings.
+
+    Raises:
+      FileNotFoundError: no checkpoint in the directory.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def abstract_like(init_fn: Callable[[], Any], sharding: jax.sharding.Sharding) -> Any:
+  """The abstract (shape/dtype/sharding) tree of ``init_fn()``, without computing it."""
+  shapes = jax.eval_shape(init_fn)
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)

@@ -1,0 +1,57 @@
+"""Class-mix samplers as pure functions of (key, step, mix): no iterator state.
+
+The sampler knob of a curriculum is a *mixing weight* ``m`` between the data
+distribution (``m = 0``: every example equally likely) and the class-balanced one
+(``m = 1``: every present class equally likely, then uniform within the class), so a
+stage switch changes a value, not a branch. Indices are drawn with replacement, as
+PyTorch's ``WeightedRandomSampler`` (the usual class-balanced sampler) does. Because the
+indices depend only on the key (the run's key folded with the step) and ``m``, a resumed
+run draws exactly the batches the uninterrupted run would have drawn, and every device
+(or process) can compute the same global batch and take its own slice.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def sampling_probabilities(labels: jax.Array, class_counts: jax.Array,
+                           mix: jax.Array) -> jax.Array:
+  """Per-example sampling probabilities for a data/class-balanced mix.
+
+  p_i = (1 − m) / N + m / (C₊ · n_{y_i}), with N examples and C₊ classes present.
+
+  Args:
+    labels: int ``[N]`` labels of the training set.
+    class_counts: ``[C]`` examples per class in ``labels`` (``bincount``).
+    mix: scalar in [0, 1] (may be traced): 0 = data distribution, 1 = class-balanced.
+
+  Returns:
+    float32 ``[N]`` probabilities summing to 1.
+
+  Examples:
+    >>> p = sampling_probabilities(jnp.array([0, 0, 0, 1]), jnp.array([3, 1]), 1.0)
+    >>> print(jnp.round(p, 4))
+    [0.1667 0.1667 0.1667 0.5   ]
+  """
+  counts = jnp.asarray(class_counts, jnp.float32)
+  n = jnp.sum(counts)
+  present = jnp.sum(counts > 0)
+  per_class = jnp.where(counts > 0, 1.0 / (present * jnp.maximum(counts, 1.0)), 0.0)
+  mix = jnp.asarray(mix, jnp.float32)
+  return (1.0 - mix) / n + mix * per_class[labels]
+
+
+def sample_indices(key: jax.Array, probabilities: jax.Array,
+                   batch_size: int) -> jax.Array:
+  """Draws ``batch_size`` example indices with replacement (int32 ``[batch_size]``).
+
+  Args:
+    key: PRNG key; pass the run key folded with the step.
+    probabilities: ``[N]`` from :func:`sampling_probabilities`.
+    batch_size: the *global* batch size (static).
+  """
+  n = probabilities.shape[0]
+  return jax.random.choice(key, n, (batch_size,), replace=True,
+                           p=probabilities).astype(jnp.int32)

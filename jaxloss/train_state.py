@@ -1,0 +1,67 @@
+"""The one pytree train state (DESIGN.md convention 9)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxloss.curriculum import CurriculumState
+
+TRAIN_SUM_KEYS = ("loss", "steps", "grad_norm", "clipped", "skipped")
+
+
+def zero_train_sums() -> dict[str, jax.Array]:
+  """Fresh per-log-period sums (float32 scalars), see :class:`TrainState`."""
+  return {k: jnp.zeros((), jnp.float32) for k in TRAIN_SUM_KEYS}
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue exactly, as one pytree.
+
+  Attributes:
+    step: int32 scalar, the number of train steps taken (and the index of the next).
+    params: model parameters.
+    opt_state: optax state (the LR is injected from the curriculum each step).
+    rng: a raw ``uint32[2]`` PRNG key, the run's base key. Each step folds in
+      ``step``, so the randomness of step s does not depend on how the run got there
+      (resume-exact) and the raw form round-trips through orbax.
+    curriculum: :class:`~jaxloss.curriculum.CurriculumState`.
+    model_state: non-trainable collections, e.g. ``{"batch_stats": ...}``.
+    skipped_steps: int32 scalar, steps whose loss or gradient was non-finite and whose
+      update was therefore skipped (params, opt_state and model_state unchanged).
+    train_sums: float32 scalar sums since the last log step (``loss``, ``steps``,
+      ``grad_norm``, ``clipped``, ``skipped``); kept in the state so that a log period
+      split by a restart still reports the same numbers.
+    apply_fn, tx: static (not pytree nodes, not checkpointed).
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  curriculum: CurriculumState
+  model_state: Any
+  skipped_steps: jax.Array
+  train_sums: dict
+  apply_fn: Callable = flax.struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, *, apply_fn, params, tx, rng, model_state=None) -> "TrainState":
+    """A state at step 0. ``rng`` is a raw ``uint32[2]`` key (``jax.random.PRNGKey``)."""
+    return cls(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jnp.asarray(rng, jnp.uint32),
+        curriculum=CurriculumState.create(),
+        model_state=model_state if model_state is not None else {},
+        skipped_steps=jnp.zeros((), jnp.int32),
+        train_sums=zero_train_sums(),
+        apply_fn=apply_fn,
+        tx=tx,
+    )
