@@ -56,12 +56,13 @@ def plot_curves(metrics_path: str, out_path: str, title: str | None = None) -> s
   for i, (name, start, end) in enumerate(_stage_spans(test)):
     for a in (ax, ax_loss):
       a.axvspan(start, end, color=_STAGE_COLOURS[i % len(_STAGE_COLOURS)], lw=0)
-    ax.text((start + end) / 2, 0.02, name, ha="center", va="bottom",
+    ax.text((start + end) / 2, 0.98, name, ha="center", va="top",
             transform=ax.get_xaxis_transform(), fontsize=9)
   epochs = [e["epoch"] for e in test]
   ax.plot(epochs, [100 * e["war"] for e in test], label="WAR (test)", color="C0")
   ax.plot(epochs, [100 * e["uar"] for e in test], label="UAR (test)", color="C3")
   ax.set_ylabel("%")
+  ax.set_ylim(top=max(105, ax.get_ylim()[1]))
   ax.legend(loc="lower right")
   ax.grid(alpha=0.3)
   ax_loss.plot([e["epoch"] for e in train], [e["loss"] for e in train], color="C2",
