@@ -82,8 +82,10 @@ def test_smoke_run_writes_every_artifact(tfds_dir, tmp_path):
       assert np.isclose(e["uar"], np.mean(e["per_class_recall"]))
   assert summary["train_step_compilations"] == 1
   assert summary["steps"] == 32 and summary["skipped_steps"] == 0
-  # Re-running a finished workdir resumes at the end and reproduces the summary.
-  again = train.train_and_evaluate(_config(tfds_dir), workdir)
+  # Re-running a finished workdir resumes at the end and reproduces the summary, here
+  # restored through the other launcher on 2 devices (a checkpoint is topology-free).
+  again = train.train_and_evaluate(_config(tfds_dir, parallel="pmap", num_devices=2),
+                                   workdir)
   assert again["war"] == summary["war"] and again["uar"] == summary["uar"]
   assert again["train_step_compilations"] == 0
 

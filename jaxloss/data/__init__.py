@@ -4,17 +4,24 @@ Every builder writes ``array_record`` files read back through ``tfds`` data
 sources, so no TensorFlow is needed.
 """
 
-from jaxloss.data.digits_lt import DEFAULT_IMBALANCE_RATIO
-from jaxloss.data.digits_lt import DEFAULT_SEED
-from jaxloss.data.digits_lt import DEFAULT_TEST_PER_CLASS
-from jaxloss.data.digits_lt import DIGITS_NUM_CLASSES
-from jaxloss.data.digits_lt import DigitsLT
-from jaxloss.data.digits_lt import DigitsLTConfig
-from jaxloss.data.digits_lt import load_digits_lt
 from jaxloss.data.long_tail import long_tailed_counts
 from jaxloss.data.long_tail import make_long_tailed_split
 from jaxloss.data.long_tail import min_class_count
 from jaxloss.data.long_tail import validate_labels
+
+# The digits builder needs tensorflow-datasets; load it on first use so that
+# `import jaxloss` (losses, curricula, steps) stays light.
+_DIGITS_NAMES = frozenset((
+    "DEFAULT_IMBALANCE_RATIO", "DEFAULT_SEED", "DEFAULT_TEST_PER_CLASS",
+    "DIGITS_NUM_CLASSES", "DigitsLT", "DigitsLTConfig", "load_digits_lt"))
+
+
+def __getattr__(name):
+  if name in _DIGITS_NAMES:
+    from jaxloss.data import digits_lt
+    return getattr(digits_lt, name)
+  raise AttributeError(f"module 'jaxloss.data' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_IMBALANCE_RATIO",
