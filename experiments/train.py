@@ -52,10 +52,9 @@ def build_curriculum(config: ml_collections.ConfigDict) -> curriculum_lib.Curric
         aug_strength=config.aug_strength, lr_milestones=tuple(config.lr_milestones),
         lr_decay=config.lr_decay)
   if config.curriculum == "erm":
-    import optax
-    lr = optax.piecewise_constant_schedule(
-        config.learning_rate,
-        {round(m * config.num_epochs, 6): config.lr_decay for m in config.lr_milestones})
+    lr = curriculum_lib.milestone_lr(
+        config.learning_rate, [m * config.num_epochs for m in config.lr_milestones],
+        config.lr_decay)
     return curriculum_lib.constant(class_weight_cap=1.0, sampler_mix=0.0, tau=0.0,
                                    aug_strength=config.aug_strength, learning_rate=lr)
   raise ValueError(f"config.curriculum must be one of {CURRICULA}, got "

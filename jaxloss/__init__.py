@@ -22,6 +22,7 @@ from jaxloss.curriculum import (
     Stage,
     constant,
     four_stage,
+    milestone_lr,
 )
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import (
@@ -41,7 +42,8 @@ __all__ = [
     "DataParallel", "Stage", "TrainState", "class_priors_from_counts",
     "class_weights_from_counts", "classification_report", "constant", "four_stage",
     "logit_adjusted_softmax_cross_entropy", "make_eval_step", "make_imbalance_loss",
-    "make_mesh", "make_optimizer", "make_train_step", "masked_mean", "per_class_recall",
+    "make_mesh", "make_optimizer", "make_train_step", "masked_mean", "milestone_lr",
+    "per_class_recall",
     "smooth_labels", "softmax_cross_entropy_with_integer_labels", "softmax_focal_loss",
     "softmax_focal_loss_with_integer_labels", "uar", "war", "weighted_mean",
 ]

@@ -48,10 +48,12 @@ class Checkpointer:
     return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
   def latest_step(self) -> Optional[int]:
+    """The newest finalized checkpoint's step, or None if there is none."""
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
+    """Steps of all finalized checkpoints kept on disk, oldest first."""
+    return sorted(self._manager.all_steps())
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
     """Restores checkpoint ``step`` (default: the latest) into ``abstract_state``'s

@@ -218,6 +218,20 @@ def _as_schedule(value: KnobValue, scale: int) -> optax.Schedule:
   return optax.constant_schedule(float(value))
 
 
+def milestone_lr(learning_rate: float, milestones: Sequence[float],
+                 decay: float) -> optax.Schedule:
+  """``learning_rate`` multiplied by ``decay`` at each milestone (optax's
+  ``piecewise_constant_schedule``); milestones in the caller's time unit.
+
+  Examples:
+    >>> lr = milestone_lr(0.1, (10, 20), 0.1)
+    >>> [round(float(lr(t)), 6) for t in (9, 10, 20)]
+    [0.1, 0.01, 0.001]
+  """
+  return optax.piecewise_constant_schedule(
+      learning_rate, {round(float(m), 6): decay for m in milestones})
+
+
 def constant(**values: KnobValue) -> Curriculum:
   """A one-stage curriculum (``"constant"``) holding ``values`` for the whole run.
 
@@ -290,9 +304,9 @@ def four_stage(
     if not cooldown_start < m < 1:
       raise ValueError(
           f"lr_milestones must lie in the cooldown ({cooldown_start}, 1), got {m}")
-  lr_cooldown = optax.piecewise_constant_schedule(
-      learning_rate,
-      {round((m - cooldown_start) * num_epochs, 6): lr_decay for m in lr_milestones})
+  lr_cooldown = milestone_lr(
+      learning_rate, [(m - cooldown_start) * num_epochs for m in lr_milestones],
+      lr_decay)
   stages = []
   for name, share, cap, sampler, tau in FOUR_STAGE_TABLE:
     stages.append(Stage(name, share * num_epochs, {
