@@ -72,6 +72,7 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for pending saves, then releases orbax's resources."""
     self._manager.wait_until_finished()
     self._manager.close()
 

@@ -69,6 +69,7 @@ class CurriculumState:
 
   @classmethod
   def create(cls) -> "CurriculumState":
+    """The state at step 0 (stage 0)."""
     return cls(stage=jnp.zeros((), jnp.int32))
 
 
@@ -91,6 +92,7 @@ class CompiledCurriculum:
 
   @property
   def knobs(self) -> tuple[str, ...]:
+    """Knob names, in declaration order."""
     return tuple(self.schedules)
 
   def stage_index(self, step: jax.Array) -> jax.Array:
@@ -168,10 +170,12 @@ class Curriculum:
 
   @property
   def names(self) -> tuple[str, ...]:
+    """Stage names, in order."""
     return tuple(s.name for s in self.stages)
 
   @property
   def knobs(self) -> tuple[str, ...]:
+    """Knob names (every stage sets the same ones)."""
     return tuple(self.stages[0].values)
 
   def compile(self, steps_per_epoch: int) -> CompiledCurriculum:

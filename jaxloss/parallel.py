@@ -46,6 +46,7 @@ class TraceCounter:
     self.count = 0
 
   def wrap(self, fn: Callable) -> Callable:
+    """``fn`` with every call (= every trace, when jitted) counted in ``count``."""
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
       self.count += 1
