@@ -4,16 +4,30 @@ for imbalanced and multi-task training in JAX/Flax.
 Re-exports only: the public surface.
 """
 
+# The whole loss library, so `from jaxloss import softmax_focal_loss` works.
 from jaxloss.losses import (
+    balanced_softmax_cross_entropy,
     class_priors_from_counts,
     class_weights_from_counts,
+    large_negative,
+    ldam_loss,
+    ldam_margins,
+    listwise_softmax_loss,
+    logit_adjust,
     logit_adjusted_softmax_cross_entropy,
+    mask_invalid_logits,
     masked_mean,
+    ntxent_loss,
+    pairwise_logistic_loss,
+    sequence_tagging_loss,
+    sigmoid_focal_loss,
     smooth_labels,
     softmax_cross_entropy_with_integer_labels,
     softmax_focal_loss,
     softmax_focal_loss_with_integer_labels,
+    supervised_contrastive_loss,
     weighted_mean,
+    weighted_sum,
 )
 from jaxloss.curriculum import (
     CompiledCurriculum,
@@ -39,11 +53,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompiledCurriculum", "Curriculum", "CurriculumState", "Checkpointer",
-    "DataParallel", "Stage", "TrainState", "class_priors_from_counts",
-    "class_weights_from_counts", "classification_report", "constant", "four_stage",
-    "logit_adjusted_softmax_cross_entropy", "make_eval_step", "make_imbalance_loss",
-    "make_mesh", "make_optimizer", "make_train_step", "masked_mean", "milestone_lr",
-    "per_class_recall",
-    "smooth_labels", "softmax_cross_entropy_with_integer_labels", "softmax_focal_loss",
-    "softmax_focal_loss_with_integer_labels", "uar", "war", "weighted_mean",
+    "DataParallel", "Stage", "TrainState", "classification_report", "constant",
+    "four_stage", "make_eval_step", "make_imbalance_loss", "make_mesh",
+    "make_optimizer", "make_train_step", "milestone_lr", "per_class_recall", "uar",
+    "war",
+    # losses (the same names as jaxloss.losses.__all__)
+    "balanced_softmax_cross_entropy", "class_priors_from_counts",
+    "class_weights_from_counts", "large_negative", "ldam_loss", "ldam_margins",
+    "listwise_softmax_loss", "logit_adjust", "logit_adjusted_softmax_cross_entropy",
+    "mask_invalid_logits", "masked_mean", "ntxent_loss", "pairwise_logistic_loss",
+    "sequence_tagging_loss", "sigmoid_focal_loss", "smooth_labels",
+    "softmax_cross_entropy_with_integer_labels", "softmax_focal_loss",
+    "softmax_focal_loss_with_integer_labels", "supervised_contrastive_loss",
+    "weighted_mean", "weighted_sum",
 ]

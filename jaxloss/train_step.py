@@ -68,7 +68,7 @@ def make_optimizer(name: str = "sgd", *, learning_rate: float, momentum: float =
 
 
 def make_imbalance_loss(class_counts: np.ndarray, *, loss: str = "ce",
-                        gamma: float = 2.0, weight_method: str = "inverse",
+                        gamma: float = 2.0, weight_method: str = "inverse_frequency",
                         weight_normalize: Optional[str] = "head",
                         beta: float = 0.999) -> LossFn:
   """The imbalance recipe's loss: class-weighted, logit-adjusted CE (or focal).

@@ -1,5 +1,10 @@
 """Classification losses for imbalanced training: focal, weighted, logit-adjusted.
 
+Softmax (one class per example) and sigmoid (multi-label) focal losses, the
+class-weighted and the logit-adjusted cross-entropy, and label smoothing. The
+other long-tail losses (balanced softmax, LDAM, post-hoc adjustment) are in
+:mod:`jaxloss.losses.long_tail`.
+
 Every loss here returns one value per example (the labels' batch shape ``[...]``)
 and never reduces: the caller chooses the normalisation, usually
 :func:`jaxloss.losses.weighted_mean`. Leading axes are all batch axes, so a
@@ -31,24 +36,28 @@ from jaxloss.losses import _checks
 ArrayLike = Any
 
 
+def _guarded_power(q: jax.Array, gamma: jax.Array) -> jax.Array:
+  """Returns ``q ** gamma`` for ``q`` in ``[0, 1]``, with finite gradients."""
+  # q = 0 does happen (a confident correct prediction makes 1 - p exactly 0).
+  # There d/dq q**gamma = gamma * q**(gamma - 1) is inf for 0 < gamma < 1 and
+  # 0 * inf = NaN for gamma = 0, and the NaN would reach the logits through the
+  # chain rule. So we evaluate the power only where q is a normal float (then
+  # q**(gamma - 1) <= 1/tiny is finite) and use the limit 0**gamma elsewhere.
+  # The inner where keeps the discarded branch's gradient out; below tiny the
+  # focal term is multiplied by a cross-entropy of order q < tiny, so using
+  # the limit there changes the loss by less than 1e-38.
+  tiny = jnp.finfo(q.dtype).tiny
+  regular = q >= tiny
+  safe_q = jnp.where(regular, q, 1.0)
+  limit = jnp.where(gamma == 0, 1.0, 0.0).astype(q.dtype)
+  return jnp.where(regular, safe_q ** gamma, limit)
+
+
 def _focal_factor(log_p: jax.Array, gamma: jax.Array) -> jax.Array:
   """Returns ``(1 - p) ** gamma`` from ``log p``, with finite gradients."""
   # 1 - p as -expm1(log p) keeps full relative precision when p is close to 1;
   # 1 - exp(log_p) cancels to 0 long before p really is 1.
-  one_minus_p = -jnp.expm1(log_p)
-  # A confident correct prediction makes log_softmax return exactly 0, so
-  # q = 1 - p = 0 does happen. There d/dq q**gamma = gamma * q**(gamma - 1) is
-  # inf for 0 < gamma < 1 and 0 * inf = NaN for gamma = 0, and the NaN would
-  # reach the logits through the chain rule. So we evaluate the power only
-  # where q is a normal float (then q**(gamma - 1) <= 1/tiny is finite) and use
-  # the limit 0**gamma elsewhere. The inner where keeps the discarded branch's
-  # gradient out; below tiny the focal term is multiplied by -log p ~ q < tiny,
-  # so using the limit there changes the loss by less than 1e-38.
-  tiny = jnp.finfo(one_minus_p.dtype).tiny
-  regular = one_minus_p >= tiny
-  safe_q = jnp.where(regular, one_minus_p, 1.0)
-  limit = jnp.where(gamma == 0, 1.0, 0.0).astype(one_minus_p.dtype)
-  return jnp.where(regular, safe_q ** gamma, limit)
+  return _guarded_power(-jnp.expm1(log_p), gamma)
 
 
 def _gamma(gamma: ArrayLike) -> jax.Array:
@@ -423,6 +432,113 @@ def logit_adjusted_softmax_cross_entropy(
   if tau.ndim != 0:
     raise ValueError(f"`tau` must be a scalar; got shape {tau.shape}.")
   return _integer_label_core(logits, labels, mask, None, (priors, tau), None)
+
+
+@jax.jit
+def _sigmoid_focal_core(logits, labels, alpha, gamma, mask):
+  dtype = _checks.compute_dtype(logits.dtype)
+  x = logits.astype(dtype)
+  y = labels.astype(dtype)
+  if mask is not None:
+    x = jnp.where(mask, x, 0.0)  # see _softmax_focal_core
+    y = jnp.where(mask, y, 0.0)
+  # Binary cross-entropy from log-sigmoids: log(1 - sigmoid(x)) is
+  # log_sigmoid(-x), which stays finite where 1 - sigmoid(x) rounds to 0.
+  log_p = jax.nn.log_sigmoid(x)
+  log_not_p = jax.nn.log_sigmoid(-x)
+  ce = -(y * log_p + (1.0 - y) * log_not_p)
+  # 1 - p_t = y (1 - p) + (1 - y) p, with each probability taken from its own
+  # sigmoid rather than as 1 - sigmoid(x), so there is no cancellation.
+  one_minus_p_t = y * jnp.exp(log_not_p) + (1.0 - y) * jnp.exp(log_p)
+  loss = ce * _guarded_power(one_minus_p_t, gamma.astype(dtype))
+  if alpha is not None:
+    alpha = alpha.astype(dtype)
+    loss = (alpha * y + (1.0 - alpha) * (1.0 - y)) * loss
+  return _finish(loss, mask, logits.dtype)
+
+
+def sigmoid_focal_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    alpha: Optional[ArrayLike] = None,
+    gamma: ArrayLike = 2.0,
+    where: Optional[ArrayLike] = None,
+) -> jax.Array:
+  r"""Computes the sigmoid (binary, multi-label) focal loss, per element.
+
+  Each of the ``C`` outputs is an independent binary decision. With
+  :math:`p = \sigma(x)` and :math:`p_t = y p + (1 - y)(1 - p)`,
+
+  .. math::
+    \ell = -\alpha_t \, (1 - p_t)^\gamma \,
+           \big(y \log p + (1 - y) \log(1 - p)\big),
+    \qquad \alpha_t = \alpha y + (1 - \alpha)(1 - y).
+
+  ``alpha = None`` means no :math:`\alpha_t` factor; ``gamma = 0`` and
+  ``alpha = None`` give ``optax.sigmoid_binary_cross_entropy``. Unlike the
+  softmax losses this one is *not* summed over the class axis: as in optax and
+  torchvision's ``sigmoid_focal_loss(reduction="none")`` it returns one value
+  per (example, class) decision; ``.sum(-1)`` gives the per-example loss.
+
+  Args:
+    logits: Unnormalised log-odds, floating, shape ``[..., C]``.
+    labels: Binary (or soft, in ``[0, 1]``) targets of the same shape; bool
+      and integer labels are converted to the computation dtype.
+    alpha: None, a scalar in ``[0, 1]``, or a ``[C]`` vector (one balance
+      factor per class); the weight of the positive term, ``1 - alpha`` that
+      of the negative term. Lin et al. use 0.25.
+    gamma: Focusing exponent, a non-negative scalar (may be traced).
+    where: Optional bool (or 0/1 int) mask, either of the batch shape
+      ``[...]`` (whole examples) or of ``logits.shape`` (single decisions),
+      True = include. Excluded entries give exactly 0 with zero gradients.
+
+  Returns:
+    Loss in nats per decision, shape ``logits.shape``, dtype of ``logits``.
+
+  Raises:
+    TypeError: if ``logits`` is not floating or ``where`` is floating.
+    ValueError: if ``labels.shape != logits.shape``, ``alpha`` is neither a
+      scalar nor ``[C]``, ``where`` has neither allowed shape, or a concrete
+      ``gamma`` is negative or a concrete scalar ``alpha`` is outside
+      ``[0, 1]``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from jaxloss.losses import sigmoid_focal_loss
+    >>> logits = jnp.array([[2.0, -1.0, 0.0]])
+    >>> labels = jnp.array([[1.0, 0.0, 1.0]])
+    >>> loss = sigmoid_focal_loss(logits, labels, alpha=0.25, gamma=2.0)
+    >>> with jnp.printoptions(precision=4):
+    ...   print(loss)
+    [[0.0005 0.017  0.0433]]
+
+  References:
+    Lin et al., `Focal Loss for Dense Object Detection
+    <https://arxiv.org/abs/1708.02002>`_, ICCV 2017 (eq. 5, the
+    :math:`\alpha`-balanced form).
+  """
+  logits = jnp.asarray(logits)
+  labels = jnp.asarray(labels)
+  _checks.check_floating(logits, "logits")
+  _checks.check_logits_rank(logits)
+  _checks.check_shape(labels, logits.shape, "labels",
+                      "the shape of `logits`: one target per class")
+  mask = None
+  if where is not None:
+    where_shape = tuple(jnp.shape(where))
+    if where_shape == tuple(logits.shape):
+      mask = _checks.as_mask(where, logits.shape)
+    else:
+      mask = _checks.as_mask(where, logits.shape[:-1])[..., None]
+      mask = jnp.broadcast_to(mask, logits.shape)
+  gamma = _gamma(gamma)
+  if alpha is not None:
+    alpha = _checks.class_vector(alpha, logits.shape[-1], "alpha",
+                                 allow_scalar=True)
+    if alpha.ndim == 0:
+      _checks.check_scalar_range(alpha, "alpha", 0.0, 1.0)
+  return _sigmoid_focal_core(logits, labels, alpha, gamma, mask)
 
 
 def smooth_labels(labels: ArrayLike, alpha: ArrayLike) -> jax.Array:

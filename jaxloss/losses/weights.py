@@ -14,7 +14,7 @@ constants, and is skipped for traced arguments.
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +24,9 @@ from jaxloss.losses import _checks
 
 ArrayLike = Any
 
-_METHODS = ("inverse", "effective_number")
-_NORMALIZE = (None, "mean", "head")
+_METHODS = ("inverse_frequency", "sqrt_inverse_frequency", "effective_number")
+# True is "mean" (Cui et al.'s convention); False and None both mean raw weights.
+_NORMALIZE = (True, False, None, "mean", "head")
 
 
 def _validated_counts(class_counts: ArrayLike) -> jax.Array:
@@ -64,41 +65,46 @@ def _validated_counts(class_counts: ArrayLike) -> jax.Array:
 def class_weights_from_counts(
     class_counts: ArrayLike,
     *,
-    method: str = "inverse",
-    beta: ArrayLike = 0.999,
+    method: str = "inverse_frequency",
+    beta: ArrayLike = 0.9999,
     cap: Optional[ArrayLike] = None,
-    normalize: Optional[str] = None,
+    normalize: Union[bool, str, None] = True,
 ) -> jax.Array:
   r"""Computes per-class loss weights from class counts.
 
   Methods, with :math:`n_c` the count of class ``c``, :math:`N = \sum_c n_c`
   and ``C`` the number of classes:
 
-  * ``"inverse"``: :math:`w_c = N / (C \, n_c)` (scikit-learn's
+  * ``"inverse_frequency"``: :math:`w_c = N / (C \, n_c)` (scikit-learn's
     ``class_weight="balanced"``; a balanced data set gives all ones).
+  * ``"sqrt_inverse_frequency"``: :math:`w_c = \sqrt{N / (C \, n_c)}`, a
+    milder re-weighting (the square-root rule of Mahajan et al. and of
+    Mikolov et al.'s sub-sampling).
   * ``"effective_number"``: :math:`w_c = (1 - \beta) / (1 - \beta^{n_c})`, the
     inverse effective number of samples (Cui et al.).
 
   Then ``normalize`` rescales, and ``cap`` clips: ``w = minimum(w, cap)``.
 
   A class with zero examples gets the weight it would have with exactly one
-  example (``N / C`` for ``"inverse"``, ``1`` for ``"effective_number"``,
-  before normalisation), so it is finite; pair it with ``cap`` to bound it.
+  example (``N / C`` for ``"inverse_frequency"``, its square root for
+  ``"sqrt_inverse_frequency"``, ``1`` for ``"effective_number"``, before
+  normalisation), so it is finite; pair it with ``cap`` to bound it.
 
   Args:
     class_counts: ``[C]`` non-negative counts (NumPy or JAX, int or float;
       fractional counts are allowed).
-    method: ``"inverse"`` or ``"effective_number"``.
-    beta: Effective-number hyperparameter in ``[0, 1)``; ignored by
-      ``"inverse"``. ``beta -> 1`` approaches inverse frequency, ``beta = 0``
+    method: ``"inverse_frequency"``, ``"sqrt_inverse_frequency"`` or
+      ``"effective_number"``.
+    beta: Effective-number hyperparameter in ``[0, 1)`` (Cui et al. use
+      0.9999 on CIFAR-LT); ignored by the other methods. ``beta -> 1`` approaches inverse frequency, ``beta = 0``
       gives all ones.
     cap: Optional upper bound on the (normalised) weights, a positive scalar
       (``inf`` means no cap); may be traced, e.g. a curriculum stage value
       inside ``jax.jit``, without recompiling.
-    normalize: None (raw weights), ``"mean"`` (scaled so the weights average 1
-      over classes, i.e. sum to ``C``, as Cui et al.) or ``"head"`` (divided
-      by the weight of the most frequent class, so it gets 1 and rarer classes
-      get at least 1).
+    normalize: ``True`` or ``"mean"`` (the default: scaled so the weights
+      average 1 over classes, i.e. sum to ``C``, as Cui et al.), ``False`` or
+      None (raw weights), or ``"head"`` (divided by the weight of the most
+      frequent class, so it gets 1 and rarer classes get at least 1).
 
   Returns:
     float32 ``[C]`` weights.
@@ -116,9 +122,11 @@ def class_weights_from_counts(
     >>> from jaxloss.losses import class_weights_from_counts
     >>> counts = jnp.array([100, 10, 1])
     >>> with jnp.printoptions(precision=4):
+    ...   print(class_weights_from_counts(counts, normalize=False))
     ...   print(class_weights_from_counts(counts))
     ...   print(class_weights_from_counts(counts, normalize="head", cap=20.0))
     [ 0.37  3.7  37.  ]
+    [0.027  0.2703 2.7027]
     [ 1. 10. 20.]
 
   References:
@@ -127,13 +135,18 @@ def class_weights_from_counts(
 
     King and Zeng, *Logistic Regression in Rare Events Data*, Political
     Analysis 2001 (the ``N / (C n_c)`` heuristic used by scikit-learn).
+
+    Mahajan et al., `Exploring the Limits of Weakly Supervised Pretraining
+    <https://arxiv.org/abs/1805.00932>`_, ECCV 2018 (square-root re-weighting).
   """
   if method not in _METHODS:
     raise ValueError(
         f"`method` must be one of {list(_METHODS)}; got {method!r}.")
-  if normalize not in _NORMALIZE:
+  if not any(normalize is v or (isinstance(v, str) and normalize == v)
+             for v in _NORMALIZE):
     raise ValueError(
         f"`normalize` must be one of {list(_NORMALIZE)}; got {normalize!r}.")
+  normalize = {True: "mean", False: None}.get(normalize, normalize)
   # beta is checked for every method: a bad beta is a config mistake even
   # where it is ignored.
   _checks.check_scalar_range(beta, "beta", 0.0, 1.0, high_closed=False)
@@ -160,8 +173,10 @@ def _class_weights_core(counts, beta, cap, method, normalize):
   # counts in (0, 1) are kept as given.
   n = jnp.where(counts > 0, counts, 1.0)
 
-  if method == "inverse":
+  if method == "inverse_frequency":
     weights = counts.sum() / (num_classes * n)
+  elif method == "sqrt_inverse_frequency":
+    weights = jnp.sqrt(counts.sum() / (num_classes * n))
   else:
     beta = beta.astype(jnp.float32)
     # 1 - beta**n as -expm1(n log beta) keeps its relative precision when

@@ -402,3 +402,107 @@ def test_traced_hyperparameters_inside_jit():
     expected = alpha[INT_LABELS] * np_focal(LOGITS, ONE_HOT, gamma)
     np.testing.assert_allclose(loss(jnp.float32(gamma), alpha), expected,
                                rtol=1e-5)
+
+
+# ------------------------------------------------------- sigmoid focal loss
+
+
+def np_sigmoid_focal(x, y, gamma, alpha=None):
+  x = np.asarray(x, np.float64)
+  y = np.asarray(y, np.float64)
+  p = 1.0 / (1.0 + np.exp(-x))
+  ce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+  p_t = p * y + (1 - p) * (1 - y)
+  loss = ce * (1 - p_t) ** gamma
+  if alpha is not None:
+    loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+  return loss
+
+
+SIG_LOGITS = RNG.normal(size=(5, 6)).astype(np.float32) * 3.0
+SIG_LABELS = (RNG.uniform(size=(5, 6)) < 0.3).astype(np.float32)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+@pytest.mark.parametrize("alpha", [None, 0.25])
+def test_sigmoid_focal_matches_numpy_and_optax(gamma, alpha):
+  got = cls.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS, alpha=alpha,
+                               gamma=gamma)
+  assert got.shape == SIG_LOGITS.shape
+  np.testing.assert_allclose(
+      got, np_sigmoid_focal(SIG_LOGITS, SIG_LABELS, gamma, alpha), rtol=1e-5,
+      atol=1e-7)
+  ref = optax.losses.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS, alpha=alpha,
+                                        gamma=gamma)
+  np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_sigmoid_focal_gamma_zero_is_binary_cross_entropy():
+  got = cls.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS, gamma=0.0)
+  ref = optax.sigmoid_binary_cross_entropy(SIG_LOGITS, SIG_LABELS)
+  np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_sigmoid_focal_per_class_alpha_and_soft_labels():
+  alpha = np.linspace(0.1, 0.9, 6).astype(np.float32)
+  soft = np.clip(SIG_LABELS * 0.9 + 0.05, 0, 1)
+  got = cls.sigmoid_focal_loss(SIG_LOGITS, soft, alpha=alpha, gamma=2.0)
+  np.testing.assert_allclose(
+      got, np_sigmoid_focal(SIG_LOGITS, soft, 2.0, alpha), rtol=1e-5,
+      atol=1e-7)
+  # Per-class alpha equals a scalar alpha column by column.
+  for c in (0, 5):
+    col = cls.sigmoid_focal_loss(SIG_LOGITS, soft, alpha=float(alpha[c]),
+                                 gamma=2.0)[:, c]
+    np.testing.assert_allclose(got[:, c], col, rtol=1e-6)
+  # Bool labels are accepted.
+  np.testing.assert_allclose(
+      cls.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS.astype(bool)),
+      cls.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS), rtol=0)
+
+
+def test_sigmoid_focal_where_example_and_element_masks():
+  rows = np.array([True, False, True, True, False])
+  elems = RNG.uniform(size=SIG_LOGITS.shape) < 0.6
+  for where, keep in ((rows, np.broadcast_to(rows[:, None], elems.shape)),
+                      (elems, elems)):
+    garbage = SIG_LOGITS.copy()
+    garbage[~keep] = np.nan
+    fn = lambda x: cls.sigmoid_focal_loss(x, SIG_LABELS, alpha=0.25,
+                                          where=where)
+    loss = fn(garbage)
+    np.testing.assert_array_equal(np.asarray(loss)[~keep], 0.0)
+    np.testing.assert_allclose(
+        np.asarray(loss)[keep],
+        np.asarray(cls.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS,
+                                          alpha=0.25))[keep], rtol=1e-6)
+    grads = jax.jit(jax.grad(lambda x: fn(x).sum()))(garbage)
+    assert np.all(np.isfinite(grads))
+    np.testing.assert_array_equal(np.asarray(grads)[~keep], 0.0)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_sigmoid_focal_extreme_logits_and_check_grads(gamma):
+  extreme = np.where(SIG_LOGITS > 0, 1e4, -1e4).astype(np.float32)
+  value, grads = jax.jit(jax.value_and_grad(
+      lambda x: cls.sigmoid_focal_loss(x, SIG_LABELS, gamma=gamma).sum()))(
+          extreme)
+  assert np.isfinite(value) and np.all(np.isfinite(grads))
+  with jax.enable_x64(True):
+    x = jnp.asarray(SIG_LOGITS[:2], jnp.float64)
+    check_grads(lambda z: cls.sigmoid_focal_loss(
+        z, SIG_LABELS[:2], alpha=0.25, gamma=gamma), (x,), order=2,
+                modes=("rev",), atol=1e-5, rtol=1e-5)
+
+
+def test_sigmoid_focal_errors():
+  with pytest.raises(ValueError, match="labels"):
+    cls.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS[:, :3])
+  with pytest.raises(ValueError, match=r"alpha.*\(6,\)"):
+    cls.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS, alpha=np.ones(3))
+  with pytest.raises(ValueError, match=r"alpha.*\[0.0, 1.0\]"):
+    cls.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS, alpha=1.5)
+  with pytest.raises(ValueError, match="gamma"):
+    cls.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS, gamma=-1.0)
+  with pytest.raises(ValueError, match="where"):
+    cls.sigmoid_focal_loss(SIG_LOGITS, SIG_LABELS, where=np.ones(3, bool))

@@ -19,7 +19,7 @@ def np_effective_number(counts, beta):
 
 
 def test_inverse_is_n_over_c_times_count():
-  got = class_weights_from_counts(COUNTS)
+  got = class_weights_from_counts(COUNTS, normalize=False)
   assert got.dtype == jnp.float32 and got.shape == (3,)
   np.testing.assert_allclose(got, 111.0 / (3.0 * COUNTS), rtol=1e-6)
   np.testing.assert_allclose(got, [0.37, 3.7, 37.0], rtol=1e-6)
@@ -28,14 +28,45 @@ def test_inverse_is_n_over_c_times_count():
 def test_inverse_matches_sklearn_balanced():
   y = np.repeat(np.arange(4), [50, 20, 5, 1])
   expected = compute_class_weight("balanced", classes=np.arange(4), y=y)
-  got = class_weights_from_counts(jnp.array([50.0, 20.0, 5.0, 1.0]))
+  got = class_weights_from_counts(jnp.array([50.0, 20.0, 5.0, 1.0]),
+                                  normalize=None)
   np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_default_is_inverse_frequency_normalised_to_mean_one():
+  # Defaults: method="inverse_frequency", normalize=True ("mean"), so the
+  # weights sum to C; for counts [100, 10, 1] that is w ∝ 1/n_c scaled to 3.
+  got = class_weights_from_counts(COUNTS)
+  inv = 1.0 / COUNTS
+  np.testing.assert_allclose(got, 3.0 * inv / inv.sum(), rtol=1e-6)
+  np.testing.assert_allclose(
+      got, class_weights_from_counts(COUNTS, normalize="mean"), rtol=0)
+
+
+def test_sqrt_inverse_frequency_is_square_root_of_inverse():
+  raw = class_weights_from_counts(COUNTS, method="sqrt_inverse_frequency",
+                                  normalize=False)
+  np.testing.assert_allclose(raw, np.sqrt(111.0 / (3.0 * COUNTS)), rtol=1e-6)
+  head = class_weights_from_counts(COUNTS, method="sqrt_inverse_frequency",
+                                   normalize="head")
+  np.testing.assert_allclose(head, [1.0, np.sqrt(10.0), 10.0], rtol=1e-6)
+
+
+def test_effective_number_cifar10_lt_default_beta():
+  # Cui et al.'s CIFAR-10-LT (imbalance 100) counts with their beta = 0.9999,
+  # normalised to sum to C = 10, against an independent float64 computation.
+  counts = np.array([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
+  got = class_weights_from_counts(counts, method="effective_number")
+  ref = np_effective_number(counts, float(np.float32(0.9999)))
+  ref = ref * 10.0 / ref.sum()
+  np.testing.assert_allclose(got, ref, rtol=1e-4)
+  assert got[-1] / got[0] > 30.0  # tail weighted far above the head
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.9, 0.999, 0.9999])
 def test_effective_number_matches_numpy(beta):
   got = class_weights_from_counts(COUNTS, method="effective_number",
-                                  beta=beta)
+                                  beta=beta, normalize=False)
   # float32 beta, as the function sees it.
   expected = np_effective_number(COUNTS, float(np.float32(beta)))
   np.testing.assert_allclose(got, expected, rtol=1e-5)
@@ -44,22 +75,27 @@ def test_effective_number_matches_numpy(beta):
 def test_effective_number_limits():
   # beta = 0: all ones; beta -> 1: proportional to inverse frequency.
   np.testing.assert_allclose(
-      class_weights_from_counts(COUNTS, method="effective_number", beta=0.0),
+      class_weights_from_counts(COUNTS, method="effective_number", beta=0.0,
+                                normalize=False),
       np.ones(3), rtol=1e-6)
   near_inverse = class_weights_from_counts(
       COUNTS, method="effective_number", beta=1 - 1e-6, normalize="head")
   np.testing.assert_allclose(near_inverse, [1.0, 10.0, 100.0], rtol=1e-3)
 
 
-@pytest.mark.parametrize("method", ["inverse", "effective_number"])
+@pytest.mark.parametrize("method", ["inverse_frequency",
+                                    "sqrt_inverse_frequency",
+                                    "effective_number"])
 def test_normalize_mean_sums_to_num_classes(method):
   got = class_weights_from_counts(COUNTS, method=method, normalize="mean")
   np.testing.assert_allclose(got.sum(), 3.0, rtol=1e-6)
-  raw = class_weights_from_counts(COUNTS, method=method)
+  raw = class_weights_from_counts(COUNTS, method=method, normalize=False)
   np.testing.assert_allclose(got, raw * 3.0 / raw.sum(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["inverse", "effective_number"])
+@pytest.mark.parametrize("method", ["inverse_frequency",
+                                    "sqrt_inverse_frequency",
+                                    "effective_number"])
 def test_normalize_head_gives_one_to_most_frequent(method):
   counts = np.array([10, 100, 1, 50])
   got = np.asarray(class_weights_from_counts(counts, method=method,
@@ -75,20 +111,21 @@ def test_cap_clips_after_normalisation():
   # A cap above every weight changes nothing; cap=inf means no cap.
   for cap in (1e6, np.inf):
     np.testing.assert_allclose(
-        class_weights_from_counts(COUNTS, cap=cap),
-        class_weights_from_counts(COUNTS), rtol=0)
+        class_weights_from_counts(COUNTS, cap=cap, normalize=False),
+        class_weights_from_counts(COUNTS, normalize=False), rtol=0)
 
 
 def test_zero_count_gets_finite_one_example_weight():
   counts = np.array([100, 10, 0])
-  got = class_weights_from_counts(counts)
+  got = class_weights_from_counts(counts, normalize=False)
   one_example_counts = np.array([100, 10, 1])
   # N stays 110 (the real total), the empty class is weighted as n_c = 1.
   np.testing.assert_allclose(got, 110.0 / (3.0 * np.array([100, 10, 1])),
                              rtol=1e-6)
   assert np.all(np.isfinite(got))
   # With "head" normalisation N cancels: exactly the one-example weights.
-  for method in ("inverse", "effective_number"):
+  for method in ("inverse_frequency", "sqrt_inverse_frequency",
+                 "effective_number"):
     np.testing.assert_allclose(
         class_weights_from_counts(counts, method=method, normalize="head"),
         class_weights_from_counts(one_example_counts, method=method,
@@ -96,7 +133,7 @@ def test_zero_count_gets_finite_one_example_weight():
   capped = class_weights_from_counts(counts, normalize="head", cap=5.0)
   np.testing.assert_allclose(capped, [1.0, 5.0, 5.0], rtol=1e-6)
   eff = class_weights_from_counts(counts, method="effective_number",
-                                  beta=0.99)
+                                  beta=0.99, normalize=False)
   np.testing.assert_allclose(eff[2], 1.0, rtol=1e-6)
 
 
@@ -123,8 +160,9 @@ def test_traced_counts_inside_jit():
 def test_accepts_numpy_and_jax_ints_and_floats():
   for counts in (COUNTS, COUNTS.astype(np.float64), jnp.asarray(COUNTS),
                  jnp.asarray(COUNTS, jnp.float32), [100, 10, 1]):
-    np.testing.assert_allclose(class_weights_from_counts(counts),
-                               [0.37, 3.7, 37.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        class_weights_from_counts(counts, normalize=False),
+        [0.37, 3.7, 37.0], rtol=1e-6)
 
 
 def test_priors():
@@ -148,10 +186,13 @@ def test_bad_counts_raise(fn, counts, pattern):
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    (dict(method="sqrt"), r"method.*'inverse', 'effective_number'.*'sqrt'"),
+    (dict(method="inverse"),
+     r"method.*'inverse_frequency', 'sqrt_inverse_frequency', "
+     r"'effective_number'.*'inverse'"),
     (dict(method="effective_number", beta=1.0), r"beta.*\[0.0, 1.0\).*1.0"),
     (dict(beta=-0.1), r"beta.*-0.1"),
-    (dict(normalize="sum"), r"normalize.*None, 'mean', 'head'.*'sum'"),
+    (dict(normalize="sum"), r"normalize.*True, False, None, 'mean', 'head'.*'sum'"),
+    (dict(normalize=1.0), r"normalize.*1.0"),
     (dict(cap=0.0), r"cap.*\(0.0, inf\].*0.0"),
     (dict(cap=-2.0), r"cap.*-2.0"),
 ])
