@@ -493,26 +493,229 @@ def test_memory_is_quadratic_in_n_without_nnk_or_nnd(name):
   assert _max_intermediate_size(jaxpr) <= bound
 
 
-def test_masked_pairwise_logits_helper():
+def test_pairwise_logits_and_row_statistics_helpers():
   z = np_unit(EMB).astype(np.float32)
   mask = np.array([True, True, False, True, False, False, True, True])
-  logits, lse, candidate = con._masked_pairwise_logits(
-      jnp.asarray(z), jnp.float32(0.5), jnp.asarray(mask))
-  expected_candidate = ~np.eye(N, dtype=bool) & mask[None, :]
+  # Anchors 5..7 and a padding row 8 (which excludes no candidate).
+  index = jnp.arange(5, 9)
+  z_anchor = jnp.concatenate([jnp.asarray(z[5:]), jnp.zeros((1, D))])
+  logits, candidate = con._pairwise_logits(
+      z_anchor, index, jnp.asarray(z), jnp.float32(0.5), jnp.asarray(mask))
+  expected_candidate = (np.arange(5, 9)[:, None] != np.arange(N)) & mask
   np.testing.assert_array_equal(candidate, expected_candidate)
-  np.testing.assert_allclose(logits, z @ z.T / 0.5, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(logits[:3], z[5:] @ z.T / 0.5, rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_array_equal(logits[3], 0.0)
   s = np.asarray(z, np.float64) @ np.asarray(z, np.float64).T / 0.5
-  for i in range(N):
-    np.testing.assert_allclose(
-        lse[i], np.log(np.exp(s[i][expected_candidate[i]]).sum()), rtol=1e-5)
+  for block in (N, 3):
+    stats = con._row_statistics(jnp.asarray(z), jnp.float32(0.5),
+                                jnp.asarray(mask), jnp.asarray(INT_LABELS),
+                                block, softmax_logit=True)
+    for i in range(N):
+      cand = (np.arange(N) != i) & mask
+      pos = cand & (INT_LABELS == INT_LABELS[i])
+      softmax = np.exp(s[i][cand]) / np.exp(s[i][cand]).sum()
+      np.testing.assert_allclose(
+          stats["lse"][i], np.log(np.exp(s[i][cand]).sum()), rtol=1e-5)
+      np.testing.assert_allclose(stats["positive_sum"][i], s[i][pos].sum(),
+                                 rtol=1e-5, atol=1e-6)
+      assert stats["num_positives"][i] == pos.sum()
+      np.testing.assert_allclose(stats["softmax_logit"][i],
+                                 softmax @ s[i][cand], rtol=1e-5, atol=1e-6)
   # No candidate at all (one included example): a finite 0, not -inf or
   # "very negative", so scaling or averaging it later cannot overflow.
   only = np.zeros(N, bool)
   only[3] = True
-  _, lse, candidate = con._masked_pairwise_logits(
-      jnp.asarray(z), jnp.float32(1e-3), jnp.asarray(only))
-  assert not np.asarray(candidate)[3].any()
-  assert lse[3] == 0.0
+  stats = con._row_statistics(jnp.asarray(z), jnp.float32(1e-3),
+                              jnp.asarray(only), None, N, softmax_logit=False)
+  assert stats["lse"][3] == 0.0
+
+
+# ------------------------------------------------------ blocked computation
+#
+# From N = 512 on the losses walk over blocks of anchors and differentiate
+# through a custom JVP. These tests force small blocks (with a padded last
+# block) and compare with a direct jnp transcription of the [N, N] formula
+# differentiated by plain autodiff, and with finite differences.
+
+
+def jnp_supcon(x, labels, tau, base_tau=None, where=None):
+  """The full-matrix formula (eq. 2) in jnp, differentiated by autodiff."""
+  n = x.shape[-2]
+  keep = jnp.ones(x.shape[:-1], bool) if where is None else jnp.asarray(where)
+  x = jnp.where(keep[..., None], x, 0.0)
+  z = x * jax.lax.rsqrt(jnp.maximum((x * x).sum(-1, keepdims=True), 1e-24))
+  s = jnp.einsum("...id,...jd->...ij", z, z,
+                 precision=jax.lax.Precision.HIGHEST) / tau
+  cand = ~jnp.eye(n, dtype=bool) & keep[..., None, :]
+  if labels.ndim == x.ndim:
+    member = (labels > 0) & keep[..., None]
+    same = (member[..., :, None, :] & member[..., None, :, :]).any(-1)
+  else:
+    same = labels[..., :, None] == labels[..., None, :]
+  pos = cand & same
+  lse = jax.nn.logsumexp(jnp.where(cand, s, -1e30), axis=-1)
+  count = pos.sum(-1)
+  loss = lse - jnp.where(pos, s, 0.0).sum(-1) / jnp.maximum(count, 1)
+  loss = jnp.where((count > 0) & keep, loss, 0.0)
+  return loss if base_tau is None else loss * tau / base_tau
+
+
+def jnp_ntxent(a, b, tau, where=None):
+  n = a.shape[-2]
+  keep = jnp.ones(a.shape[:-1], bool) if where is None else jnp.asarray(where)
+  pair = jnp.concatenate([jnp.arange(n), jnp.arange(n)])
+  per_view = jnp_supcon(jnp.concatenate([a, b], axis=-2),
+                        jnp.broadcast_to(pair, a.shape[:-2] + (2 * n,)), tau,
+                        where=jnp.concatenate([keep, keep], axis=-1))
+  return 0.5 * (per_view[..., :n] + per_view[..., n:])
+
+
+def _blocked_cases(dtype):
+  rng = np.random.default_rng(7)
+  n, d, k = 10, 6, 5
+  x = rng.normal(size=(2, n, d)).astype(dtype)
+  where = rng.random(size=(2, n)) < 0.8
+  where[:, :2] = True
+  x[~where] = np.nan  # garbage in masked rows
+  ids = rng.integers(0, 3, size=(2, n)).astype(np.int32)
+  multi = (rng.random(size=(2, n, k)) < 0.35).astype(np.float32)
+  view = np.eye(d) + 0.3 * rng.normal(size=(d, d))
+  return {
+      "supcon_int": (
+          lambda x, t: supcon(x, ids, where, temperature=t),
+          lambda x, t: jnp_supcon(x, ids, t, where=where)),
+      "supcon_multi_hot": (
+          lambda x, t: supcon(x, multi, where, temperature=t,
+                              base_temperature=0.07),
+          lambda x, t: jnp_supcon(x, multi, t, 0.07, where=where)),
+      "ntxent": (
+          lambda x, t: con.ntxent_loss(x, x @ view, temperature=t,
+                                       where=where),
+          lambda x, t: jnp_ntxent(x, x @ view, t, where=where)),
+  }, x, where
+
+
+@pytest.mark.parametrize("name", ["supcon_int", "supcon_multi_hot", "ntxent"])
+@pytest.mark.parametrize("block", [3, 1000])
+def test_blocked_equals_direct_autodiff(name, block, monkeypatch):
+  # N = 10 (20 views for NT-Xent): block 3 leaves a padded last block, 1000
+  # is the single-block path. The cotangent weights every anchor
+  # differently, so the symmetric reverse-mode formula is fully exercised.
+  monkeypatch.setattr(con, "_block_size", lambda n: block)
+  fns, x, where = _blocked_cases(np.float32)
+  fn, ref = fns[name]
+  weights = np.random.default_rng(1).normal(size=where.shape)
+  weights = weights.astype(np.float32)
+
+  def objective(f):
+    return jax.jit(jax.value_and_grad(
+        lambda x, t: (f(x, t) * weights).sum(), argnums=(0, 1)))
+
+  got = fn(x, jnp.float32(0.2))
+  np.testing.assert_allclose(got, ref(x, jnp.float32(0.2)), rtol=1e-6,
+                             atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(got)[~where], 0.0)
+  value, (grad_x, grad_t) = objective(fn)(x, jnp.float32(0.2))
+  want, (want_x, want_t) = objective(ref)(x, jnp.float32(0.2))
+  np.testing.assert_allclose(value, want, rtol=1e-6)
+  np.testing.assert_allclose(grad_x, want_x, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(grad_t, want_t, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(grad_x)[~where], 0.0)
+  # In float64 the two derivations agree to rounding.
+  with jax.enable_x64(True):
+    x64 = jnp.asarray(np.where(where[..., None], x, 0.0), jnp.float64)
+    _, (g64, t64) = objective(fn)(x64, jnp.float64(0.2))
+    _, (w64, wt64) = objective(ref)(x64, jnp.float64(0.2))
+    np.testing.assert_allclose(g64, w64, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(t64, wt64, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["supcon_int", "supcon_multi_hot", "ntxent"])
+def test_blocked_check_grads_float64(name, monkeypatch):
+  # Forward and reverse mode, to second order in the embeddings, through the
+  # custom JVP and the checkpointed scan, against finite differences.
+  monkeypatch.setattr(con, "_block_size", lambda n: 3)
+  with jax.enable_x64(True):
+    fns, x, where = _blocked_cases(np.float64)
+    fn = fns[name][0]
+    x = jnp.asarray(np.where(where[..., None], x, 0.0))
+    check_grads(jax.jit(lambda x: fn(x, 0.3).sum()), (x,), order=2,
+                modes=["fwd", "rev"])
+    check_grads(jax.jit(lambda t: fn(x, t).sum()), (jnp.float64(0.3),),
+                order=1, modes=["fwd", "rev"])
+
+
+def test_blocked_jvp_equals_direct_autodiff(monkeypatch):
+  monkeypatch.setattr(con, "_block_size", lambda n: 4)
+  fns, x, where = _blocked_cases(np.float32)
+  fn, ref = fns["supcon_multi_hot"]
+  x = np.where(where[..., None], x, 0.0).astype(np.float32)
+  tangent = np.random.default_rng(2).normal(size=x.shape).astype(np.float32)
+  got = jax.jvp(lambda x, t: fn(x, t), (x, jnp.float32(0.2)),
+                (tangent, jnp.float32(0.01)))
+  want = jax.jvp(lambda x, t: ref(x, t), (x, jnp.float32(0.2)),
+                 (tangent, jnp.float32(0.01)))
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [33, 300])
+def test_supcon_multi_hot_many_classes_match_numpy(k):
+  # 33 classes pack into two uint32 words; 300 exceed the packed limit and
+  # are matched with a matmul instead. Both must give eq. 2 with "any".
+  rng = np.random.default_rng(k)
+  labels = (rng.random(size=(N, k)) < 3.0 / k).astype(np.float32)
+  labels[2, k - 1] = labels[5, k - 1] = 1.0  # a match in the last word
+  keys = con._class_keys(jnp.asarray(labels), None, True, jnp.float32)
+  packed = -(-k // 32) <= con._MAX_PACKED_WORDS
+  assert keys.dtype == (jnp.uint32 if packed else jnp.float32)
+  for where in (None, WHERE):
+    np.testing.assert_allclose(
+        supcon(EMB, labels, where, temperature=0.2),
+        np_supcon(EMB, labels, 0.2, where=where), rtol=2e-5, atol=1e-6)
+
+
+def test_block_size_rule():
+  assert con._block_size(8) == 8
+  assert con._block_size(511) == 511  # below 8 * _MIN_BLOCK: one block
+  assert con._block_size(512) == 64
+  assert con._block_size(1000) == 120  # N / 8, a multiple of 8
+  assert con._block_size(1024) == 128
+  assert con._block_size(4096) == 512
+  # Capped at _BLOCK_ELEMENTS logits per block, but never below _MIN_BLOCK.
+  assert con._block_size(8192) == con._BLOCK_ELEMENTS // 8192
+  assert con._block_size(2**17) == con._MIN_BLOCK
+
+
+def _temp_bytes(fn, *args):
+  compiled = jax.jit(jax.value_and_grad(fn)).lower(*args).compile()
+  stats = compiled.memory_analysis()
+  if stats is None:
+    pytest.skip(f"memory_analysis() is None on {jax.default_backend()}")
+  return stats.temp_size_in_bytes
+
+
+@pytest.mark.parametrize("n", [1024, 4096])
+@pytest.mark.parametrize("kind", ["int", "multi_hot", "ntxent"])
+def test_compiled_temp_memory_is_within_one_matrix(kind, n):
+  # Forward + backward of the mean loss in at most one [B, B] float32 matrix
+  # (B = N, or 2N views for NT-Xent); the direct computation needed ~2.3.
+  # Only compiled, never run.
+  rng = np.random.default_rng(0)
+  emb = jnp.asarray(rng.normal(size=(n, 128)).astype(np.float32))
+  if kind == "ntxent":
+    b = 2 * n
+    temp = _temp_bytes(lambda e: con.ntxent_loss(e, e[::-1]).mean(), emb)
+  else:
+    b = n
+    labels = (rng.integers(0, 4, size=n) if kind == "int" else
+              (rng.random(size=(n, 40)) < 0.075).astype(np.float32))
+    temp = _temp_bytes(lambda e, y: supcon(e, y).mean(), emb,
+                       jnp.asarray(labels))
+  assert temp <= 4 * b * b, temp / (4 * b * b)
+  # The blocks themselves stay a fraction of it.
+  assert temp <= 0.6 * 4 * b * b, temp / (4 * b * b)
 
 
 # ------------------------------------------------------------------ errors
