@@ -23,14 +23,15 @@ from tqdm import tqdm
 
 from jaxloss import curriculum as curriculum_lib
 from jaxloss import metrics as metrics_lib
+from jaxloss import monitors
 from jaxloss.checkpoint import Checkpointer, abstract_like
 from jaxloss.data import augment
 from jaxloss.data.digits_lt import load_digits_lt
 from jaxloss.models import SmallCNN
 from jaxloss.parallel import DATA_AXIS, DataParallel, TraceCounter, pad_to_multiple
 from jaxloss.train_state import TrainState, zero_train_sums
-from jaxloss.train_step import (make_eval_step, make_imbalance_loss, make_optimizer,
-                                make_train_step)
+from jaxloss.train_step import (add_contrastive_term, make_eval_step,
+                                make_imbalance_loss, make_optimizer, make_train_step)
 
 CURRICULA = ("four_stage", "erm")
 WAR_WEIGHTS = ("train", "test")
@@ -87,6 +88,34 @@ class MetricsLog:
     with open(self.path) as f:
       return [json.loads(line) for line in f if line.strip()]
 
+  def read_or_empty(self) -> list[dict]:
+    return self.read() if os.path.exists(self.path) else []
+
+
+def _scaled_tau(loss_fn, scale: float):
+  """``loss_fn`` with the curriculum's logit-adjustment τ multiplied by ``scale``."""
+  def scaled(logits, labels, knobs):
+    return loss_fn(logits, labels, {**knobs, "tau": scale * knobs["tau"]})
+  return scaled
+
+
+def _uniform_logit_loss(loss_fn, labels, num_classes: int, knobs) -> float:
+  """The classification loss of a model that knows nothing (all logits 0) over the
+  training set with the first step's knobs: ln C for cross-entropy, (1 - 1/C)^γ ln C
+  for focal loss, shifted by any logit adjustment. The initial_loss_off monitor
+  compares the first step's loss with it."""
+  labels = jnp.asarray(labels)
+  logits = jnp.zeros((labels.shape[0], num_classes), jnp.float32)
+  per_example, weight, *_ = loss_fn(logits, labels, knobs)
+  return float(jnp.sum(per_example * weight) / jnp.sum(weight))
+
+
+def _scaled_logits(loss_fn, scale: float):
+  """``loss_fn`` on ``scale · logits`` (a cosine-classifier style logit scale)."""
+  def scaled(logits, labels, knobs):
+    return loss_fn(logits * scale, labels, knobs)
+  return scaled
+
 
 def _validate(config):
   if config.war_weights not in WAR_WEIGHTS:
@@ -96,6 +125,36 @@ def _validate(config):
                 "checkpoint_every_steps", "keep_checkpoints"):
     if not config[field] >= 1:
       raise ValueError(f"config.{field} must be >= 1, got {config[field]}")
+  if not config.logit_scale > 0:
+    raise ValueError(f"config.logit_scale must be > 0, got {config.logit_scale}")
+  if not 0 <= config.dropout_rate < 1:
+    raise ValueError(f"config.dropout_rate must be in [0, 1), got {config.dropout_rate}")
+  monitors.resolve_thresholds(config.monitor)
+  monitors.validate_halt_on(config.monitor.halt_on)
+
+
+def _monitor_meta(config, curriculum, compiled, *, total_steps, steps_per_epoch,
+                  num_classes, terms, class_counts) -> dict:
+  """The ``meta`` event: what the monitors need to read the stream on their own."""
+  stages = []
+  for stage, start in zip(curriculum.stages, compiled.boundaries):
+    knobs = compiled.host_values(start)
+    knobs.pop("learning_rate", None)
+    stages.append({"name": stage.name, "start_step": int(start),
+                   "expect": dict(stage.expect), "knobs": knobs})
+  return {
+      "step": 0, "split": "meta", "name": config.name, "total_steps": total_steps,
+      "steps_per_epoch": steps_per_epoch, "num_classes": num_classes,
+      "class_counts": [int(c) for c in class_counts],
+      "learning_rate": float(config.learning_rate),
+      "max_grad_norm": config.max_grad_norm, "terms": terms,
+      "initial_reference": terms[0]["initial_reference"],
+      "initial_reference_text": terms[0]["initial_reference_text"],
+      "heads": {"class": {"num_classes": num_classes, "o_index": None}},
+      "stages": stages,
+      "thresholds": monitors.resolve_thresholds(config.monitor),
+      "config_fields": {"learning_rate": "config.learning_rate"},
+  }
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
@@ -116,6 +175,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
                         test_per_class=config.test_per_class, seed=config.data_seed,
                         data_dir=config.data_dir)
   train, test = data["train"], data["test"]
+  if config.shuffle_train_labels:
+    # A data fault for the not_learning monitor: labels no longer match the images
+    # (the class counts, and so the sampler and the class weights, are unchanged).
+    train = {**train, "label": np.random.default_rng(config.data_seed).permutation(
+        train["label"])}
   class_counts = np.asarray(data["class_counts"])
   num_classes = int(data["num_classes"])
   num_train = len(train["label"])
@@ -124,15 +188,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   war_weights = class_counts if config.war_weights == "train" else None
 
   # --- Curriculum, model, optimizer, parallelism ------------------------------------
-  curriculum = build_curriculum(config).compile(steps_per_epoch)
+  curriculum_spec = build_curriculum(config)
+  curriculum = curriculum_spec.compile(steps_per_epoch)
   dp = DataParallel(config.parallel, config.num_devices)
-  model = SmallCNN(num_classes, widths=tuple(config.model_widths), axis_name=DATA_AXIS)
+  combined = config.contrastive_weight is not None
+  model = SmallCNN(num_classes, widths=tuple(config.model_widths), axis_name=DATA_AXIS,
+                   dropout_rate=config.dropout_rate,
+                   projection_dim=config.projection_dim if combined else None)
   tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
                       momentum=config.momentum, weight_decay=config.weight_decay,
                       max_grad_norm=config.max_grad_norm)
   loss_fn = make_imbalance_loss(class_counts, loss=config.loss, gamma=config.focal_gamma,
                                 weight_method=config.class_weight_method,
                                 weight_normalize=config.class_weight_normalize)
+  if config.logit_scale != 1.0:
+    loss_fn = _scaled_logits(loss_fn, config.logit_scale)
+  if config.tau_scale != 1.0:
+    loss_fn = _scaled_tau(loss_fn, config.tau_scale)
+  initial_reference = _uniform_logit_loss(loss_fn, train["label"], num_classes,
+                                          curriculum.values(0))
+  reference_text = (f"ln {num_classes}"
+                    if abs(initial_reference - math.log(num_classes)) < 1e-4
+                    else "the loss at uniform logits")
+  terms = [{"name": "classification", "weight": 1.0,
+            "weight_field": "config.classification_weight",
+            "initial_reference": initial_reference,
+            "initial_reference_text": reference_text}]
+  if combined:
+    loss_fn = add_contrastive_term(
+        loss_fn, classification_weight=config.classification_weight,
+        contrastive_weight=config.contrastive_weight,
+        temperature=config.contrastive_temperature)
+    terms[0]["weight"] = float(config.classification_weight)
+    terms.append({"name": "contrastive", "weight": float(config.contrastive_weight),
+                  "weight_field": "config.contrastive_weight"})
+  monitor_spec = None
+  if config.monitor.enabled:
+    monitor_spec = monitors.MonitorSpec(
+        terms=tuple(t["name"] for t in terms) if combined else (),
+        heads={"class": monitors.HeadSpec(num_classes)})
 
   def init_state() -> TrainState:
     key = jax.random.PRNGKey(config.seed)
@@ -142,7 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                             rng=state_key, model_state=model_state)
+                             rng=state_key, model_state=model_state,
+                             train_sums=monitors.zero_sums(monitor_spec))
 
   # --- Restore or initialise ----------------------------------------------------------
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -157,6 +252,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     state = init_state()
   step = int(state.step)
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=step)
+  if not any(e["split"] == "meta" for e in log.read_or_empty()):
+    log.write(_monitor_meta(config, curriculum_spec, curriculum, total_steps=total_steps,
+                            steps_per_epoch=steps_per_epoch, num_classes=num_classes,
+                            terms=terms, class_counts=class_counts))
+  monitor = monitors.Monitor(config.monitor, halt_on=config.monitor.halt_on)
+  monitor.update(log.read())  # findings already reported before a restart stay quiet
+  diagnosis_path = os.path.join(workdir, "diagnosis.json")
   state = dp.replicate(state)
 
   counter = TraceCounter()
@@ -164,18 +266,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       make_train_step(curriculum=curriculum, loss_fn=loss_fn,
                       global_batch_size=config.batch_size, num_devices=dp.num_devices,
                       class_counts=class_counts, augment_fn=augment.augment_batch,
-                      max_grad_norm=config.max_grad_norm),
+                      max_grad_norm=config.max_grad_norm, monitor=monitor_spec),
       counter)
-  eval_step = dp.launch_eval_step(make_eval_step(num_classes))
+  eval_step = dp.launch_eval_step(make_eval_step(num_classes,
+                                                 dropout_in_eval=config.eval_dropout))
   train_data = dp.replicate({"image": train["image"], "label": train["label"]})
   eval_batch = -(-config.eval_batch_size // dp.num_devices) * dp.num_devices
   padded = pad_to_multiple({"image": test["image"], "label": test["label"]}, eval_batch)
   test_batches = [dp.shard_batch({k: v[i:i + eval_batch] for k, v in padded.items()})
                   for i in range(0, len(padded["mask"]), eval_batch)]
 
+  eval_calls = [0]
+
   def evaluate(state) -> dict:
     sums = None
+    eval_calls[0] += 1
     for batch in test_batches:
+      if config.eval_dropout:
+        n = len(batch["mask"])
+        batch = {**batch, "eval_call": dp.shard_batch(
+            {"c": np.full((n,), eval_calls[0], np.int32)})["c"]}
       out = eval_step(state, batch)
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
@@ -184,12 +294,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
                          f"{len(test['label'])}")
     report = metrics_lib.classification_report(sums["confusion"], war_weights)
     report["loss"] = float(sums["loss_sum"] / sums["count"])
+    predicted = np.asarray(sums["confusion"]).sum(axis=0)
+    report["pred_share/class"] = (predicted / predicted.sum()).tolist()
+    report["top_share/class"] = float(predicted.max() / predicted.sum())
+    report["top_class/class"] = int(predicted.argmax())
+    report["_confusion"] = np.asarray(sums["confusion"])
     return report
+
+  def evaluate_twice(state) -> dict:
+    """Evaluates the same state twice; records the largest difference (must be 0)."""
+    a, b = evaluate(state), evaluate(state)
+    diff = max(float(np.max(np.abs(a["_confusion"] - b["_confusion"]))),
+               abs(a["loss"] - b["loss"]))
+    a["eval_repeat_max_diff"], a["eval_repeat_uar"] = diff, b["uar"]
+    return a
 
   # --- Train ------------------------------------------------------------------------
   boundaries = set(curriculum.boundaries[1:])
   bar = tqdm(total=total_steps, initial=step, desc=config.name, unit="step",
              disable=not config.progress, dynamic_ncols=True, leave=False)
+  halted, report = None, None
   while step < total_steps:
     if config.get("interrupt_at_step") is not None and step >= config.interrupt_at_step:
       # Simulated preemption (tests, tools.soak): stop with no final checkpoint.
@@ -197,45 +321,65 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       checkpointer.close()
       print(f"Interrupted at step {step} (config.interrupt_at_step)")
       return None
-    state, _ = train_step(state, train_data)
+    state, step_metrics = train_step(state, train_data)
     step += 1
     bar.update(1)
+    if step == 1:
+      # The first step's loss (computed before its update): the initial_loss monitor
+      # compares it with ln C.
+      first = {k: float(v) for k, v in
+               jax.device_get(dp.unreplicate(step_metrics)).items()
+               if k == "loss" or k.startswith("term/")}
+      log.write({"step": 1, "split": "init",
+                 "stage": curriculum.names[curriculum.stage_of(0)], **first})
     epoch_done = step % steps_per_epoch == 0 or step == total_steps
     if epoch_done:
       stage = curriculum.names[curriculum.stage_of(step - 1)]
       knobs = curriculum.host_values(step - 1)
-      sums = {k: float(v) for k, v in
-              jax.device_get(dp.unreplicate(state.train_sums)).items()}
+      raw = jax.device_get(dp.unreplicate(state.train_sums))
       # Fresh arrays each time: the step donates the state, sums included.
-      state = state.replace(train_sums=dp.replicate(zero_train_sums()))
-      n = max(sums["steps"], 1.0)
-      if sums["skipped"] < sums["steps"] and not math.isfinite(sums["loss"]):
+      state = state.replace(train_sums=dp.replicate(monitors.zero_sums(monitor_spec)))
+      if float(raw["skipped"]) < float(raw["steps"]) and not np.isfinite(raw["loss"]):
         raise FloatingPointError(f"non-finite train loss sum at step {step}")
       epoch = step / steps_per_epoch
-      train_event = {
-          "step": step, "epoch": epoch, "stage": stage, "split": "train",
-          "loss": sums["loss"] / max(n - sums["skipped"], 1.0),
-          "grad_norm": sums["grad_norm"] / max(n - sums["skipped"], 1.0),
-          "clipped_share": sums["clipped"] / n, "skipped_steps": int(sums["skipped"]),
-          **knobs}
+      train_event = {"step": step, "epoch": epoch, "stage": stage, "split": "train",
+                     **monitors.period_summary(raw), **knobs}
       log.write(train_event)
-      report = evaluate(state)
+      first_eval = not any(e["split"] == "test" for e in log.read())
+      report = (evaluate_twice(state) if first_eval or step == total_steps
+                else evaluate(state))
       log.write({"step": step, "epoch": epoch, "stage": stage, "split": "test",
-                 **report})
-      line = (f"epoch {epoch:5.1f} | {stage:<10} | loss {train_event['loss']:.4f} | "
+                 **{k: v for k, v in report.items() if not k.startswith("_")}})
+      loss_text = ("nan" if train_event["loss"] is None else
+                   f"{train_event['loss']:.4f}")
+      line = (f"epoch {epoch:5.1f} | {stage:<10} | loss {loss_text} | "
               f"test WAR {100 * report['war']:5.1f} UAR {100 * report['uar']:5.1f} | "
               f"cap {knobs.get('class_weight_cap', 0):4.1f} tau {knobs.get('tau', 0):.1f}"
               f" mix {knobs.get('sampler_mix', 0):.1f} lr {knobs['learning_rate']:.4g}")
+      new_findings = monitor.update(log.read())
       if config.progress:
         bar.write(line)
+        for finding in new_findings:
+          bar.write(monitors.format_live(finding))
+      halted = monitor.halting(new_findings)
+      monitors.write_diagnosis(diagnosis_path, monitor.findings,
+                               thresholds=monitor.thresholds, halted=halted,
+                               source=os.path.join(workdir, "metrics.jsonl"))
     if (step % config.checkpoint_every_steps == 0 or step in boundaries
-        or step == total_steps):
+        or step == total_steps or halted is not None):
       checkpointer.save(step, dp.unreplicate(state))
+    if halted is not None:
+      msg = (f"Halted at step {step}: {halted.code} is in config.monitor.halt_on "
+             f"(checkpoint saved; re-running the workdir resumes from it)")
+      bar.write(msg) if config.progress else print(msg)
+      break
   bar.close()
   checkpointer.close()
 
   # --- Summary ------------------------------------------------------------------------
-  final = evaluate(state)
+  final = report if report is not None and step == total_steps else evaluate(state)
+  if halted is not None:
+    final = report
   events = log.read()
   stage_end = {}
   for e in events:
@@ -254,16 +398,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       "stages": [{"name": n, "start_step": b} for n, b in
                  zip(curriculum.names, curriculum.boundaries)],
       "stage_end": stage_end,
+      "halted": halted.to_dict() if halted else None,
+      "diagnosis": monitors.counts(monitor.findings),
   }
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
+  monitors.write_diagnosis(diagnosis_path, monitor.findings,
+                           thresholds=monitor.thresholds, halted=halted,
+                           source=os.path.join(workdir, "metrics.jsonl"))
   try:
-    from tools.plots import plot_curves
-    plot_curves(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "curves.png"),
-                title=config.name)
+    from tools import plots
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    plots.plot_curves(metrics_path, os.path.join(workdir, "curves.png"),
+                      title=config.name)
+    if combined:
+      plots.plot_loss_relationship(metrics_path,
+                                   os.path.join(workdir, "loss_relationship.png"),
+                                   findings=monitor.findings, title=config.name)
+    if len(curriculum.names) > 1:
+      plots.plot_recall_by_stage(metrics_path,
+                                 os.path.join(workdir, "recall_by_stage.png"),
+                                 title=config.name)
   except ImportError as e:  # matplotlib missing: the run's numbers still stand
-    print(f"curves.png not written: {e}")
+    print(f"figures not written: {e}")
   print(f"{config.name}: WAR {100 * summary['war']:.2f}  UAR {100 * summary['uar']:.2f}  "
         f"steps {step}  compilations {counter.count}  wall {summary['wall_s']:.1f}s  "
         f"-> {workdir}")
+  d = summary["diagnosis"]
+  print(f"diagnosis: {d['error']} error, {d['warning']} warning, {d['info']} info "
+        f"-> {diagnosis_path} (python -m tools.diagnose {workdir})")
   return summary

@@ -35,6 +35,8 @@ UNITS = ("epoch", "step")
 # distribution (1); stages may name the two ends instead of giving the number.
 SAMPLERS = {"random": 0.0, "class_balanced": 1.0}
 
+_INTENTS = ("up", "down", "not_down", "not_up")
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -48,10 +50,20 @@ class Stage:
       ``"random"`` = 0 or ``"class_balanced"`` = 1), or a callable receiving the time
       since the stage started (fractional epochs for ``unit="epoch"``, steps for
       ``unit="step"``) and returning a scalar; optax schedules qualify.
+    expect: what the stage is for, as test-metric intents checked by the
+      ``stage_expectation`` monitor: metric (``"war"``, ``"uar"``) -> ``"up"``,
+      ``"down"``, ``"not_down"`` or ``"not_up"`` over the stage.
   """
   name: str
   start: float
   values: Mapping[str, KnobValue]
+  expect: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    for metric, intent in dict(self.expect).items():
+      if intent not in _INTENTS:
+        raise ValueError(f"stage {self.name!r}: expect[{metric!r}] must be one of "
+                         f"{_INTENTS}, got {intent!r}")
 
 
 @flax.struct.dataclass
@@ -254,6 +266,16 @@ FOUR_STAGE_TABLE = (
     ("cooldown", 0.75, 3.0, "class_balanced", 0.8),
 )
 
+# What each stage is for (checked by the stage_expectation monitor): the warm-up learns
+# the frequent classes (WAR rises); margin and aggressive trade head accuracy for the
+# tail (UAR rises, WAR may fall); the cooldown recovers accuracy without losing the tail.
+FOUR_STAGE_EXPECT = {
+    "warm-up": {"war": "up"},
+    "margin": {"uar": "up"},
+    "aggressive": {"uar": "up"},
+    "cooldown": {"war": "up", "uar": "not_down"},
+}
+
 
 def four_stage(
     *,
@@ -319,5 +341,5 @@ def four_stage(
         "tau": tau,
         "aug_strength": aug_strength,
         "learning_rate": lr_cooldown if name == "cooldown" else learning_rate,
-    }))
+    }, expect=FOUR_STAGE_EXPECT[name]))
   return Curriculum(stages, unit="epoch")

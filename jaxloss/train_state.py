@@ -11,12 +11,14 @@ import optax
 
 from jaxloss.curriculum import CurriculumState
 
-TRAIN_SUM_KEYS = ("loss", "steps", "grad_norm", "clipped", "skipped")
+from jaxloss.monitors.stats import BASE_SUM_KEYS as TRAIN_SUM_KEYS
+from jaxloss.monitors.stats import zero_sums
 
 
-def zero_train_sums() -> dict[str, jax.Array]:
-  """Fresh per-log-period sums (float32 scalars), see :class:`TrainState`."""
-  return {k: jnp.zeros((), jnp.float32) for k in TRAIN_SUM_KEYS}
+def zero_train_sums(monitor=None) -> dict[str, jax.Array]:
+  """Fresh per-log-period sums, see :class:`TrainState` and
+  :func:`jaxloss.monitors.zero_sums` (``monitor`` is a ``MonitorSpec`` or None)."""
+  return zero_sums(monitor)
 
 
 @flax.struct.dataclass
@@ -34,9 +36,10 @@ class TrainState:
     model_state: non-trainable collections, e.g. ``{"batch_stats": ...}``.
     skipped_steps: int32 scalar, steps whose loss or gradient was non-finite and whose
       update was therefore skipped (params, opt_state and model_state unchanged).
-    train_sums: float32 scalar sums since the last log step (``loss``, ``steps``,
-      ``grad_norm``, ``clipped``, ``skipped``); kept in the state so that a log period
-      split by a restart still reports the same numbers.
+    train_sums: float32 sums since the last log step (``loss``, ``steps``,
+      ``grad_norm``, ``clipped``, ``skipped``, plus the monitors' statistics when a
+      ``MonitorSpec`` is given, see :func:`jaxloss.monitors.zero_sums`); kept in the
+      state so that a log period split by a restart still reports the same numbers.
     apply_fn, tx: static (not pytree nodes, not checkpointed).
   """
   step: jax.Array
@@ -51,8 +54,10 @@ class TrainState:
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, *, apply_fn, params, tx, rng, model_state=None) -> "TrainState":
-    """A state at step 0. ``rng`` is a raw ``uint32[2]`` key (``jax.random.PRNGKey``)."""
+  def create(cls, *, apply_fn, params, tx, rng, model_state=None,
+             train_sums=None) -> "TrainState":
+    """A state at step 0. ``rng`` is a raw ``uint32[2]`` key (``jax.random.PRNGKey``);
+    ``train_sums`` defaults to the base sums (monitors off)."""
     return cls(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -61,7 +66,7 @@ class TrainState:
         curriculum=CurriculumState.create(),
         model_state=model_state if model_state is not None else {},
         skipped_steps=jnp.zeros((), jnp.int32),
-        train_sums=zero_train_sums(),
+        train_sums=train_sums if train_sums is not None else zero_train_sums(),
         apply_fn=apply_fn,
         tx=tx,
     )

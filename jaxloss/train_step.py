@@ -26,13 +26,17 @@ import optax
 
 from jaxloss import losses
 from jaxloss.curriculum import CompiledCurriculum, CurriculumState
+from jaxloss.monitors import stats as monitor_stats
 from jaxloss.data.sampler import sample_indices, sampling_probabilities
 from jaxloss.parallel import DATA_AXIS, device_varying, global_positions
 from jaxloss.train_state import TrainState
 
-# (logits [b, C], labels [b], knobs) -> (per-example loss [b], per-example weight [b])
-LossFn = Callable[[jax.Array, jax.Array, Mapping[str, jax.Array]],
-                  tuple[jax.Array, jax.Array]]
+# (outputs, labels [b], knobs) -> (per-example loss [b], per-example weight [b], aux)
+# ``outputs`` is whatever the model returns (logits [b, C], or a dict of them); ``aux``
+# is optional (a 2-tuple is accepted) and holds what the monitors read:
+#   {"terms": {name: per-example term [b] (unweighted by λ)},
+#    "heads": {name: logits [..., C] or (logits, where [...])}}
+LossFn = Callable[[Any, jax.Array, Mapping[str, jax.Array]], tuple]
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -81,8 +85,10 @@ def make_imbalance_loss(class_counts: np.ndarray, *, loss: str = "ce",
   knob values.
 
   Returns:
-    ``loss_fn(logits, labels, knobs) -> (loss [b], weight [b])``; the step reduces with
-    ``Σ w·ℓ / Σ w`` (PyTorch's ``CrossEntropyLoss(weight=...)`` mean).
+    ``loss_fn(logits, labels, knobs) -> (loss [b], weight [b], aux)``; the step reduces
+    with ``Σ w·ℓ / Σ w`` (PyTorch's ``CrossEntropyLoss(weight=...)`` mean). ``aux``
+    reports the one term ``"classification"`` and the head ``"class"`` (``logits``) for
+    the monitors.
 
   Raises:
     ValueError: unknown ``loss``; bad counts (see ``class_weights_from_counts``).
@@ -106,16 +112,61 @@ def make_imbalance_loss(class_counts: np.ndarray, *, loss: str = "ce",
       adjusted = logits + knobs["tau"] * jnp.log(jnp.maximum(priors, 1e-12))
       per_example = losses.softmax_focal_loss_with_integer_labels(
           adjusted, labels, gamma=gamma)
-    return per_example, weights[labels]
+    aux = {"terms": {"classification": per_example}, "heads": {"class": logits}}
+    return per_example, weights[labels], aux
 
   return loss_fn
+
+
+def add_contrastive_term(loss_fn: LossFn, *, classification_weight: float,
+                         contrastive_weight: float, temperature: float = 0.1) -> LossFn:
+  """Adds a supervised contrastive term on a projection head to a classification loss.
+
+  The model returns ``{"logits": [b, C], "projection": [b, D]}``. Per example,
+  ``ℓ_i = λ_cls · cls_i + λ_con · supcon_i`` where ``cls`` is ``loss_fn`` on the logits
+  and ``supcon`` is :func:`jaxloss.losses.supervised_contrastive_loss` (Khosla et al.,
+  NeurIPS 2020) of the L2-normalised projections. The contrast set is the *global*
+  batch: projections and labels are all-gathered over the ``data`` axis and each device
+  keeps its own anchors, so any number of devices computes the same objective. Both
+  terms share the classification loss's per-example weight. ``aux["terms"]`` reports
+  ``classification`` and ``contrastive`` (before λ), so the monitors can see one stall
+  while the other falls; a λ of 0 still computes (and reports) its term.
+
+  Raises:
+    ValueError: a negative weight, or both weights 0.
+  """
+  for name, value in (("classification_weight", classification_weight),
+                      ("contrastive_weight", contrastive_weight)):
+    if not value >= 0:
+      raise ValueError(f"{name} must be >= 0, got {value}")
+  if classification_weight == 0 and contrastive_weight == 0:
+    raise ValueError("classification_weight and contrastive_weight are both 0")
+
+  def combined(outputs, labels, knobs):
+    cls, weight, aux = loss_fn(outputs["logits"], labels, knobs)
+    local = labels.shape[0]
+    z = outputs["projection"]
+    z = z / jnp.sqrt(jnp.sum(z * z, axis=-1, keepdims=True) + 1e-12)
+    z_all = jax.lax.all_gather(z, DATA_AXIS, tiled=True)
+    labels_all = jax.lax.all_gather(labels, DATA_AXIS, tiled=True)
+    per_anchor = losses.supervised_contrastive_loss(z_all, labels_all,
+                                                    temperature=temperature)
+    start = jax.lax.axis_index(DATA_AXIS) * local
+    supcon = jax.lax.dynamic_slice_in_dim(per_anchor, start, local)
+    total = classification_weight * cls + contrastive_weight * supcon
+    aux = {"terms": {"classification": cls, "contrastive": supcon},
+           "heads": aux["heads"]}
+    return total, weight, aux
+
+  return combined
 
 
 def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
                     global_batch_size: int, num_devices: int,
                     class_counts: np.ndarray,
                     augment_fn: Optional[Callable] = None,
-                    max_grad_norm: Optional[float] = None) -> Callable:
+                    max_grad_norm: Optional[float] = None,
+                    monitor: Optional[monitor_stats.MonitorSpec] = None) -> Callable:
   """Builds the per-device train step body ``(state, data) -> (state, metrics)``.
 
   Args:
@@ -129,13 +180,19 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
     class_counts: ``[C]`` training examples per class (for the sampler).
     augment_fn: ``(key, images [b, ...], positions [b], strength) -> images``.
     max_grad_norm: the clipping threshold in the optimizer, to report ``clipped``.
+    monitor: what to measure for the training-health monitors (per-term loss values,
+      predicted-class histograms per head, max gradient norm, non-finite gradient
+      elements), accumulated in ``state.train_sums``, whose structure must be
+      ``monitors.zero_sums(monitor)``. None measures only the base sums.
 
   ``data`` is the whole training set, replicated: ``{"image": [N, ...], "label": [N]}``.
   Metrics (identical on every device): ``loss``, ``grad_norm``, ``clipped``, ``finite``,
-  ``stage`` and every knob value.
+  ``stage``, every knob value and, with ``monitor``, ``term/<name>`` for each term.
 
   Raises:
-    ValueError: batch size not divisible by the number of devices; missing knobs.
+    ValueError: batch size not divisible by the number of devices; missing knobs; (at
+      trace time) a loss function that does not report the terms or heads ``monitor``
+      names.
   """
   if global_batch_size % num_devices:
     raise ValueError(
@@ -153,6 +210,10 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
     knobs = curriculum.values(state.step)
     step_key = jax.random.fold_in(state.rng, state.step)
     k_sample, k_aug = jax.random.split(step_key)
+    # Dropout differs per device (its examples differ); folded, not split, so the
+    # sampling and augmentation keys are those of a model without dropout.
+    k_dropout = jax.random.fold_in(jax.random.fold_in(step_key, 2),
+                                   jax.lax.axis_index(DATA_AXIS))
     probs = sampling_probabilities(data["label"], counts, knobs["sampler_mix"])
     indices = sample_indices(k_sample, probs, global_batch_size)
     positions = global_positions(local_batch)
@@ -165,16 +226,40 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
 
     def objective(params):
       variables = {"params": params, **state.model_state}
-      out = state.apply_fn(variables, images, train=True, mutable=mutable)
-      logits, new_model_state = out if mutable else (out, {})
-      per_example, weight = loss_fn(logits, labels, knobs)
+      out = state.apply_fn(variables, images, train=True, mutable=mutable,
+                           rngs={"dropout": k_dropout})
+      outputs, new_model_state = out if mutable else (out, {})
+      per_example, weight, *rest = loss_fn(outputs, labels, knobs)
+      aux = rest[0] if rest else {}
       weight_sum = jax.lax.psum(jnp.sum(weight), DATA_AXIS)
-      local_loss = jnp.sum(per_example * weight) / jnp.maximum(weight_sum, 1e-12)
-      return local_loss, new_model_state
+      denominator = jnp.maximum(weight_sum, 1e-12)
+      local_loss = jnp.sum(per_example * weight) / denominator
+      observed = {}
+      if monitor is not None:
+        monitor_stats.check_loss_aux(monitor, aux)
+        # Each term weighted like the total, so total = Σ λ·term exactly.
+        for name in monitor.terms:
+          observed[f"term/{name}"] = jnp.sum(aux["terms"][name] * weight) / denominator
+        heads = monitor_stats.normalize_heads(aux.get("heads", {}))
+        for name, head in monitor.heads:
+          head_logits, where = heads[name]
+          head_logits = jax.lax.stop_gradient(head_logits)
+          observed[f"pred/{name}"] = monitor_stats.predicted_class_counts(
+              head_logits, where)
+          if head.o_index is not None:
+            valid = (jnp.ones(head_logits.shape[:-1], bool) if where is None
+                     else jnp.asarray(where, bool))
+            predicted = jnp.argmax(head_logits, axis=-1)
+            observed[f"tokens/{name}"] = jnp.sum(valid.astype(jnp.float32))
+            observed[f"non_o/{name}"] = jnp.sum(
+                (valid & (predicted != head.o_index)).astype(jnp.float32))
+      observed = jax.lax.stop_gradient(observed)
+      return local_loss, (new_model_state, observed)
 
-    (local_loss, new_model_state), grads = jax.value_and_grad(
+    (local_loss, (new_model_state, observed)), grads = jax.value_and_grad(
         objective, has_aux=True)(device_varying(state.params))
     grads = jax.lax.psum(grads, DATA_AXIS)
+    observed = jax.lax.psum(observed, DATA_AXIS)
     loss = jax.lax.psum(local_loss, DATA_AXIS)
     # Running statistics are synchronised by the model when it uses axis_name; the
     # pmean makes them identical on every device in any case (flax imagenet example).
@@ -191,14 +276,13 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
       return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
 
     clipped = (grad_norm > max_grad_norm) if max_grad_norm else jnp.zeros((), bool)
-    sums = state.train_sums
-    new_sums = {
-        "loss": sums["loss"] + jnp.where(finite, loss, 0.0),
-        "steps": sums["steps"] + 1.0,
-        "grad_norm": sums["grad_norm"] + jnp.where(finite, grad_norm, 0.0),
-        "clipped": sums["clipped"] + clipped.astype(jnp.float32),
-        "skipped": sums["skipped"] + (~finite).astype(jnp.float32),
-    }
+    step_stats = {"loss": loss, "steps": jnp.ones((), jnp.float32),
+                  "grad_norm": grad_norm, "clipped": clipped.astype(jnp.float32),
+                  "skipped": (~finite).astype(jnp.float32), **observed}
+    if monitor is not None:
+      step_stats["grad_norm_max"] = grad_norm
+      step_stats["nonfinite_grads"] = monitor_stats.nonfinite_count(grads)
+    new_sums = monitor_stats.accumulate(state.train_sums, step_stats, finite)
     new_step = state.step + 1
     new_state = state.replace(
         step=new_step,
@@ -210,24 +294,39 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
         train_sums=new_sums,
     )
     metrics = {"loss": loss, "grad_norm": grad_norm, "clipped": clipped,
-               "finite": finite, "stage": curriculum.stage_index(state.step), **knobs}
+               "finite": finite, "stage": curriculum.stage_index(state.step), **knobs,
+               **{k: v for k, v in observed.items() if k.startswith("term/")}}
     return new_state, metrics
 
   return body
 
 
-def make_eval_step(num_classes: int) -> Callable:
+def make_eval_step(num_classes: int, *, dropout_in_eval: bool = False) -> Callable:
   """Builds the per-device eval body ``(state, batch) -> sums``.
 
   ``batch`` holds this device's ``image``, ``label`` and boolean ``mask`` (False for
   padding). Returns, psum-ed over devices, ``confusion`` (float32 ``[C, C]``, rows = true
   class, columns = predicted), ``loss_sum`` (cross-entropy over real examples) and
-  ``count``. Uses the model in inference mode (running BN statistics).
+  ``count``. Uses the model in inference mode (running BN statistics, no dropout).
+
+  Args:
+    num_classes: C.
+    dropout_in_eval: reproduces a classic bug for the ``eval_nondeterministic``
+      monitor: dropout stays on in evaluation, keyed by ``batch["eval_call"]`` (a
+      per-call counter, as code that draws a fresh key per evaluation would). Never set
+      it in a real run.
   """
 
   def body(state: TrainState, batch):
     variables = {"params": state.params, **state.model_state}
-    logits = state.apply_fn(variables, batch["image"], train=False)
+    if dropout_in_eval:
+      key = jax.random.fold_in(jax.random.fold_in(state.rng, batch["eval_call"][0]),
+                               jax.lax.axis_index(DATA_AXIS))
+      out = state.apply_fn(variables, batch["image"], train=False, dropout=True,
+                           rngs={"dropout": key})
+    else:
+      out = state.apply_fn(variables, batch["image"], train=False)
+    logits = out["logits"] if isinstance(out, Mapping) else out
     mask = batch["mask"]
     labels = jnp.where(mask, batch["label"], 0)
     predictions = jnp.argmax(logits, axis=-1)

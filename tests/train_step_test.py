@@ -137,14 +137,14 @@ def test_imbalance_loss_reduces_to_cross_entropy_for_erm_knobs():
   loss_fn = make_imbalance_loss(counts)
   logits = jax.random.normal(jax.random.PRNGKey(0), (6, 3))
   labels = jnp.array([0, 1, 2, 0, 1, 2])
-  per_example, weight = loss_fn(logits, labels,
+  per_example, weight, _ = loss_fn(logits, labels,
                                 {"class_weight_cap": jnp.float32(1.0), "tau": 0.0})
   ref = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)),
                             np.asarray(labels)[:, None], 1)[:, 0]
   np.testing.assert_allclose(per_example, ref, rtol=1e-5)
   np.testing.assert_array_equal(weight, np.ones(6))
   # Four-stage knobs: weights min(n_max / n_c, cap), logits shifted by tau * log prior.
-  per_example, weight = loss_fn(logits, labels,
+  per_example, weight, _ = loss_fn(logits, labels,
                                 {"class_weight_cap": jnp.float32(10.0), "tau": 1.0})
   np.testing.assert_allclose(weight, [1, 5, 10, 1, 5, 10], rtol=1e-6)
   adjusted = np.asarray(logits) + np.log(counts / counts.sum())

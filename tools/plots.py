@@ -1,14 +1,20 @@
 """Plots from a run's ``metrics.jsonl``: ``python -m tools.plots WORKDIR``.
 
-Writes ``WORKDIR/curves.png``: test WAR and UAR per epoch, curriculum stages shaded, and
-the train loss on a second panel.
+Writes ``WORKDIR/curves.png`` (test WAR and UAR per epoch, curriculum stages shaded, the
+train loss on a second panel), ``loss_relationship.png`` for a combined loss (each term
+over steps, spans where the ``term_stalled`` monitor fired marked) and
+``recall_by_stage.png`` for a curriculum (per-class test recall at the end of each
+stage, as a heatmap).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+
+import numpy as np
 
 import matplotlib
 
@@ -65,8 +71,8 @@ def plot_curves(metrics_path: str, out_path: str, title: str | None = None) -> s
   ax.set_ylim(top=max(105, ax.get_ylim()[1]))
   ax.legend(loc="lower right")
   ax.grid(alpha=0.3)
-  ax_loss.plot([e["epoch"] for e in train], [e["loss"] for e in train], color="C2",
-               label="train loss")
+  ax_loss.plot([e["epoch"] for e in train], [_f(e.get("loss")) for e in train],
+               color="C2", label="train loss")
   ax_loss.set_xlabel("epoch")
   ax_loss.set_ylabel("loss")
   ax_loss.grid(alpha=0.3)
@@ -78,14 +84,159 @@ def plot_curves(metrics_path: str, out_path: str, title: str | None = None) -> s
   return out_path
 
 
+def _f(x) -> float:
+  return math.nan if x is None else float(x)
+
+
+def _read(metrics_path):
+  with open(metrics_path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def term_names(events) -> list[str]:
+  """Names of the combined loss's terms recorded in a stream (meta, else train keys)."""
+  for e in events:
+    if e.get("split") == "meta" and e.get("terms"):
+      return [t["name"] for t in e["terms"]]
+  keys = {k for e in events if e.get("split") == "train" for k in e}
+  return sorted(k.split("/", 1)[1] for k in keys if k.startswith("term/"))
+
+
+def plot_loss_relationship(metrics_path: str, out_path: str, *, findings=(),
+                           title: str | None = None) -> str:
+  """Each term of a combined loss over steps, and the weighted total.
+
+  Left axis: the terms (before their weights λ); right: each term relative to its first
+  logged value, so a flat term beside a falling one stands out. Spans where the
+  ``term_stalled`` monitor fired are shaded and labelled with the stalled term.
+
+  Args:
+    metrics_path: a ``metrics.jsonl`` with ``term/<name>`` fields in its train events.
+    out_path: PNG path to write.
+    findings: :class:`jaxloss.monitors.Finding` s (or their dicts) for the run.
+    title: figure title.
+
+  Returns:
+    ``out_path``.
+
+  Raises:
+    ValueError: fewer than two terms recorded.
+  """
+  events = _read(metrics_path)
+  names = term_names(events)
+  if len(names) < 2:
+    raise ValueError(f"{metrics_path} records {len(names)} loss term(s); "
+                     "loss_relationship.png needs a combined loss")
+  train = [e for e in events if e.get("split") == "train"]
+  weights = {}
+  for e in events:
+    if e.get("split") == "meta":
+      weights = {t["name"]: t.get("weight") for t in e.get("terms") or []}
+  fig, (ax, ax_rel) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+  steps = [e["step"] for e in train]
+  for i, name in enumerate(names):
+    vals = np.array([_f(e.get(f"term/{name}")) for e in train])
+    label = f"{name} (λ={weights.get(name)})" if name in weights else name
+    ax.plot(steps, vals, color=f"C{i}", label=label)
+    first = next((v for v in vals if np.isfinite(v)), np.nan)
+    ax_rel.plot(steps, vals / first, color=f"C{i}", label=name)
+  ax.plot(steps, [_f(e.get("loss")) for e in train], color="0.4", ls="--",
+          label="total (Σ λ·term)")
+  for f in findings:
+    f = f.to_dict() if hasattr(f, "to_dict") else f
+    if f["code"] != "term_stalled":
+      continue
+    for a in (ax, ax_rel):
+      a.axvspan(f["step"], f["until"], color="#f9d0d0", lw=0, zorder=0)
+    ax.text((f["step"] + f["until"]) / 2, 0.97, f"{f['subject']} stalled",
+            ha="center", va="top", transform=ax.get_xaxis_transform(), fontsize=8)
+  ax.set_ylabel("term value")
+  ax.legend(loc="upper right", fontsize=8)
+  ax.grid(alpha=0.3)
+  ax_rel.set_ylabel("relative to first")
+  ax_rel.set_xlabel("step")
+  ax_rel.axhline(1.0, color="0.6", lw=0.8)
+  ax_rel.grid(alpha=0.3)
+  if title:
+    ax.set_title(f"{title}: loss terms")
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)
+  return out_path
+
+
+def recall_by_stage(events, last: int = 1) -> tuple[list[str], np.ndarray]:
+  """Stage names and per-class test recall ``[C, S]`` at the end of each stage (the
+  mean of its last ``last`` evaluations)."""
+  test = [e for e in events if e.get("split") == "test" and e.get("per_class_recall")]
+  names, cols = [], []
+  for e in test:
+    if not names or names[-1] != e["stage"]:
+      names.append(e["stage"])
+      cols.append([])
+    cols[-1].append(e["per_class_recall"])
+  matrix = np.array([np.nanmean(np.array(c[-last:], float), axis=0) for c in cols]).T
+  return names, matrix
+
+
+def plot_recall_by_stage(metrics_path: str, out_path: str, *, title: str | None = None,
+                         last: int = 1) -> str:
+  """Heatmap of per-class test recall (rows: classes, columns: curriculum stages) at the
+  end of each stage, with WAR/UAR under each column.
+
+  Raises:
+    ValueError: no test events with per-class recall.
+  """
+  events = _read(metrics_path)
+  names, matrix = recall_by_stage(events, last)
+  if not names:
+    raise ValueError(f"{metrics_path} has no test events with per_class_recall")
+  counts = None
+  for e in events:
+    if e.get("split") == "meta" and e.get("class_counts"):
+      counts = e["class_counts"]
+  ends = {}
+  for e in events:
+    if e.get("split") == "test":
+      ends[e["stage"]] = e
+  fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2.5, 0.42 * matrix.shape[0] + 1.8))
+  im = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+  for (r, c), v in np.ndenumerate(matrix):
+    ax.text(c, r, f"{100 * v:.0f}", ha="center", va="center", fontsize=8,
+            color="white" if v < 0.6 else "black")
+  ax.set_xticks(range(len(names)))
+  ax.set_xticklabels([f"{n}\nWAR {100 * ends[n]['war']:.1f} UAR {100 * ends[n]['uar']:.1f}"
+                      for n in names], fontsize=8)
+  rows = [f"class {i}" + (f" (n={counts[i]})" if counts else "")
+          for i in range(matrix.shape[0])]
+  ax.set_yticks(range(matrix.shape[0]))
+  ax.set_yticklabels(rows, fontsize=8)
+  fig.colorbar(im, ax=ax, label="test recall")
+  ax.set_title((f"{title}: " if title else "") + "per-class recall at the end of each stage",
+               fontsize=9)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)
+  return out_path
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("workdir")
   args = parser.parse_args(argv)
-  out = plot_curves(os.path.join(args.workdir, "metrics.jsonl"),
-                    os.path.join(args.workdir, "curves.png"),
-                    title=os.path.basename(os.path.normpath(args.workdir)))
-  print(out)
+  metrics = os.path.join(args.workdir, "metrics.jsonl")
+  title = os.path.basename(os.path.normpath(args.workdir))
+  print(plot_curves(metrics, os.path.join(args.workdir, "curves.png"), title=title))
+  events = _read(metrics)
+  if len(term_names(events)) >= 2:
+    from jaxloss import monitors
+    findings = monitors.diagnose(events)
+    print(plot_loss_relationship(metrics, os.path.join(args.workdir,
+                                                       "loss_relationship.png"),
+                                 findings=findings, title=title))
+  if len({e.get("stage") for e in events if e.get("split") == "test"}) > 1:
+    print(plot_recall_by_stage(metrics, os.path.join(args.workdir, "recall_by_stage.png"),
+                               title=title))
 
 
 if __name__ == "__main__":

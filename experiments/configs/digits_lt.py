@@ -8,12 +8,16 @@ Run (from the repository root):
   python -m experiments.run --config.seed=1 --workdir=/tmp/ds1  # overrides
 
 Variants: ``four_stage`` (default), ``erm`` (plain cross-entropy, data-distribution
-sampler, no logit adjustment, same LR schedule), ``smoke`` (4 epochs, for tests).
+sampler, no logit adjustment, same LR schedule), ``supcon`` (four-stage with a supervised
+contrastive term on a projection head, weights 0.8 / 0.2), ``smoke``, ``erm_smoke`` and
+``supcon_smoke`` (4 epochs, for tests).
 """
 
 import ml_collections
 
-VARIANTS = ("four_stage", "erm", "smoke", "erm_smoke")
+from jaxloss.monitors import checks as monitors
+
+VARIANTS = ("four_stage", "erm", "supcon", "smoke", "erm_smoke", "supcon_smoke")
 
 
 def get_config(arg=None):
@@ -52,6 +56,26 @@ def get_config(arg=None):
   c.aug_strength = 1.0
   c.lr_milestones = (0.85, 0.95)
   c.lr_decay = 0.1
+  # Logits are multiplied by this before the loss (1 = as the model gives them).
+  c.logit_scale = 1.0
+  # A supervised contrastive term on a projection head (None = no second term):
+  # loss = classification_weight * classification + contrastive_weight * SupCon.
+  c.contrastive_weight = ml_collections.config_dict.placeholder(float)
+  c.classification_weight = 1.0
+  c.contrastive_temperature = 0.1
+  c.projection_dim = 32
+  c.dropout_rate = 0.0
+  # Data faults, only for the failure-mode configs (experiments/configs/failures.py).
+  c.shuffle_train_labels = False
+  c.eval_dropout = False  # dropout left on in evaluation (a bug the monitors catch)
+  # Multiplies the curriculum's logit-adjustment tau in the loss (-1: the sign bug).
+  c.tau_scale = 1.0
+
+  # Training-health monitors (jaxloss.monitors): thresholds and the codes that stop
+  # the run cleanly (checkpoint written) when they fire, e.g. ("non_finite",).
+  c.monitor = ml_collections.ConfigDict(monitors.default_thresholds())
+  c.monitor.enabled = True
+  c.monitor.halt_on = ()
 
   # Runtime.
   c.parallel = "shard_map"  # or "pmap"
@@ -65,7 +89,10 @@ def get_config(arg=None):
 
   if variant in ("erm", "erm_smoke"):
     c.curriculum = "erm"
-  if variant in ("smoke", "erm_smoke"):
+  if variant in ("supcon", "supcon_smoke"):
+    c.classification_weight = 0.8
+    c.contrastive_weight = 0.2
+  if variant in ("smoke", "erm_smoke", "supcon_smoke"):
     c.num_epochs = 4
     c.checkpoint_every_steps = 10
   return c

@@ -294,7 +294,9 @@ def _contrast_value(stats: dict):
   num_positives = stats["num_positives"]
   # -(1/|P|) sum_p (s_ip - lse_i) = lse_i - mean_p s_ip; max(., 1) avoids 0/0.
   count = jnp.maximum(num_positives, 1).astype(lse.dtype)
-  return lse - stats["positive_sum"] / count, num_positives
+  # The count leaves as float32, so that its (zero) tangent can be built with
+  # zeros_like and so carries the primal's varying-axes type under shard_map.
+  return lse - stats["positive_sum"] / count, num_positives.astype(jnp.float32)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
@@ -310,7 +312,7 @@ def _contrast(z, temperature, mask, keys, block: int):
     block: Anchors per block (static); ``>= N`` is a single block.
 
   Returns:
-    ``(loss, num_positives)``, ``[..., N]`` float and int (or None).
+    ``(loss, num_positives)``, ``[..., N]`` float and float32 (or None).
   """
   return _contrast_value(_row_statistics(z, temperature, mask, keys, block,
                                          False))
@@ -397,8 +399,7 @@ def _contrast_jvp(block, primals, tangents):
     if inverse_count is not None:
       weighted = weighted - stats["positive_sum"] * inverse_count
     loss_dot = loss_dot - temperature_dot / temperature * weighted
-  count_dot = None if num_positives is None else np.zeros(
-      num_positives.shape, jax.dtypes.float0)
+  count_dot = None if num_positives is None else jnp.zeros_like(num_positives)
   return (loss, num_positives), (loss_dot, count_dot)
 
 
