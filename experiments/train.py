@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from typing import Any
+import types
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ from jaxloss.data import augment
 from jaxloss.data.digits_lt import load_digits_lt
 from jaxloss.models import SmallCNN
 from jaxloss.parallel import DATA_AXIS, DataParallel, TraceCounter, pad_to_multiple
-from jaxloss.train_state import TrainState, zero_train_sums
+from jaxloss.train_state import TrainState
 from jaxloss.train_step import (add_contrastive_term, make_eval_step,
                                 make_imbalance_loss, make_optimizer, make_train_step)
 
@@ -157,19 +157,12 @@ def _monitor_meta(config, curriculum, compiled, *, total_steps, steps_per_epoch,
   }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
-  """Trains and evaluates one run; returns the summary (also in ``summary.json``).
-
-  Resumes from the latest checkpoint in ``workdir/checkpoints`` if there is one.
-  Returns None if the run stopped at ``config.interrupt_at_step`` (a simulated
-  preemption used by the resume tests).
+def build(config: ml_collections.ConfigDict):
+  """Data, curriculum, model, optimizer, loss and monitor spec of a run (no device
+  placement, no workdir): what ``train_and_evaluate`` trains and ``tools.bench_step``
+  times. Returns a namespace with those objects, ``init_state()`` and
+  ``train_step_body(num_devices)``.
   """
-  _validate(config)
-  t_start = time.time()
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-
   # --- Data -----------------------------------------------------------------------
   data = load_digits_lt(imbalance_ratio=config.imbalance_ratio,
                         test_per_class=config.test_per_class, seed=config.data_seed,
@@ -190,7 +183,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   # --- Curriculum, model, optimizer, parallelism ------------------------------------
   curriculum_spec = build_curriculum(config)
   curriculum = curriculum_spec.compile(steps_per_epoch)
-  dp = DataParallel(config.parallel, config.num_devices)
   combined = config.contrastive_weight is not None
   model = SmallCNN(num_classes, widths=tuple(config.model_widths), axis_name=DATA_AXIS,
                    dropout_rate=config.dropout_rate,
@@ -239,6 +231,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
                              rng=state_key, model_state=model_state,
                              train_sums=monitors.zero_sums(monitor_spec))
 
+
+  def train_step_body(num_devices: int):
+    return make_train_step(curriculum=curriculum, loss_fn=loss_fn,
+                           global_batch_size=config.batch_size, num_devices=num_devices,
+                           class_counts=class_counts, augment_fn=augment.augment_batch,
+                           max_grad_norm=config.max_grad_norm, monitor=monitor_spec)
+
+  return types.SimpleNamespace(
+      train=train, test=test, class_counts=class_counts, num_classes=num_classes,
+      steps_per_epoch=steps_per_epoch, total_steps=total_steps, war_weights=war_weights,
+      curriculum_spec=curriculum_spec, curriculum=curriculum, combined=combined,
+      model=model, tx=tx, loss_fn=loss_fn, terms=terms, monitor_spec=monitor_spec,
+      init_state=init_state, train_step_body=train_step_body)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+  """Trains and evaluates one run; returns the summary (also in ``summary.json``).
+
+  Resumes from the latest checkpoint in ``workdir/checkpoints`` if there is one.
+  Returns None if the run stopped at ``config.interrupt_at_step`` (a simulated
+  preemption used by the resume tests).
+  """
+  _validate(config)
+  t_start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+  b = build(config)
+  train, test = b.train, b.test
+  class_counts, num_classes = b.class_counts, b.num_classes
+  steps_per_epoch, total_steps = b.steps_per_epoch, b.total_steps
+  war_weights, curriculum_spec, curriculum = b.war_weights, b.curriculum_spec, b.curriculum
+  combined, terms, monitor_spec, init_state = b.combined, b.terms, b.monitor_spec, b.init_state
+  dp = DataParallel(config.parallel, config.num_devices)
+
   # --- Restore or initialise ----------------------------------------------------------
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.keep_checkpoints)
@@ -262,12 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   state = dp.replicate(state)
 
   counter = TraceCounter()
-  train_step = dp.launch_train_step(
-      make_train_step(curriculum=curriculum, loss_fn=loss_fn,
-                      global_batch_size=config.batch_size, num_devices=dp.num_devices,
-                      class_counts=class_counts, augment_fn=augment.augment_batch,
-                      max_grad_norm=config.max_grad_norm, monitor=monitor_spec),
-      counter)
+  train_step = dp.launch_train_step(b.train_step_body(dp.num_devices), counter)
   eval_step = dp.launch_eval_step(make_eval_step(num_classes,
                                                  dropout_in_eval=config.eval_dropout))
   train_data = dp.replicate({"image": train["image"], "label": train["label"]})

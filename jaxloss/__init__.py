@@ -39,7 +39,10 @@ from jaxloss.curriculum import (
     milestone_lr,
 )
 from jaxloss.train_state import TrainState
+from jaxloss import monitors
+from jaxloss.monitors import Finding, HeadSpec, Monitor, MonitorSpec, diagnose
 from jaxloss.train_step import (
+    add_contrastive_term,
     make_eval_step,
     make_imbalance_loss,
     make_optimizer,
@@ -53,7 +56,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompiledCurriculum", "Curriculum", "CurriculumState", "Checkpointer",
-    "DataParallel", "Stage", "TrainState", "classification_report", "constant",
+    "DataParallel", "Finding", "HeadSpec", "Monitor", "MonitorSpec", "Stage",
+    "TrainState", "add_contrastive_term", "classification_report", "constant",
+    "diagnose", "monitors",
     "four_stage", "make_eval_step", "make_imbalance_loss", "make_mesh",
     "make_optimizer", "make_train_step", "milestone_lr", "per_class_recall", "uar",
     "war",

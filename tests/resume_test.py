@@ -67,12 +67,14 @@ def test_resume_after_stage_boundary_is_exact(tfds_dir, tmp_path, interrupt_at):
 def test_smoke_run_writes_every_artifact(tfds_dir, tmp_path):
   workdir = str(tmp_path / "run")
   summary = train.train_and_evaluate(_config(tfds_dir), workdir)
-  for name in ("metrics.jsonl", "summary.json", "curves.png", "config.json"):
+  for name in ("metrics.jsonl", "summary.json", "curves.png", "config.json",
+               "diagnosis.json", "recall_by_stage.png"):
     assert os.path.exists(os.path.join(workdir, name)), name
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f) == json.loads(json.dumps(summary))
   events = _events(workdir)
-  assert {e["split"] for e in events} == {"train", "test"}
+  assert {e["split"] for e in events} == {"meta", "init", "train", "test"}
+  events = [e for e in events if e["split"] in ("train", "test")]
   assert [e["stage"] for e in events if e["split"] == "test"] == [
       "margin", "aggressive", "aggressive", "cooldown"]
   for e in events:

@@ -56,7 +56,6 @@ from typing import Any, Optional
 import jax
 from jax.custom_derivatives import SymbolicZero
 import jax.numpy as jnp
-import numpy as np
 
 from jaxloss.losses import _checks
 

@@ -384,8 +384,9 @@ def test_oscillation_episode_is_one_finding():
 
 # --- term_stalled -------------------------------------------------------------------
 
-# classification falls 2.0 -> 1.1; first-third mean 1.9, last-third mean 1.2:
-# (1.9 - 1.2) / 1.9 = 37 % >= 10 %. contrastive: (4.0 - 3.96) / 4.0 = 1 % < 2 %.
+# Changes are measured against each term's first-step value (init: classification 2.3,
+# contrastive 4.1). classification falls 2.0 -> 1.1; first-third mean 1.9, last-third
+# mean 1.2: (1.9 - 1.2) / 2.3 = 30 % >= 10 %. contrastive: (4.0 - 3.96) / 4.1 = 1 % < 2 %.
 CLS = [2.0 - 0.1 * i for i in range(12)]
 CON = [4.0] * 3 + [3.98] * 6 + [3.96] * 3
 
@@ -406,9 +407,9 @@ def test_term_stalled_fires_with_weight_shift():
   assert codes(findings) == ["term_stalled"]
   f = findings[0]
   assert (f.severity, f.step, f.until, f.subject) == ("warning", 8, 80, "contrastive")
-  assert f.message == ("contrastive term flat over steps 8-80 (4 -> 3.96, -1.0%) while "
-                       "classification fell 37% (2 -> 1.1); weights contrastive 0.2, "
-                       "classification 0.8")
+  assert f.message == ("contrastive term flat over steps 8-80 (4 -> 3.96, -1.0% of its "
+                       "first value 4.1) while classification fell 30% of its first "
+                       "value (2 -> 1.1); weights contrastive 0.2, classification 0.8")
   assert f.advice == ("Raise config.contrastive_weight from 0.2 to 0.3 and lower "
                       "config.classification_weight from 0.8 to 0.7 (0.8/0.2 -> 0.7/0.3).")
 
@@ -441,10 +442,10 @@ def test_term_stalled_episode_extends():
 
 
 @pytest.mark.parametrize("cls_last,con_last,fires", [
-    (1.2, 3.916, False),   # contrastive (4.0 - 3.916) / 4.0 = 2.1 %: not flat
-    (1.2, 3.924, True),    # 1.9 %: flat
-    (1.802, 4.0, False),   # classification (2.0 - 1.802) / 2.0 = 9.9 % < 10 %
-    (1.798, 4.0, True),    # 10.1 %
+    (1.2, 3.916, False),   # contrastive (4.0 - 3.916) / 4.1 = 2.05 %: not flat
+    (1.2, 3.924, True),    # 0.076 / 4.1 = 1.85 %: flat
+    (1.772, 4.0, False),   # classification (2.0 - 1.772) / 2.3 = 9.9 % < 10 %
+    (1.768, 4.0, True),    # 0.232 / 2.3 = 10.1 %
 ])
 def test_term_stalled_boundaries(cls_last, con_last, fires):
   cls = [2.0] * 3 + [1.9] * 4 + [cls_last] * 3
@@ -700,24 +701,49 @@ def stage_stream(margin_uar, *, last_step=80):
 
 def test_stage_expectation_met_is_info():
   # warm-up WAR: first evaluation 0.50 -> mean of the last 3 (0.60, 0.62, 0.64) = 0.62.
-  # margin UAR: warm-up's last 3 mean 0.40 -> 0.411: +1.1 points >= 1 point.
+  # Noise: the variance of (0.60, 0.62, 0.64) is 0.0004 (ddof 1), one evaluation
+  # before: 2 * sqrt(0 + 0.0004 / 3) = 0.0231 -> +/-2.3 points.
+  # margin UAR: warm-up's last 3 mean 0.40 -> 0.411 with no spread: noise = the 1-point
+  # tolerance, +1.1 points >= 1 point.
   findings = only(diagnose(stage_stream(0.411)), "stage_expectation")
   assert [(f.severity, f.step, f.subject) for f in findings] == [
       ("info", 40, "warm-up/war"), ("info", 80, "margin/uar")]
-  assert findings[0].message == ("stage warm-up: test WAR 50.0 -> 62.0 (+12.0 points; "
-                                 "intended to rise): as intended")
+  assert findings[0].message == ("stage warm-up: test WAR 50.0 -> 62.0 (+12.0 points, "
+                                 "noise +/-2.3; intended to rise): as intended")
   assert findings[0].advice == "None needed."
-  assert findings[1].message == ("stage margin: test UAR 40.0 -> 41.1 (+1.1 points; "
-                                 "intended to rise): as intended")
+  assert findings[1].message == ("stage margin: test UAR 40.0 -> 41.1 (+1.1 points, "
+                                 "noise +/-1.0; intended to rise): as intended")
+
+
+def test_stage_expectation_within_noise_is_info():
+  # margin UAR 0.40 -> 0.409: +0.9 points, inside the 1-point noise: no verdict.
+  findings = only(diagnose(stage_stream(0.409)), "stage_expectation")
+  f = [f for f in findings if f.subject == "margin/uar"][0]
+  assert (f.severity, f.step) == ("info", 80)
+  assert f.message.endswith("no move beyond the evaluation noise")
+
+
+def test_stage_expectation_noise_from_the_stage_spread():
+  # A margin stage whose UAR swings 0.50 / 0.30 over its 5 evaluations (last 3 = 0.50,
+  # 0.30, 0.50 -> mean 0.4333, var 0.01333): noise 2 * sqrt(0.01333 / 3) = 0.133, so
+  # +3.3 points is inside it.
+  stream = stage_stream(0.40)
+  swings = iter([0.50, 0.30, 0.50, 0.30, 0.50, 0.30])
+  for e in stream:
+    if e["split"] == "test" and e["stage"] == "margin":
+      e["uar"] = next(swings)
+  findings = only(diagnose(stream), "stage_expectation")
+  f = [f for f in findings if f.subject == "margin/uar"][0]
+  assert f.severity == "info" and "(+3.3 points, noise +/-13.3" in f.message
 
 
 def test_stage_expectation_missed_is_warning():
-  # margin UAR 0.40 -> 0.409: +0.9 points < 1 point.
-  findings = only(diagnose(stage_stream(0.409)), "stage_expectation")
+  # margin UAR 0.40 -> 0.38: -2.0 points, beyond the 1-point noise, against "up".
+  findings = only(diagnose(stage_stream(0.38)), "stage_expectation")
   f = [f for f in findings if f.subject == "margin/uar"][0]
   assert (f.severity, f.step) == ("warning", 80)
-  assert f.message == ("stage margin: test UAR 40.0 -> 40.9 (+0.9 points; intended to "
-                       "rise)")
+  assert f.message == ("stage margin: test UAR 40.0 -> 38.0 (-2.0 points, noise +/-1.0; "
+                       "intended to rise)")
   assert f.advice == ("The stage did not do what it is for. Its knobs were "
                       "class_weight_cap 3, tau 0.5, sampler_mix 1; make it stronger (a "
                       "higher class-weight cap or tau, a longer stage) or check that its "

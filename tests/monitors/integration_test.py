@@ -1,0 +1,181 @@
+"""The monitors inside real runs (digits-LT through experiments.train): the stream they
+read, live findings equal to re-derived ones, halt_on, the figures, the CLI, and that
+measuring does not change training."""
+
+import gzip
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import train
+from experiments.configs import digits_lt, failures
+from jaxloss import monitors
+from jaxloss.checkpoint import Checkpointer
+from tools import diagnose
+
+STREAMS = os.path.join(os.path.dirname(__file__), "streams")
+
+
+def _config(tfds_dir, variant="smoke", module=digits_lt, **overrides):
+  c = module.get_config(variant)
+  c.data_dir = tfds_dir
+  c.progress = False
+  c.model_widths = (8, 16)
+  c.checkpoint_every_steps = 100
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def _events(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_stream_live_findings_and_cli(tfds_dir, tmp_path, capsys):
+  workdir = str(tmp_path / "run")
+  summary = train.train_and_evaluate(_config(tfds_dir), workdir)
+  events = _events(workdir)
+  meta = [e for e in events if e["split"] == "meta"]
+  assert len(meta) == 1
+  meta = meta[0]
+  assert meta["total_steps"] == 32 and meta["num_classes"] == 10
+  assert meta["initial_reference"] == pytest.approx(math.log(10), abs=1e-5)
+  assert [s["name"] for s in meta["stages"]] == ["warm-up", "margin", "aggressive",
+                                                  "cooldown"]
+  assert meta["stages"][1]["expect"] == {"uar": "up"}
+  assert meta["thresholds"] == monitors.default_thresholds()
+  # The first step's loss: one untrained step, near ln 10.
+  init = [e for e in events if e["split"] == "init"]
+  assert len(init) == 1 and init[0]["step"] == 1
+  assert abs(init[0]["loss"] - math.log(10)) < 0.25 * math.log(10)
+  train_events = [e for e in events if e["split"] == "train"]
+  for e in train_events:
+    share = e["pred_share/class"]
+    assert sum(share) == pytest.approx(1.0, abs=1e-6)
+    assert e["top_share/class"] == pytest.approx(max(share))
+    assert e["period_steps"] == 8 and e["nonfinite_grads"] == 0
+    assert e["grad_norm_max"] >= e["grad_norm"] > 0
+  tests = [e for e in events if e["split"] == "test"]
+  # Evaluated twice at the first and the last log step, identical.
+  assert tests[0]["eval_repeat_max_diff"] == 0.0
+  assert tests[-1]["eval_repeat_max_diff"] == 0.0
+  assert "eval_repeat_max_diff" not in tests[1]
+
+  # diagnosis.json (live) == re-derived from metrics.jsonl alone.
+  with open(os.path.join(workdir, "diagnosis.json")) as f:
+    live = json.load(f)
+  findings, doc = diagnose.run(workdir)
+  assert live["findings"] == doc["findings"]
+  assert summary["diagnosis"] == live["counts"] == monitors.counts(findings)
+  assert os.path.exists(os.path.join(workdir, "recall_by_stage.png"))
+  assert not os.path.exists(os.path.join(workdir, "loss_relationship.png"))
+
+  assert diagnose.main([workdir]) == 0
+  out = capsys.readouterr().out
+  assert "severity" in out and "stage_expectation" in out
+  assert diagnose.main([workdir, "--json"]) == 0
+  assert json.loads(capsys.readouterr().out)["findings"] == live["findings"]
+  assert diagnose.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_combined_loss_terms_sum_to_total_and_figure(tfds_dir, tmp_path):
+  workdir = str(tmp_path / "supcon")
+  train.train_and_evaluate(_config(tfds_dir, "supcon_smoke"), workdir)
+  events = _events(workdir)
+  meta = next(e for e in events if e["split"] == "meta")
+  assert [(t["name"], t["weight"]) for t in meta["terms"]] == [
+      ("classification", 0.8), ("contrastive", 0.2)]
+  for e in [x for x in events if x["split"] in ("init", "train")]:
+    # The step reports each term weighted like the total: total = Σ λ·term.
+    total = 0.8 * e["term/classification"] + 0.2 * e["term/contrastive"]
+    assert e["loss"] == pytest.approx(total, rel=1e-5)
+  assert os.path.exists(os.path.join(workdir, "loss_relationship.png"))
+
+
+def test_monitors_do_not_change_training(tfds_dir, tmp_path):
+  on = str(tmp_path / "on")
+  off = str(tmp_path / "off")
+  a = train.train_and_evaluate(_config(tfds_dir, num_epochs=1), on)
+  config = _config(tfds_dir, num_epochs=1)
+  config.monitor.enabled = False
+  b = train.train_and_evaluate(config, off)
+  assert a["per_class_recall"] == b["per_class_recall"]
+  ck_a, ck_b = Checkpointer(os.path.join(on, "checkpoints")), Checkpointer(
+      os.path.join(off, "checkpoints"))
+  import orbax.checkpoint as ocp
+  pa = ck_a._manager.restore(8, args=ocp.args.StandardRestore())["params"]
+  pb = ck_b._manager.restore(8, args=ocp.args.StandardRestore())["params"]
+  ck_a.close()
+  ck_b.close()
+  jax.tree.map(np.testing.assert_array_equal, pa, pb)  # bitwise
+
+
+def test_halt_on_stops_cleanly_with_a_checkpoint(tfds_dir, tmp_path):
+  workdir = str(tmp_path / "halt")
+  config = _config(tfds_dir, "lr_far_too_high", module=failures, num_epochs=6)
+  config.monitor.halt_on = ("non_finite",)
+  summary = train.train_and_evaluate(config, workdir)
+  assert summary["halted"]["code"] == "non_finite"
+  assert summary["steps"] < 48 and summary["steps"] % 8 == 0
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  assert ckpt.latest_step() == summary["steps"]
+  ckpt.close()
+  with open(os.path.join(workdir, "diagnosis.json")) as f:
+    doc = json.load(f)
+  assert doc["halted"]["code"] == "non_finite" and not doc["healthy"]
+  # No NaN reached the parameters: non-finite steps were skipped.
+  _, saved = diagnose.load_events(workdir), None
+  import orbax.checkpoint as ocp
+  ck = Checkpointer(os.path.join(workdir, "checkpoints"))
+  raw = ck._manager.restore(summary["steps"], args=ocp.args.StandardRestore())
+  ck.close()
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(raw["params"]))
+
+
+def test_halt_on_rejects_unknown_codes(tfds_dir, tmp_path):
+  config = _config(tfds_dir)
+  config.monitor.halt_on = ("nan",)
+  with pytest.raises(ValueError, match="halt_on has unknown codes"):
+    train.train_and_evaluate(config, str(tmp_path / "x"))
+  config = _config(tfds_dir)
+  config.monitor.grad_explosion = -1.0
+  with pytest.raises(ValueError, match="grad_explosion must be >= 0"):
+    train.train_and_evaluate(config, str(tmp_path / "y"))
+
+
+def test_dropout_left_on_in_eval_is_caught(tfds_dir, tmp_path):
+  workdir = str(tmp_path / "dropout")
+  config = _config(tfds_dir, "eval_dropout", module=failures, num_epochs=1)
+  train.train_and_evaluate(config, workdir)
+  findings, _ = diagnose.run(workdir)
+  assert [f.code for f in findings if f.severity == "error"] == [
+      "eval_nondeterministic"]
+
+
+# --- Recorded streams: the metrics.jsonl of the full 100-epoch runs of
+# `python -m tools.failure_modes` (README table), replayed through the monitors.
+
+def _recorded(name):
+  with gzip.open(os.path.join(STREAMS, f"{name}.jsonl.gz"), "rt") as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("variant", failures.VARIANTS)
+def test_recorded_failure_stream_reports_its_code(variant):
+  code = failures.EXPECTED[variant][0]
+  findings = monitors.diagnose(_recorded(variant))
+  hits = [f for f in findings if f.code == code and f.severity != "info"]
+  assert hits, f"{variant}: {code} not reported; got {[f.code for f in findings]}"
+  assert hits[0].advice
+
+
+@pytest.mark.parametrize("name", ["main_job", "main_job_supcon"])
+def test_recorded_healthy_stream_is_silent(name):
+  findings = monitors.diagnose(_recorded(name))
+  assert [f for f in findings if f.severity != "info"] == []
+  assert {f.code for f in findings} <= {"stage_expectation"}
