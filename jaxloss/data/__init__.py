@@ -16,10 +16,16 @@ _DIGITS_NAMES = frozenset((
     "DIGITS_NUM_CLASSES", "DigitsLT", "DigitsLTConfig", "load_digits_lt"))
 
 
+_VISFD_NAMES = frozenset(("UitVisfd", "load_uit_visfd"))
+
+
 def __getattr__(name):
   if name in _DIGITS_NAMES:
     from jaxloss.data import digits_lt
     return getattr(digits_lt, name)
+  if name in _VISFD_NAMES:
+    from jaxloss.data import uit_visfd
+    return getattr(uit_visfd, name)
   raise AttributeError(f"module 'jaxloss.data' has no attribute {name!r}")
 
 
@@ -30,7 +36,9 @@ __all__ = [
     "DIGITS_NUM_CLASSES",
     "DigitsLT",
     "DigitsLTConfig",
+    "UitVisfd",
     "load_digits_lt",
+    "load_uit_visfd",
     "long_tailed_counts",
     "make_long_tailed_split",
     "min_class_count",
