@@ -63,7 +63,8 @@ def build_curriculum(config: ml_collections.ConfigDict) -> curriculum_lib.Curric
 
 
 class MetricsLog:
-  """Appends one JSON object per event to ``metrics.jsonl``.
+  """Appends one JSON object per event to ``metrics.jsonl``, and keeps the events in
+  memory so that the monitors re-read the stream at every log step without file I/O.
 
   On resume, events after the restored step are dropped first: they were written by
   the interrupted run after its last finalized checkpoint and will be written again.
@@ -71,25 +72,26 @@ class MetricsLog:
 
   def __init__(self, path: str, resume_step: int):
     self.path = path
+    self.events: list[dict] = []
     if os.path.exists(path):
       with open(path) as f:
-        kept = [line for line in f if line.strip()
-                and json.loads(line)["step"] <= resume_step]
+        lines = [line for line in f if line.strip()]
+      kept = [line for line in lines if json.loads(line)["step"] <= resume_step]
+      self.events = [json.loads(line) for line in kept]
       tmp = path + ".tmp"
       with open(tmp, "w") as f:
         f.writelines(kept)
       os.replace(tmp, path)
 
   def write(self, event: dict) -> None:
+    line = json.dumps(event)
     with open(self.path, "a") as f:
-      f.write(json.dumps(event) + "\n")
+      f.write(line + "\n")
+    self.events.append(json.loads(line))  # as a reader of the file would see it
 
   def read(self) -> list[dict]:
-    with open(self.path) as f:
-      return [json.loads(line) for line in f if line.strip()]
-
-  def read_or_empty(self) -> list[dict]:
-    return self.read() if os.path.exists(self.path) else []
+    """All events of the run so far (a copy of the list)."""
+    return list(self.events)
 
 
 def _scaled_tau(loss_fn, scale: float):
@@ -280,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     state = init_state()
   step = int(state.step)
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=step)
-  if not any(e["split"] == "meta" for e in log.read_or_empty()):
+  if not any(e["split"] == "meta" for e in log.read()):
     log.write(_monitor_meta(config, curriculum_spec, curriculum, total_steps=total_steps,
                             steps_per_epoch=steps_per_epoch, num_classes=num_classes,
                             terms=terms, class_counts=class_counts))
@@ -368,7 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       train_event = {"step": step, "epoch": epoch, "stage": stage, "split": "train",
                      **monitors.period_summary(raw), **knobs}
       log.write(train_event)
-      first_eval = not any(e["split"] == "test" for e in log.read())
+      first_eval = not any(e["split"] == "test" for e in log.events)
       report = (evaluate_twice(state) if first_eval or step == total_steps
                 else evaluate(state))
       log.write({"step": step, "epoch": epoch, "stage": stage, "split": "test",
