@@ -1,17 +1,23 @@
 """The one entry point: ``python -m experiments.run [--config=FILE[:variant]] [--workdir=DIR]``.
 
 With no arguments it trains the four-stage imbalance curriculum on digits-LT
-(``experiments/configs/digits_lt.py``) into ``workdirs/<config>_<variant>``. Any config
+(``experiments/configs/digits_lt.py``) into ``workdirs/<config>_<variant>``. A config's
+``trainer`` field picks the loop: ``imbalance`` (``experiments/train.py``, the default)
+or ``absa`` (``experiments/absa.py``, multi-aspect sentiment on UIT-ViSFD). Any config
 field can be overridden, e.g. ``--config.seed=1 --config.num_epochs=50``. Re-running with
 the same workdir resumes from its latest checkpoint.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+# config.trainer -> the module whose train_and_evaluate(config, workdir) runs it.
+TRAINERS = {"imbalance": "experiments.train", "absa": "experiments.absa"}
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "digits_lt.py")
 
@@ -30,10 +36,14 @@ def main(argv):
   # the progress bar and the per-epoch lines.
   logging.set_verbosity(logging.WARNING)
   # Imported here so that --help is fast and XLA flags set by the caller apply.
-  from experiments import train
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("workdirs", config.name)
-  train.train_and_evaluate(config, workdir)
+  trainer = config.get("trainer", "imbalance")
+  if trainer not in TRAINERS:
+    raise app.UsageError(f"config.trainer must be one of {sorted(TRAINERS)}, got "
+                         f"{trainer!r}")
+  module = importlib.import_module(TRAINERS[trainer])
+  module.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

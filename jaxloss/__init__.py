@@ -43,8 +43,10 @@ from jaxloss import monitors
 from jaxloss.monitors import Finding, HeadSpec, Monitor, MonitorSpec, diagnose
 from jaxloss.train_step import (
     add_contrastive_term,
+    aspect_alpha_table,
     make_eval_step,
     make_imbalance_loss,
+    make_multi_aspect_loss,
     make_optimizer,
     make_train_step,
 )
@@ -57,7 +59,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CompiledCurriculum", "Curriculum", "CurriculumState", "Checkpointer",
     "DataParallel", "Finding", "HeadSpec", "Monitor", "MonitorSpec", "Stage",
-    "TrainState", "add_contrastive_term", "classification_report", "constant",
+    "TrainState", "add_contrastive_term", "aspect_alpha_table", "classification_report",
+    "constant", "make_multi_aspect_loss",
     "diagnose", "monitors",
     "four_stage", "make_eval_step", "make_imbalance_loss", "make_mesh",
     "make_optimizer", "make_train_step", "milestone_lr", "per_class_recall", "uar",

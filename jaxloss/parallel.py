@@ -137,6 +137,18 @@ class DataParallel:
                            out_specs=P())
     return jax.jit(mapped)
 
+  def launch_predict_step(self, body: Callable) -> Callable:
+    """``(state, batch) -> outputs``: replicated state, batch split along ``data``;
+    ``body`` returns per-example arrays with the batch axis first (no reduction), and
+    the result is the global ``[batch, ...]`` arrays in batch order."""
+    if self.kind == "pmap":
+      fn = jax.pmap(body, axis_name=DATA_AXIS, devices=self.devices)
+      return lambda state, batch: jax.tree.map(
+          lambda x: x.reshape((-1,) + x.shape[2:]), fn(state, batch))
+    mapped = jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)),
+                           out_specs=P(DATA_AXIS))
+    return jax.jit(mapped)
+
 
 def pad_to_multiple(arrays: dict[str, np.ndarray], multiple: int
                     ) -> dict[str, np.ndarray]:

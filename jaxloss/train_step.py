@@ -17,7 +17,7 @@ A step body is launched on every device by :class:`jaxloss.parallel.DataParallel
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -161,13 +161,128 @@ def add_contrastive_term(loss_fn: LossFn, *, classification_weight: float,
   return combined
 
 
+def aspect_alpha_table(class_counts: np.ndarray, *,
+                       method: str = "sqrt_inverse_frequency",
+                       normalize: Optional[str] = "mean",
+                       cap: Optional[float] = None) -> np.ndarray:
+  """Focal α per aspect and class from training counts: ``[A, C]`` float32.
+
+  Row ``a`` is :func:`jaxloss.losses.class_weights_from_counts` of ``class_counts[a]``
+  (each aspect weighted on its own label distribution, so a rare polarity of a frequent
+  aspect and a frequent polarity of a rare aspect are treated separately).
+
+  Raises:
+    ValueError: ``class_counts`` not 2-D, or bad counts / method (see
+      ``class_weights_from_counts``).
+  """
+  counts = np.asarray(class_counts)
+  if counts.ndim != 2:
+    raise ValueError(f"class_counts must be [num_aspects, num_classes], got shape "
+                     f"{counts.shape}")
+  return np.stack([np.asarray(losses.class_weights_from_counts(
+      row, method=method, normalize=normalize, cap=cap)) for row in counts]
+                  ).astype(np.float32)
+
+
+MULTI_ASPECT_LOSSES = ("focal", "ce")
+
+
+def make_multi_aspect_loss(class_counts: np.ndarray, *, loss: str = "focal",
+                           gamma: float = 2.0,
+                           alpha_method: str = "sqrt_inverse_frequency",
+                           alpha_cap: Optional[float] = 10.0,
+                           contrastive: bool = True,
+                           temperature: float = 0.1) -> LossFn:
+  """Multi-aspect sentiment loss: per-aspect focal (or CE) + multi-label SupCon.
+
+  For a review with aspect labels ``y [A]`` (class 0 = aspect absent),
+
+  ``ℓ = λ_f · (1/A) Σ_a α[a, y_a] (1 − p_{a,y_a})^γ (−log p_{a,y_a}) + λ_c · supcon``
+
+  with ``α`` from :func:`aspect_alpha_table` (Lin et al., ICCV 2017, α-balanced focal
+  loss, one α per aspect and class) and ``supcon`` the supervised contrastive loss
+  (Khosla et al., NeurIPS 2020) of the L2-normalised projection with *multi-label*
+  positives: two reviews are positives when they share an (aspect, polarity) pair,
+  i.e. the multi-hot labels are ``[A · (C − 1)]`` over present aspect-polarity pairs
+  (:func:`jaxloss.losses.supervised_contrastive_loss`, "any" rule). The contrast set is
+  the global batch (all-gathered over ``data``). ``loss="ce"`` is the baseline:
+  unweighted cross-entropy per aspect (no α, γ = 0).
+
+  The weights ``λ_f`` and ``λ_c`` are read from ``knobs["focal_weight"]`` and
+  ``knobs["contrastive_weight"]`` (traced values: ensemble members with different
+  weights share one compiled step).
+
+  Args:
+    class_counts: ``[A, C]`` training counts per aspect and class.
+    loss: ``"focal"`` or ``"ce"``.
+    gamma: focal exponent (ignored for ``"ce"``).
+    alpha_method, alpha_cap: see :func:`aspect_alpha_table` (``normalize="mean"``).
+    contrastive: add the SupCon term (the model must return ``"projection"``).
+    temperature: SupCon τ.
+
+  Returns:
+    ``loss_fn(outputs, labels [b, A], knobs) -> (loss [b], weight [b], aux)`` with
+    ``outputs = {"logits": [b, A, C], "projection": [b, D]}``. ``aux["terms"]`` has
+    ``loss`` (the per-aspect term, named ``"focal"`` or ``"ce"``) and, with
+    ``contrastive``, ``"contrastive"``, both before λ; ``aux["heads"]`` has
+    ``"aspect"`` (all ``[b, A]`` slots, C classes) and ``"polarity"`` (the C − 1
+    polarity logits on slots whose aspect is present).
+
+  Raises:
+    ValueError: unknown ``loss``, ``gamma < 0``, ``temperature <= 0``, bad counts.
+  """
+  if loss not in MULTI_ASPECT_LOSSES:
+    raise ValueError(f"loss must be one of {MULTI_ASPECT_LOSSES}, got {loss!r}")
+  if not gamma >= 0:
+    raise ValueError(f"gamma must be >= 0, got {gamma}")
+  if not temperature > 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+  counts = np.asarray(class_counts)
+  alpha = jnp.asarray(aspect_alpha_table(counts, method=alpha_method, cap=alpha_cap))
+  num_aspects, num_classes = counts.shape
+
+  def loss_fn(outputs, labels, knobs):
+    logits = outputs["logits"]
+    if loss == "focal":
+      per_slot = losses.softmax_focal_loss_with_integer_labels(logits, labels,
+                                                               gamma=gamma)
+      per_slot = per_slot * jnp.take_along_axis(alpha[None], labels[..., None],
+                                                axis=-1)[..., 0]
+    else:
+      per_slot = losses.softmax_cross_entropy_with_integer_labels(logits, labels)
+    cls = jnp.mean(per_slot, axis=-1)
+    present = labels > 0
+    heads = {"aspect": logits, "polarity": (logits[..., 1:], present)}
+    weight = jnp.ones_like(cls)
+    if not contrastive:
+      total = knobs["focal_weight"] * cls
+      return total, weight, {"terms": {loss: cls}, "heads": heads}
+    multi_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32)[..., 1:]
+    multi_hot = multi_hot.reshape(labels.shape[0], num_aspects * (num_classes - 1))
+    local = labels.shape[0]
+    z = outputs["projection"]
+    z_all = jax.lax.all_gather(z, DATA_AXIS, tiled=True)
+    hot_all = jax.lax.all_gather(multi_hot, DATA_AXIS, tiled=True)
+    per_anchor = losses.supervised_contrastive_loss(z_all, hot_all,
+                                                    temperature=temperature)
+    start = jax.lax.axis_index(DATA_AXIS) * local
+    supcon = jax.lax.dynamic_slice_in_dim(per_anchor, start, local)
+    total = knobs["focal_weight"] * cls + knobs["contrastive_weight"] * supcon
+    return total, weight, {"terms": {loss: cls, "contrastive": supcon}, "heads": heads}
+
+  return loss_fn
+
+
 def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
                     global_batch_size: int, num_devices: int,
                     class_counts: np.ndarray,
                     augment_fn: Optional[Callable] = None,
                     max_grad_norm: Optional[float] = None,
-                    monitor: Optional[monitor_stats.MonitorSpec] = None) -> Callable:
-  """Builds the per-device train step body ``(state, data) -> (state, metrics)``.
+                    monitor: Optional[monitor_stats.MonitorSpec] = None,
+                    input_keys: Sequence[str] = ("image",),
+                    sampler: Optional[Callable] = None) -> Callable:
+  """Builds the per-device train step body ``(state, data[, member_knobs]) ->
+  (state, metrics)``.
 
   Args:
     curriculum: compiled curriculum; its knobs must include ``learning_rate`` and
@@ -177,15 +292,26 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
     global_batch_size: examples per step over all devices (divisible by
       ``num_devices``).
     num_devices: size of the ``data`` axis.
-    class_counts: ``[C]`` training examples per class (for the sampler).
-    augment_fn: ``(key, images [b, ...], positions [b], strength) -> images``.
+    class_counts: ``[C]`` training examples per class (for the default class-mix
+      sampler; unused with ``sampler``).
+    augment_fn: ``(key, inputs[0] [b, ...], positions [b], strength) -> inputs[0]``.
     max_grad_norm: the clipping threshold in the optimizer, to report ``clipped``.
     monitor: what to measure for the training-health monitors (per-term loss values,
       predicted-class histograms per head, max gradient norm, non-finite gradient
       elements), accumulated in ``state.train_sums``, whose structure must be
       ``monitors.zero_sums(monitor)``. None measures only the base sums.
 
-  ``data`` is the whole training set, replicated: ``{"image": [N, ...], "label": [N]}``.
+    input_keys: the fields of ``data`` passed, in order, as the model's positional
+      inputs (``("ids", "lengths")`` for a text model).
+    sampler: ``(rng, step, data, knobs) -> int32 [global_batch_size]`` indices of the
+      step's global batch (e.g. :func:`jaxloss.data.sampler.epoch_permutation_indices`);
+      None draws them with the curriculum's class-mix sampler (knob ``sampler_mix``).
+
+  ``data`` is the whole training set, replicated: ``{"image": [N, ...], "label": [N]}``
+  (or the ``input_keys`` fields and ``label`` of any shape ``[N, ...]``). The optional
+  third argument ``member_knobs`` (a dict of scalars) is merged over the curriculum's
+  knobs: ``jax.vmap(body, in_axes=(0, None, 0))`` trains an ensemble whose members
+  differ in those values (e.g. loss weights) in one compiled step.
   Metrics (identical on every device): ``loss``, ``grad_norm``, ``clipped``, ``finite``,
   ``stage``, every knob value and, with ``monitor``, ``term/<name>`` for each term.
 
@@ -198,35 +324,42 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
     raise ValueError(
         f"batch_size must be divisible by the number of devices ({num_devices}), got "
         f"{global_batch_size}")
-  needed = {"learning_rate", "sampler_mix"} | ({"aug_strength"} if augment_fn else set())
+  needed = ({"learning_rate"} | ({"sampler_mix"} if sampler is None else set())
+            | ({"aug_strength"} if augment_fn else set()))
   missing = needed - set(curriculum.knobs)
   if missing:
     raise ValueError(f"curriculum is missing knobs {sorted(missing)}; it has "
                      f"{sorted(curriculum.knobs)}")
   local_batch = global_batch_size // num_devices
-  counts = jnp.asarray(np.asarray(class_counts), jnp.float32)
+  counts = (jnp.asarray(np.asarray(class_counts), jnp.float32) if sampler is None
+            else None)
+  input_keys = tuple(input_keys)
 
-  def body(state: TrainState, data: dict[str, jax.Array]):
-    knobs = curriculum.values(state.step)
+  def body(state: TrainState, data: dict[str, jax.Array], member_knobs=None):
+    knobs = {**curriculum.values(state.step), **(member_knobs or {})}
     step_key = jax.random.fold_in(state.rng, state.step)
     k_sample, k_aug = jax.random.split(step_key)
     # Dropout differs per device (its examples differ); folded, not split, so the
     # sampling and augmentation keys are those of a model without dropout.
     k_dropout = jax.random.fold_in(jax.random.fold_in(step_key, 2),
                                    jax.lax.axis_index(DATA_AXIS))
-    probs = sampling_probabilities(data["label"], counts, knobs["sampler_mix"])
-    indices = sample_indices(k_sample, probs, global_batch_size)
+    if sampler is None:
+      probs = sampling_probabilities(data["label"], counts, knobs["sampler_mix"])
+      indices = sample_indices(k_sample, probs, global_batch_size)
+    else:
+      indices = sampler(state.rng, state.step, data, knobs)
     positions = global_positions(local_batch)
     local = indices[positions]
-    images, labels = data["image"][local], data["label"][local]
+    inputs = [data[k][local] for k in input_keys]
+    labels = data["label"][local]
     if augment_fn is not None:
-      images = augment_fn(k_aug, images, positions, knobs["aug_strength"])
+      inputs[0] = augment_fn(k_aug, inputs[0], positions, knobs["aug_strength"])
 
     mutable = list(state.model_state) or False
 
     def objective(params):
       variables = {"params": params, **state.model_state}
-      out = state.apply_fn(variables, images, train=True, mutable=mutable,
+      out = state.apply_fn(variables, *inputs, train=True, mutable=mutable,
                            rngs={"dropout": k_dropout})
       outputs, new_model_state = out if mutable else (out, {})
       per_example, weight, *rest = loss_fn(outputs, labels, knobs)

@@ -220,6 +220,143 @@ def plot_recall_by_stage(metrics_path: str, out_path: str, *, title: str | None 
   return out_path
 
 
+def plot_absa_loss_relationship(streams: dict, out_path: str, *, terms,
+                                contrastive_reference: dict | None = None,
+                                title: str | None = None) -> str:
+  """Loss terms and Dev F1 per epoch for each member of a multi-aspect run.
+
+  Top row, one panel per member: each term of the loss (before its weight λ) per epoch,
+  with the SupCon chance level (all similarities equal) and floor (positives identical)
+  of the batch as dashed lines, so a contrastive value can be read against them. Bottom
+  row: Dev aspect and sentiment F1 per epoch for each member (and the ensemble).
+
+  Args:
+    streams: label -> the events of a ``metrics.jsonl`` (members have ``train`` and
+      ``dev`` events; an ``"ensemble"`` stream only ``dev``/``test``).
+    out_path: PNG path to write.
+    terms: the term names, e.g. ``["focal", "contrastive"]``.
+    contrastive_reference: ``{"chance": ..., "floor": ...}`` or None.
+    title: figure title.
+
+  Returns:
+    ``out_path``.
+
+  Raises:
+    ValueError: no stream has train events.
+  """
+  members = {k: v for k, v in streams.items()
+             if any(e.get("split") == "train" for e in v)}
+  if not members:
+    raise ValueError("no stream has train events to plot")
+  n = len(members)
+  fig, axes = plt.subplots(2, n, figsize=(5.5 * n, 6.5), squeeze=False)
+  for j, (label, events) in enumerate(members.items()):
+    ax = axes[0, j]
+    train = [e for e in events if e.get("split") == "train"]
+    epochs = [e["epoch"] for e in train]
+    for i, name in enumerate(terms):
+      ax.plot(epochs, [_f(e.get(f"term/{name}")) for e in train], marker="o", ms=3,
+              color=f"C{i}", label=name)
+    if contrastive_reference and "contrastive" in terms:
+      ax.axhline(contrastive_reference["chance"], color="C1", ls="--", lw=0.8,
+                 label=f"SupCon chance {contrastive_reference['chance']:.2f}")
+      ax.axhline(contrastive_reference["floor"], color="C1", ls=":", lw=0.8,
+                 label=f"SupCon floor {contrastive_reference['floor']:.2f}")
+    ax.set_title(label, fontsize=10)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("term value (before λ)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  gs = axes[1, 0].get_gridspec()
+  for a in axes[1]:
+    a.remove()
+  ax = fig.add_subplot(gs[1, :])
+  for i, (label, events) in enumerate(streams.items()):
+    dev = [e for e in events if e.get("split") == "dev"]
+    if not dev:
+      continue
+    ep = [e["epoch"] for e in dev]
+    ax.plot(ep, [100 * e["aspect_f1"] for e in dev], color=f"C{i}",
+            label=f"{label}: aspect F1")
+    ax.plot(ep, [100 * e["sentiment_f1"] for e in dev], color=f"C{i}", ls="--",
+            label=f"{label}: sentiment F1")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("Dev F1 (%)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, ncol=2)
+  if title:
+    fig.suptitle(f"{title}: loss terms and Dev F1")
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)
+  return out_path
+
+
+def project_2d(embedding: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
+  """``[N, E]`` -> ``[N, 2]`` by scikit-learn's t-SNE (PCA-initialised, perplexity 30)
+  or PCA.
+
+  Raises:
+    ValueError: unknown ``method``.
+  """
+  from sklearn.decomposition import PCA
+  from sklearn.manifold import TSNE
+  x = np.asarray(embedding, np.float32)
+  if method == "pca":
+    return PCA(n_components=2, random_state=seed).fit_transform(x)
+  if method == "tsne":
+    perplexity = min(30.0, max(2.0, (len(x) - 1) / 3))
+    return TSNE(n_components=2, init="pca", perplexity=perplexity,
+                random_state=seed).fit_transform(x)
+  raise ValueError(f"method must be 'tsne' or 'pca', got {method!r}")
+
+
+def plot_embedding_evolution(panels, out_path: str, *, colour_aspect: int,
+                             class_names, method: str = "tsne",
+                             title: str | None = None) -> str:
+  """2-D projections of the same examples' embeddings at several points of training.
+
+  Args:
+    panels: ``[{"epoch", "embedding" [N, E], "labels" [N, A], "contrastive"}]``; the
+      contrastive loss (train term of that epoch, or None) goes in the panel title.
+    out_path: PNG path to write.
+    colour_aspect: the aspect whose class colours the points (GENERAL).
+    class_names: names of the classes (absent, positive, negative, neutral).
+    method: ``"tsne"`` or ``"pca"`` (see :func:`project_2d`).
+    title: figure title.
+
+  Returns:
+    ``out_path``.
+
+  Raises:
+    ValueError: no panels.
+  """
+  if not panels:
+    raise ValueError("no embedding snapshots to plot")
+  colours = ("#bbbbbb", "#2a9d4a", "#d62728", "#1f77b4")
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8),
+                           squeeze=False)
+  for ax, p in zip(axes[0], panels):
+    xy = project_2d(p["embedding"], method)
+    y = np.asarray(p["labels"])[:, colour_aspect]
+    for c in range(len(class_names)):
+      sel = y == c
+      ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, color=colours[c % 4],
+                 label=f"{class_names[c]} ({int(sel.sum())})", rasterized=True)
+    con = p.get("contrastive")
+    con_text = "no contrastive term" if con is None else f"contrastive loss {con:.3f}"
+    ax.set_title(f"epoch {p['epoch']}: {con_text}", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  axes[0, 0].legend(title="GENERAL", fontsize=8, markerscale=3, loc="best")
+  if title:
+    fig.suptitle(f"{title} ({method.upper() if method == 'pca' else 't-SNE'})")
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)
+  return out_path
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("workdir")

@@ -55,3 +55,47 @@ def sample_indices(key: jax.Array, probabilities: jax.Array,
   n = probabilities.shape[0]
   return jax.random.choice(key, n, (batch_size,), replace=True,
                            p=probabilities).astype(jnp.int32)
+
+
+def epoch_permutation_indices(key: jax.Array, step: jax.Array, num_examples: int,
+                              batch_size: int) -> jax.Array:
+  """The ``step``-th global batch of an epoch-wise shuffled pass over the data.
+
+  The training stream is the concatenation of one random permutation of
+  ``[0, num_examples)`` per epoch (permutation ``e`` keyed by ``fold_in(key, e)``),
+  cut into consecutive batches of ``batch_size``; a batch that straddles two epochs
+  takes the tail of one permutation and the head of the next. Every example is seen
+  once per epoch (sampling *without* replacement, as PyTorch's ``shuffle=True``
+  loader), and the batch is a pure function of ``(key, step)``, so a resumed run
+  draws exactly the batches the uninterrupted one would have.
+
+  Args:
+    key: PRNG key of the run (not folded with the step).
+    step: int scalar (may be traced).
+    num_examples: N, the training-set size (static, >= ``batch_size``).
+    batch_size: the *global* batch size (static).
+
+  Returns:
+    int32 ``[batch_size]`` example indices.
+
+  Raises:
+    ValueError: ``batch_size`` < 1 or > ``num_examples``.
+
+  Examples:
+    >>> key = jax.random.PRNGKey(0)
+    >>> epoch = jnp.concatenate([epoch_permutation_indices(key, s, 6, 2)
+    ...                          for s in range(3)])
+    >>> sorted(epoch.tolist())
+    [0, 1, 2, 3, 4, 5]
+  """
+  if not 1 <= batch_size <= num_examples:
+    raise ValueError(f"batch_size must be in [1, num_examples={num_examples}], got "
+                     f"{batch_size}")
+  start = jnp.asarray(step, jnp.int32) * batch_size
+  positions = start + jnp.arange(batch_size, dtype=jnp.int32)
+  first_epoch = start // num_examples
+  within = positions % num_examples
+  perm_a = jax.random.permutation(jax.random.fold_in(key, first_epoch), num_examples)
+  perm_b = jax.random.permutation(jax.random.fold_in(key, first_epoch + 1), num_examples)
+  in_first = positions // num_examples == first_epoch
+  return jnp.where(in_first, perm_a[within], perm_b[within]).astype(jnp.int32)

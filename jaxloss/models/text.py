@@ -18,6 +18,17 @@ import jax
 import jax.numpy as jnp
 
 
+def _varying_like(x: jax.Array, ref: jax.Array) -> jax.Array:
+  """``x`` with the varying manual axes of ``ref`` (inside ``shard_map``; a no-op
+  outside). A scan's zero initial carry must have the type of the carry it produces,
+  which varies over the mesh axes when the inputs and parameters do."""
+  aval = jax.typeof(ref)
+  mat = getattr(aval, "manual_axis_type", None)  # JAX >= 0.9
+  vma = mat.varying if mat is not None else getattr(aval, "vma", ())
+  vma = tuple(sorted(vma or ()))
+  return jax.lax.pcast(x, vma, to="varying") if vma else x
+
+
 class BiLSTMEncoder(nn.Module):
   """Embedding, bidirectional LSTM layers, masked mean+max pooling.
 
@@ -48,10 +59,11 @@ class BiLSTMEncoder(nn.Module):
     for layer in range(self.num_layers):
       if layer:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      zeros = _varying_like(jnp.zeros((ids.shape[0], self.hidden), x.dtype), x)
       x = nn.Bidirectional(
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
-      )(x, seq_lengths=lengths)
+      )(x, seq_lengths=lengths, initial_carry=((zeros, zeros), (zeros, zeros)))
     m = mask[..., None].astype(x.dtype)
     mean = jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
     # Finite fill (not -inf): a padded position must never win the max.

@@ -389,16 +389,31 @@ def _first_loss(run: _Run) -> Optional[float]:
 def check_not_learning(run: _Run) -> list[Finding]:
   """``not_learning`` (warning): the loss flat (relative change below ``flat_rel``)
   over a window inside one stage while still above ``not_learning_level`` times the
-  first loss."""
+  first loss. For a combined loss every term must also be above that share of its own
+  first value: a term with a high floor (SupCon cannot go below the log of the number
+  of in-batch positives) keeps the total high while the classifier learns."""
   first = _first_loss(run)
   if first is None:
     return []
   size, flat = int(run.th["window"]), run.th["flat_rel"]
+  level = run.th["not_learning_level"]
+  term_firsts = {}
+  if len(run.terms()) > 1 and run.init is not None:
+    for t in run.terms():
+      v = run.init.get(f"term/{t['name']}")
+      if v is not None and v > 0:
+        term_firsts[t["name"]] = float(v)
 
   def flagged(w):
     vals = _values(w, "loss")
-    return (vals is not None and abs(_rel_fall(vals)) < flat
-            and float(np.mean(vals)) >= run.th["not_learning_level"] * first)
+    if not (vals is not None and abs(_rel_fall(vals)) < flat
+            and float(np.mean(vals)) >= level * first):
+      return False
+    for name, v0 in term_firsts.items():
+      term = _values(w, f"term/{name}")
+      if term is not None and float(np.mean(term)) < level * v0:
+        return False
+    return True
 
   out = []
   for episode in _window_episodes(run.train, size, flagged):
@@ -418,7 +433,7 @@ def check_not_learning(run: _Run) -> list[Finding]:
       msg += f"; test UAR {uar:.3f}"
       if num_classes:
         msg += f" (chance {1 / num_classes:.3f})"
-    lr = run.lr(last[-1])
+    lr = run.meta.get("learning_rate") or run.lr(last[-1])
     advice = ("The model is not fitting the labels. Check that labels line up with "
               "the inputs (a shuffled or misaligned label column gives exactly this), "
               "that the loss sees the right logits, then raise "

@@ -292,9 +292,31 @@ def test_not_learning_fires_with_level_uar_and_lr():
   assert "labels line up with the inputs" in f.advice
 
 
-def test_not_learning_uses_the_events_learning_rate():
-  findings = diagnose(make_stream(FLAT, fields={"learning_rate": [0.01] * 10}))
+def test_not_learning_advice_names_the_configured_learning_rate():
+  # The advice changes config.learning_rate, so it quotes the configured (peak) value,
+  # not the decayed value of the schedule at the flat window ...
+  findings = diagnose(make_stream(FLAT, fields={"learning_rate": [0.01] * 10},
+                                  meta={"learning_rate": 0.05}))
+  assert the(findings, "not_learning").advice.endswith("from 0.05 to 0.15.")
+  # ... and falls back to the events' value when the stream does not record it.
+  findings = diagnose(make_stream(FLAT, fields={"learning_rate": [0.01] * 10},
+                                  meta={"learning_rate": None}))
   assert the(findings, "not_learning").advice.endswith("from 0.01 to 0.03.")
+
+
+def test_not_learning_ignores_a_term_with_a_high_floor():
+  # Total flat at 1.2 of a first 1.4 (86 %), but the classification term fell to a
+  # quarter of its first value: the contrastive term's floor holds the total up.
+  terms = [{"name": "focal", "weight": 0.7}, {"name": "contrastive", "weight": 0.3}]
+  init = {"split": "init", "step": 1, "loss": 1.4, "term/focal": 0.34,
+          "term/contrastive": 4.0}
+  fields = {"term/focal": [0.08] * 10, "term/contrastive": [3.8] * 10}
+  stream = make_stream([1.2] * 10, fields=fields, init=init, meta={"terms": terms})
+  assert not only(diagnose(stream), "not_learning")
+  # Every term flat near its first value: not learning.
+  fields = {"term/focal": [0.33] * 10, "term/contrastive": [3.95] * 10}
+  stream = make_stream([1.2] * 10, fields=fields, init=init, meta={"terms": terms})
+  assert only(diagnose(stream), "not_learning")
 
 
 @pytest.mark.parametrize("last,fires", [

@@ -1,0 +1,106 @@
+"""Multi-aspect sentiment on UIT-ViSFD: per-aspect focal loss + supervised contrastive.
+
+Run (from the repository root):
+  python -m experiments.run --config=experiments/configs/visfd_absa.py          # 0.7/0.3
+  python -m experiments.run --config=experiments/configs/visfd_absa.py:ce
+  python -m experiments.run --config=experiments/configs/visfd_absa.py \\
+      --config.focal_weight=0.8 --config.contrastive_weight=0.2
+  python -m experiments.run --config=experiments/configs/visfd_absa.py \\
+      --config.ensemble_focal_weights=0.7,0.8      # two members, one vmapped step
+
+Variants: ``focal_supcon`` (default: focal 0.7 + SupCon 0.3), ``focal`` (focal alone),
+``ce`` (plain per-aspect cross-entropy, no contrastive term) and ``smoke`` (a few hundred
+reviews, two epochs; used by the tests). The data are read from ``config.manual_dir``
+(default ``../shared/data/uit_visfd`` beside the repository).
+"""
+
+import ml_collections
+
+from jaxloss.monitors import checks as monitors
+
+VARIANTS = ("focal_supcon", "focal", "ce", "smoke")
+
+
+def get_config(arg=None):
+  variant = arg or "focal_supcon"
+  if variant not in VARIANTS:
+    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+  c = ml_collections.ConfigDict()
+  c.name = f"visfd_absa_{variant}"
+  c.trainer = "absa"  # experiments/absa.py
+  c.seed = 0
+
+  # Data: the released CSVs through the uit_visfd TFDS builder.
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
+  c.manual_dir = ml_collections.config_dict.placeholder(str)  # None: ../shared/data/uit_visfd
+  # Keep only the first N reviews of each split (None: all); for smoke runs.
+  c.max_train_examples = ml_collections.config_dict.placeholder(int)
+  c.max_eval_examples = ml_collections.config_dict.placeholder(int)
+  c.vocab_min_count = 2  # tokens seen fewer times in Train map to UNK
+  c.max_len = 96  # tokens per review (p95 of Train is 89)
+
+  # Model: BiLSTM encoder trained from scratch, [10, 4] classifier, SupCon projection.
+  c.embed_dim = 128
+  c.hidden = 64
+  c.num_layers = 1
+  c.dropout_rate = 0.3
+  c.projection_dim = 64
+
+  # Optimisation: AdamW, linear warm-up then cosine decay (in epochs).
+  c.num_epochs = 20
+  c.batch_size = 64
+  c.optimizer = "adamw"
+  c.learning_rate = 2e-3
+  c.warmup_epochs = 1.0
+  c.weight_decay = 1e-4
+  c.max_grad_norm = 5.0
+
+  # Loss: focal_weight * mean over aspects of focal(alpha[aspect, class]) +
+  # contrastive_weight * SupCon (multi-label positives). contrastive_weight None: no
+  # contrastive term.
+  c.loss = "focal"  # or "ce" (unweighted per-aspect cross-entropy)
+  c.focal_gamma = 2.0
+  c.alpha_method = "sqrt_inverse_frequency"  # per aspect, normalised to mean 1
+  c.alpha_cap = 10.0
+  c.focal_weight = 0.7
+  c.contrastive_weight = ml_collections.config_dict.placeholder(float)
+  c.contrastive_weight = 0.3
+  c.contrastive_temperature = 0.1
+  # Ensemble: member k has focal weight w_k, contrastive weight 1 - w_k and seed
+  # seed + k, all trained in one vmapped step; e.g. "0.7,0.8". Empty: one model.
+  c.ensemble_focal_weights = ""
+
+  # Figures: 2-D projection of Test embeddings ("tsne" or "pca") after the first epoch,
+  # half-way and at the end.
+  c.embedding_projection = "tsne"
+
+  # Training-health monitors (see experiments/configs/digits_lt.py).
+  c.monitor = ml_collections.ConfigDict(monitors.default_thresholds())
+  c.monitor.enabled = True
+  c.monitor.halt_on = ()
+
+  # Runtime.
+  c.parallel = "shard_map"  # or "pmap"
+  c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
+  c.eval_batch_size = 512
+  c.keep_checkpoints = 2  # a checkpoint is written at the end of every epoch
+  c.progress = True
+  c.interrupt_at_step = ml_collections.config_dict.placeholder(int)
+
+  if variant == "focal":
+    c.focal_weight = 1.0
+    c.contrastive_weight = None
+  elif variant == "ce":
+    c.loss = "ce"
+    c.focal_weight = 1.0
+    c.contrastive_weight = None
+  elif variant == "smoke":
+    c.max_train_examples = 512
+    c.max_eval_examples = 256
+    c.max_len = 48
+    c.embed_dim = 32
+    c.hidden = 16
+    c.projection_dim = 16
+    c.num_epochs = 2
+    c.embedding_projection = "pca"
+  return c

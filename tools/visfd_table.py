@@ -1,0 +1,112 @@
+"""The UIT-ViSFD results table: ``python -m tools.visfd_table [--root DIR] [--seed S]``.
+
+Runs, one after the other and each into its own workdir under ``--root``, the rows of
+the README table: per-aspect CE, focal, focal + SupCon at 0.7/0.3 and 0.8/0.2, and the
+two-member ensemble (0.7/0.3 and 0.8/0.2 in one vmapped step); a run whose
+``summary.json`` exists is reused, a partly trained one resumes. Prints a Markdown table
+of Test aspect F1 / sentiment F1 (Dev-selected epoch) beside the published anchor and
+writes it to ``docs/visfd_absa.md`` and ``docs/visfd_absa.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+ANCHOR = ("Bi-LSTM + fastText (Phan et al., KSEM 2021, published)", 84.48, 63.06)
+
+# label, variant, config overrides
+ROWS = (
+    ("CE (per-aspect cross-entropy)", "ce", {}),
+    ("focal (α per aspect and class, γ = 2)", "focal", {}),
+    ("focal + SupCon 0.7 / 0.3", "focal_supcon", {}),
+    ("focal + SupCon 0.8 / 0.2", "focal_supcon",
+     {"focal_weight": 0.8, "contrastive_weight": 0.2}),
+    ("ensemble of 0.7/0.3 and 0.8/0.2 (probability mean)", "focal_supcon",
+     {"ensemble_focal_weights": "0.7,0.8"}),
+)
+
+
+def _dirname(variant: str, overrides: dict, seed: int) -> str:
+  parts = [variant] + [f"{k}={v}" for k, v in sorted(overrides.items())] + [f"seed={seed}"]
+  return "_".join(parts).replace(",", "+")
+
+
+def run_rows(root: str, seed: int, rows=ROWS, config_overrides=None) -> list[dict]:
+  """Trains (or reuses) every row; returns one dict per row."""
+  from experiments import absa
+  from experiments.configs import visfd_absa
+  out = []
+  for label, variant, overrides in rows:
+    workdir = os.path.join(root, _dirname(variant, overrides, seed))
+    path = os.path.join(workdir, "summary.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        summary = json.load(f)
+      print(f"reusing {path}")
+    else:
+      config = visfd_absa.get_config(variant)
+      config.seed = seed
+      for k, v in {**overrides, **(config_overrides or {})}.items():
+        config[k] = v
+      summary = absa.train_and_evaluate(config, workdir)
+    out.append({"label": label, "variant": variant, "overrides": overrides,
+                "workdir": workdir, "aspect_f1": summary["aspect_f1"],
+                "sentiment_f1": summary["sentiment_f1"],
+                "macro_f1_4class": summary["macro_f1_4class"],
+                "selected_epoch": summary["selected_epoch"],
+                "last_epoch": summary["last_epoch"], "wall_s": summary["wall_s"],
+                "train_step_compilations": summary["train_step_compilations"],
+                "diagnosis": summary["diagnosis"],
+                "final_terms": summary.get("final_terms"),
+                "members": [{k: m[k] for k in ("focal_weight", "contrastive_weight",
+                                               "seed", "aspect_f1", "sentiment_f1")}
+                            for m in summary["members"]] if summary["ensemble"] else None,
+                "contrastive_reference": summary.get("contrastive_reference")})
+  return out
+
+
+def markdown(rows: list[dict]) -> str:
+  lines = ["| Test (Dev-selected epoch) | aspect F1 | sentiment F1 | 4-class macro F1 | "
+           "epoch | wall (s) | monitors (error/warning) |",
+           "|---|---:|---:|---:|---:|---:|---|"]
+  for r in rows:
+    d = r["diagnosis"]
+    lines.append(f"| {r['label']} | {100 * r['aspect_f1']:.2f} | "
+                 f"{100 * r['sentiment_f1']:.2f} | {100 * r['macro_f1_4class']:.2f} | "
+                 f"{r['selected_epoch']:g} | {r['wall_s']:.0f} | "
+                 f"{d['error']}/{d['warning']} |")
+    for k, m in enumerate(r["members"] or ()):
+      lines.append(f"| &nbsp;&nbsp;member {k}: {m['focal_weight']:g}/"
+                   f"{m['contrastive_weight']:g}, seed {m['seed']} | "
+                   f"{100 * m['aspect_f1']:.2f} | {100 * m['sentiment_f1']:.2f} | | | | |")
+  lines.append(f"| {ANCHOR[0]} | {ANCHOR[1]:.2f} | {ANCHOR[2]:.2f} | | | | |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--root", default="workdirs/visfd_table")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", default="docs/visfd_absa")
+  args = parser.parse_args(argv)
+  t0 = time.time()
+  rows = run_rows(args.root, args.seed)
+  table = markdown(rows)
+  print(table)
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  with open(args.out + ".md", "w") as f:
+    f.write(table + "\n")
+  with open(args.out + ".json", "w") as f:
+    json.dump({"seed": args.seed, "rows": rows, "anchor": {
+        "label": ANCHOR[0], "aspect_f1": ANCHOR[1] / 100, "sentiment_f1": ANCHOR[2] / 100},
+        "wall_s": round(time.time() - t0, 1)}, f, indent=2)
+  print(f"-> {args.out}.md, {args.out}.json ({time.time() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  main()
