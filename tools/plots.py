@@ -283,7 +283,7 @@ def plot_absa_loss_relationship(streams: dict, out_path: str, *, terms,
   ax.set_xlabel("epoch")
   ax.set_ylabel("Dev F1 (%)")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, ncol=2)
+  ax.legend(fontsize=8, ncol=2 if len(streams) > 1 else 1, loc="lower right")
   if title:
     fig.suptitle(f"{title}: loss terms and Dev F1")
   fig.tight_layout()
