@@ -18,8 +18,8 @@ def test_markdown_rows_members_and_anchor():
   table = visfd_table.markdown([_row("CE", 0.7512, 0.4833),
                                 _row("ensemble", 0.77, 0.53, members)]).splitlines()
   assert table[2] == "| CE | 75.12 | 48.33 | 50.00 | 12 | 0/1 |"
-  assert table[4].startswith("| &nbsp;&nbsp;member 0: 0.7/0.3, seed 0 | 75.00 | 50.00 |")
-  assert table[5].startswith("| &nbsp;&nbsp;member 1: 0.8/0.2, seed 1 | 76.00 | 51.00 |")
+  assert table[4].startswith("| &nbsp;&nbsp;member 0: focal + SupCon 0.7/0.3, seed 0 | 75.00 | 50.00 |")
+  assert table[5].startswith("| &nbsp;&nbsp;member 1: focal + SupCon 0.8/0.2, seed 1 | 76.00 | 51.00 |")
   assert table[-1].startswith("| Bi-LSTM + fastText") and "| 84.48 | 63.06 |" in table[-1]
 
 

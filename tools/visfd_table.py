@@ -80,7 +80,7 @@ def markdown(rows: list[dict]) -> str:
                  f"{100 * r['sentiment_f1']:.2f} | {100 * r['macro_f1_4class']:.2f} | "
                  f"{r['selected_epoch']:g} | {d['error']}/{d['warning']} |")
     for k, m in enumerate(r["members"] or ()):
-      lines.append(f"| &nbsp;&nbsp;member {k}: {m['focal_weight']:g}/"
+      lines.append(f"| &nbsp;&nbsp;member {k}: focal + SupCon {m['focal_weight']:g}/"
                    f"{m['contrastive_weight']:g}, seed {m['seed']} | "
                    f"{100 * m['aspect_f1']:.2f} | {100 * m['sentiment_f1']:.2f} | | | |")
   lines.append(f"| {ANCHOR[0]} | {ANCHOR[1]:.2f} | {ANCHOR[2]:.2f} | | | |")
