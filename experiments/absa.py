@@ -44,7 +44,6 @@ from tqdm import tqdm
 from jaxloss import curriculum as curriculum_lib
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
-from jaxloss import losses
 from jaxloss.checkpoint import Checkpointer, abstract_like
 from jaxloss.data.sampler import epoch_permutation_indices
 from jaxloss.data.text import Vocabulary, tokenize
