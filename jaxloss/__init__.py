@@ -44,8 +44,10 @@ from jaxloss.monitors import Finding, HeadSpec, Monitor, MonitorSpec, diagnose
 from jaxloss.train_step import (
     add_contrastive_term,
     aspect_alpha_table,
+    bio_class_weights,
     make_eval_step,
     make_imbalance_loss,
+    make_joint_nlu_loss,
     make_multi_aspect_loss,
     make_optimizer,
     make_train_step,
@@ -53,6 +55,7 @@ from jaxloss.train_step import (
 from jaxloss.parallel import DataParallel, make_mesh
 from jaxloss.checkpoint import Checkpointer
 from jaxloss.metrics import classification_report, per_class_recall, uar, war
+from jaxloss import decoding
 
 __version__ = "0.1.0"
 
@@ -60,7 +63,8 @@ __all__ = [
     "CompiledCurriculum", "Curriculum", "CurriculumState", "Checkpointer",
     "DataParallel", "Finding", "HeadSpec", "Monitor", "MonitorSpec", "Stage",
     "TrainState", "add_contrastive_term", "aspect_alpha_table", "classification_report",
-    "constant", "make_multi_aspect_loss",
+    "bio_class_weights", "constant", "decoding", "make_joint_nlu_loss",
+    "make_multi_aspect_loss",
     "diagnose", "monitors",
     "four_stage", "make_eval_step", "make_imbalance_loss", "make_mesh",
     "make_optimizer", "make_train_step", "milestone_lr", "per_class_recall", "uar",

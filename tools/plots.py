@@ -378,3 +378,88 @@ def main(argv=None):
 
 if __name__ == "__main__":
   main()
+
+
+def plot_nlu_curves(events: list, out_path: str, *, terms, title: str | None = None
+                    ) -> str:
+  """Per-epoch curves of a joint NLU run, the three things its authors watched.
+
+  Left: each loss term (before its λ) on the training epochs, with the λ of each term
+  (dashed, right axis), so a warm-up can be read against the term it weights; a skipped
+  (non-finite) period is marked with a red x. Middle: Dev intent accuracy, slot F1 and
+  sentence accuracy. Right: the collapse signals on Dev: share of tokens predicted
+  non-O (gold share dashed) and the largest share of one intent among predictions.
+
+  Args:
+    events: the events of a ``metrics.jsonl`` (``train`` and ``dev``).
+    out_path: PNG path to write.
+    terms: the term names, e.g. ``("entity", "intent")``.
+    title: figure title.
+
+  Returns:
+    ``out_path``.
+
+  Raises:
+    ValueError: no train events.
+  """
+  train = [e for e in events if e.get("split") == "train"]
+  dev = [e for e in events if e.get("split") == "dev"]
+  if not train:
+    raise ValueError("no train events to plot")
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+  ax = axes[0]
+  epochs = [e["epoch"] for e in train]
+  lam_ax = ax.twinx()
+  for i, name in enumerate(terms):
+    ax.plot(epochs, [_f(e.get(f"term/{name}")) for e in train], marker="o", ms=3,
+            color=f"C{i}", label=f"{name} term")
+    lam = [e.get(f"lambda_{name}") for e in train]
+    if any(v is not None for v in lam):
+      lam_ax.step(epochs, [_f(v) for v in lam], where="post", color=f"C{i}", ls="--",
+                  lw=1, label=f"λ {name}")
+  bad = [e["epoch"] for e in train if e.get("loss") is None
+         or not np.isfinite(_f(e.get("loss")))]
+  if bad:
+    ax.plot(bad, [0.0] * len(bad), "x", color="red", ms=8,
+            label="non-finite loss (steps skipped)")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("term value (before λ)")
+  lam_ax.set_ylabel("λ")
+  lam_ax.set_ylim(bottom=0)
+  ax.grid(alpha=0.3)
+  h1, l1 = ax.get_legend_handles_labels()
+  h2, l2 = lam_ax.get_legend_handles_labels()
+  ax.legend(h1 + h2, l1 + l2, fontsize=8)
+  ax.set_title("loss terms and λ", fontsize=10)
+  ax = axes[1]
+  if dev:
+    ep = [e["epoch"] for e in dev]
+    for key, label in (("intent_accuracy", "intent accuracy"), ("slot_f1", "slot F1"),
+                       ("sentence_accuracy", "sentence accuracy")):
+      ax.plot(ep, [100 * _f(e.get(key)) for e in dev], marker="o", ms=3, label=label)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("Dev %")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title("Dev metrics", fontsize=10)
+  ax = axes[2]
+  if dev:
+    ep = [e["epoch"] for e in dev]
+    ax.plot(ep, [100 * _f(e.get("pred_non_o_share")) for e in dev], marker="o", ms=3,
+            color="C0", label="tokens predicted non-O")
+    ax.plot(ep, [100 * _f(e.get("true_non_o_share")) for e in dev], ls="--", color="C0",
+            label="gold non-O share")
+    ax.plot(ep, [100 * _f(e.get("top_intent_share")) for e in dev], marker="s", ms=3,
+            color="C3", label="largest share of one intent")
+  ax.set_ylim(0, 105)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("Dev %")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title("collapse signals", fontsize=10)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)
+  return out_path

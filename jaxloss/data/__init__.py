@@ -18,6 +18,8 @@ _DIGITS_NAMES = frozenset((
 
 _VISFD_NAMES = frozenset(("UitVisfd", "load_uit_visfd"))
 
+_NLU_NAMES = frozenset(("JointNlu", "load_joint_nlu"))
+
 
 def __getattr__(name):
   if name in _DIGITS_NAMES:
@@ -26,6 +28,9 @@ def __getattr__(name):
   if name in _VISFD_NAMES:
     from jaxloss.data import uit_visfd
     return getattr(uit_visfd, name)
+  if name in _NLU_NAMES:
+    from jaxloss.data import joint_nlu
+    return getattr(joint_nlu, name)
   raise AttributeError(f"module 'jaxloss.data' has no attribute {name!r}")
 
 
@@ -36,8 +41,10 @@ __all__ = [
     "DIGITS_NUM_CLASSES",
     "DigitsLT",
     "DigitsLTConfig",
+    "JointNlu",
     "UitVisfd",
     "load_digits_lt",
+    "load_joint_nlu",
     "load_uit_visfd",
     "long_tailed_counts",
     "make_long_tailed_split",

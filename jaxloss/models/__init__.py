@@ -1,5 +1,8 @@
 """Flax models used by the experiments."""
 
 from jaxloss.models.cnn import SmallCNN
+from jaxloss.models.text import (AspectSentimentModel, BiLSTMEncoder, CharCNN,
+                                 JointNluModel)
 
-__all__ = ["SmallCNN"]
+__all__ = ["AspectSentimentModel", "BiLSTMEncoder", "CharCNN", "JointNluModel",
+           "SmallCNN"]

@@ -105,3 +105,109 @@ class AspectSentimentModel(nn.Module):
     hidden = nn.relu(nn.Dense(embedding.shape[-1])(embedding))
     projection = nn.Dense(self.projection_dim)(hidden)
     return {"logits": logits, "projection": projection, "embedding": embedding}
+
+
+class CharCNN(nn.Module):
+  """Character features of each word: embedding, a 1-D convolution over the word's
+  characters, ReLU and a max over its real characters (Ma & Hovy, ACL 2016).
+
+  Attributes:
+    char_vocab_size: character ids are in ``[0, char_vocab_size)``; id 0 is padding.
+    embed_dim: character embedding width.
+    features: convolution filters (the output width).
+    kernel_size: characters per filter window.
+
+  Call: ``chars`` int ``[B, T, W]`` (W characters a word, 0 = padding) -> float32
+  ``[B, T, features]`` (zeros for a word with no characters).
+  """
+  char_vocab_size: int
+  embed_dim: int = 32
+  features: int = 64
+  kernel_size: int = 3
+
+  @nn.compact
+  def __call__(self, chars: jax.Array) -> jax.Array:
+    x = nn.Embed(self.char_vocab_size, self.embed_dim)(chars)  # [B, T, W, E]
+    x = nn.relu(nn.Conv(self.features, (self.kernel_size,), padding="SAME")(x))
+    real = (chars > 0)[..., None]
+    # Finite fill: a padded character never wins the max; an empty word gives 0.
+    pooled = jnp.max(jnp.where(real, x, -1e9), axis=-2)
+    return jnp.where(jnp.any(real, axis=-2), pooled, 0.0)
+
+
+class JointNluModel(nn.Module):
+  """Joint intent (+ any sentence-level labels) and BIO tagging model from scratch.
+
+  Words are embedded (with *word dropout*: in training a word id is replaced by UNK = 1
+  with probability ``word_dropout_rate``, so the tagger learns to label unseen words from
+  their characters and context), concatenated with :class:`CharCNN` features, and run
+  through ``num_layers`` bidirectional LSTMs that respect each sentence's length. The
+  sentence vector is the masked mean and max of the token states; each sentence-level
+  label (``intent``, ``command``, ...) has a Dense head on it, and the tag head reads each
+  token state concatenated with the sentence vector (the sentence's intent context, as
+  the slot-gated model of Goo et al. feeds the intent to the slots).
+
+  Attributes:
+    vocab_size: word ids in ``[0, vocab_size)``; 0 PAD, 1 UNK.
+    char_vocab_size: character ids; 0 PAD.
+    num_tags: C, the tag vocabulary size.
+    sentence_classes: ``((field, num_classes), ...)``, e.g. ``(("intent", 8),)``.
+    embed_dim, char_embed_dim, char_features, hidden, num_layers, dropout_rate,
+    word_dropout_rate: sizes and rates.
+
+  Call: ``ids [B, T]``, ``chars [B, T, W]``, ``lengths [B]`` (>= 1) -> ``{"tags":
+  [B, T, C], field: [B, K_field] for each sentence field}`` float32 logits (unmasked).
+
+  References:
+    C.-W. Goo et al., *Slot-Gated Modeling for Joint Slot Filling and Intent
+    Prediction*, NAACL 2018. X. Ma, E. Hovy, *End-to-end Sequence Labeling via
+    Bi-directional LSTM-CNNs-CRF*, ACL 2016.
+  """
+  vocab_size: int
+  char_vocab_size: int
+  num_tags: int
+  sentence_classes: tuple = (("intent", 8),)
+  embed_dim: int = 128
+  char_embed_dim: int = 32
+  char_features: int = 64
+  hidden: int = 128
+  num_layers: int = 1
+  dropout_rate: float = 0.3
+  word_dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, ids, chars, lengths, *, train: bool):
+    if self.num_layers < 1:
+      raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+    names = [name for name, _ in self.sentence_classes]
+    if "tags" in names or len(set(names)) != len(names):
+      raise ValueError(f"sentence_classes names must be unique and not 'tags', got "
+                       f"{names}")
+    mask = jnp.arange(ids.shape[1])[None, :] < lengths[:, None]
+    if train and self.word_dropout_rate > 0:
+      drop = jax.random.bernoulli(self.make_rng("dropout"), self.word_dropout_rate,
+                                  ids.shape)
+      ids = jnp.where(drop & mask, 1, ids)
+    words = nn.Embed(self.vocab_size, self.embed_dim)(ids)
+    x = jnp.concatenate([words, CharCNN(self.char_vocab_size, self.char_embed_dim,
+                                        self.char_features)(chars)], axis=-1)
+    for _ in range(self.num_layers):
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      zeros = _varying_like(jnp.zeros((ids.shape[0], self.hidden), x.dtype), x)
+      x = nn.Bidirectional(
+          nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
+          nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
+      )(x, seq_lengths=lengths, initial_carry=((zeros, zeros), (zeros, zeros)))
+    m = mask[..., None].astype(x.dtype)
+    mean = jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+    maxed = jnp.max(jnp.where(m > 0, x, -1e9), axis=1)
+    sentence = nn.Dropout(self.dropout_rate, deterministic=not train)(
+        jnp.concatenate([mean, maxed], axis=-1))
+    out = {name: nn.Dense(k, name=f"{name}_head")(sentence)
+           for name, k in self.sentence_classes}
+    context = jnp.broadcast_to(nn.Dense(self.hidden, name="context")(sentence)[:, None],
+                               x.shape[:2] + (self.hidden,))
+    tokens = nn.Dropout(self.dropout_rate, deterministic=not train)(
+        jnp.concatenate([x, nn.relu(context)], axis=-1))
+    out["tags"] = nn.Dense(self.num_tags, name="tag_head")(tokens)
+    return out

@@ -54,6 +54,8 @@ THRESHOLDS: dict[str, tuple[Any, str]] = {
     "weight_step": (0.1, "how much weight the advice moves to a stalled term"),
     "saturated_loss": (0.08, "a term below this early in training has saturated"),
     "saturated_before": (0.25, "'early': this share of the total steps"),
+    "saturated_rel": (0.05, "a term of a combined loss must also be below this share "
+                            "of its first value (terms have different scales)"),
     "collapse_share": (0.8, "top predicted class share above this is collapse"),
     "collapse_non_o_low": (0.001, "tagger non-O share at or below this is collapse"),
     "collapse_non_o_high": (0.999, "tagger non-O share at or above this is collapse"),
@@ -561,7 +563,10 @@ def check_term_stalled(run: _Run) -> list[Finding]:
 
 def check_term_saturated(run: _Run) -> list[Finding]:
   """``term_saturated`` (warning): a term (the loss itself for a single loss) below
-  ``saturated_loss`` before ``saturated_before`` of the total steps."""
+  ``saturated_loss`` before ``saturated_before`` of the total steps. A term of a
+  combined loss must also be below ``saturated_rel`` of its first value: a term scaled
+  down by construction (a focal term with α = 0.25 and O weighted 0.1) is small from the
+  start without being saturated."""
   total = run.total_steps
   if not total:
     return []
@@ -571,11 +576,13 @@ def check_term_saturated(run: _Run) -> list[Finding]:
           else [("loss", None)])
   out = []
   for key, term in keys:
+    scale = _term_scale(run, term["name"]) if term else None
     for e in run.train:
       if e["step"] > limit:
         break
       v = e.get(key)
-      if v is not None and v < run.th["saturated_loss"]:
+      if (v is not None and v < run.th["saturated_loss"]
+          and (not scale or v < run.th["saturated_rel"] * scale)):
         name = term["name"] if term else "loss"
         msg = (f"{name} {v:.4g} at step {e['step']} ({100 * e['step'] / total:.0f}% of "
                f"training), below {run.th['saturated_loss']:g}")

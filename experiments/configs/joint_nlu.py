@@ -1,0 +1,120 @@
+"""Joint intent + BIO entity (+ command) NLU: soft label masks, λ warm-up, focal entities.
+
+Run (from the repository root):
+  python -m experiments.run --config=experiments/configs/joint_nlu.py           # recipe
+  python -m experiments.run --config=experiments/configs/joint_nlu.py:ce        # baseline
+  python -m experiments.run --config=experiments/configs/joint_nlu.py:collapse  # the bug
+  python -m experiments.run --config=experiments/configs/joint_nlu.py \\
+      --config.data_dir=path/to/jsonl_or_jointbert_folder --config.lambdas.command=0.2
+
+Variants:
+* ``recipe`` (default): finite (-1e9) masks of the labels never seen in training and of
+  I-X after anything but B-X/I-X (constrained decoding at inference); λ intent 0.3,
+  entity warmed up 0.3 → 0.4 → 0.5 over epochs 0, 1, 2+, command 0.2 (when the data
+  have a command field); focal entity loss (α = 0.25, γ = 2) with class weights O = 0.1
+  and entity tags from 1 up to 5 (square-root inverse frequency).
+* ``ce``: the same with plain, unweighted cross-entropy on the entity head.
+* ``collapse``: the recipe before its fixes -- additive -inf masks with the token losses
+  of all positions averaged under the token mask, entity λ 0.8 from the start, no O
+  down-weighting; reproduces the failure (NaN loss from the first step).
+* ``smoke``: 512 sentences, small model, two epochs; used by the tests.
+
+Data: ``config.data_dir`` is the folder of a dataset in the JointBERT layout
+(``{train,dev,test}/seq.in``, ``seq.out``, ``label`` and optionally
+``intent_label.txt`` / ``slot_label.txt``) or the JSONL layout (``train.jsonl`` ... with
+``tokens``, ``tags`` and any sentence-level label fields); default
+``../shared/data/snips`` beside the repository.
+"""
+
+import ml_collections
+
+from jaxloss.monitors import checks as monitors
+
+VARIANTS = ("recipe", "ce", "collapse", "smoke")
+
+
+def get_config(arg=None):
+  variant = arg or "recipe"
+  if variant not in VARIANTS:
+    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+  c = ml_collections.ConfigDict()
+  c.name = f"joint_nlu_{variant}"
+  c.trainer = "nlu"  # experiments/nlu.py
+  c.seed = 0
+
+  # Data (the joint_nlu TFDS builder).
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # None: ../shared/data/snips
+  c.tfds_data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS default
+  c.layout = "auto"  # "jointbert", "jsonl" or "auto"
+  c.max_train_examples = ml_collections.config_dict.placeholder(int)
+  c.max_eval_examples = ml_collections.config_dict.placeholder(int)
+  c.vocab_min_count = 1
+  c.max_len = ml_collections.config_dict.placeholder(int)  # None: the longest sentence
+  c.max_word_len = 20  # characters a word for the character CNN
+
+  # Model: word embedding + character CNN, BiLSTM, sentence heads, tag head.
+  c.embed_dim = 128
+  c.char_embed_dim = 32
+  c.char_features = 64
+  c.hidden = 128
+  c.num_layers = 1
+  c.dropout_rate = 0.3
+  c.word_dropout_rate = 0.1  # words replaced by UNK in training (unseen-word practice)
+
+  # Optimisation: AdamW, linear warm-up then cosine decay (in epochs).
+  c.num_epochs = 20
+  c.batch_size = 64
+  c.optimizer = "adamw"
+  c.learning_rate = 2e-3
+  c.warmup_epochs = 1.0
+  c.weight_decay = 1e-4
+  c.max_grad_norm = 5.0
+
+  # Loss: Σ_f λ_f CE(sentence head f) + λ_entity · tagging loss. A λ is a number or
+  # per-epoch values "a,b,c" (value k during epoch k, the last one from then on).
+  c.lambdas = ml_collections.ConfigDict({"intent": 0.3, "entity": "0.3,0.4,0.5",
+                                         "command": 0.2})
+  c.entity_loss = "focal"  # or "ce" (unweighted)
+  c.entity_gamma = 2.0
+  c.entity_alpha = 0.25
+  c.entity_class_weights = True  # O = entity_o_weight, entity tags 1 .. entity_weight_cap
+  c.entity_o_weight = 0.1
+  c.entity_weight_cap = 5.0
+  c.mask_fill = "finite"  # or "neg_inf": the pre-fix recipe (reproduces the NaN)
+  c.constrained_decoding = True  # mask I-X after O in training; BIO Viterbi at inference
+  # Decode tags from z - τ·log(class weight): τ = 1 undoes the shift a class-weighted loss
+  # puts into the logits (Menon et al., ICLR 2021). The reported metrics use this τ; a
+  # class-weighted run also logs the τ = 1 metrics under "tau1/".
+  c.decode_weight_tau = 0.0
+
+  # Training-health monitors (see experiments/configs/digits_lt.py).
+  c.monitor = ml_collections.ConfigDict(monitors.default_thresholds())
+  c.monitor.enabled = True
+  c.monitor.halt_on = ()
+
+  # Runtime.
+  c.parallel = "shard_map"  # or "pmap"
+  c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
+  c.eval_batch_size = 512
+  c.keep_checkpoints = 2  # a checkpoint is written at the end of every epoch
+  c.progress = True
+  c.interrupt_at_step = ml_collections.config_dict.placeholder(int)
+
+  if variant == "ce":
+    c.entity_loss = "ce"
+    c.entity_class_weights = False
+  elif variant == "collapse":
+    c.mask_fill = "neg_inf"
+    c.lambdas.entity = "0.8"
+    c.entity_loss = "ce"
+    c.entity_class_weights = False
+    c.num_epochs = 3
+  elif variant == "smoke":
+    c.max_train_examples = 512
+    c.max_eval_examples = 128
+    c.embed_dim = 32
+    c.char_embed_dim = 16
+    c.char_features = 16
+    c.hidden = 32
+    c.num_epochs = 2
+  return c
