@@ -29,6 +29,16 @@ def _varying_like(x: jax.Array, ref: jax.Array) -> jax.Array:
   return jax.lax.pcast(x, vma, to="varying") if vma else x
 
 
+def masked_mean_max(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean and max of ``x [B, L, D]`` over the positions where ``mask [B, L]`` is True,
+  concatenated: ``[B, 2 * D]``. The fill for the max is finite (not -inf), so a padded
+  position never wins it and an all-padding row stays finite."""
+  m = mask[..., None].astype(x.dtype)
+  mean = jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+  maxed = jnp.max(jnp.where(m > 0, x, -1e9), axis=1)
+  return jnp.concatenate([mean, maxed], axis=-1)
+
+
 class BiLSTMEncoder(nn.Module):
   """Embedding, bidirectional LSTM layers, masked mean+max pooling.
 
@@ -64,11 +74,7 @@ class BiLSTMEncoder(nn.Module):
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
       )(x, seq_lengths=lengths, initial_carry=((zeros, zeros), (zeros, zeros)))
-    m = mask[..., None].astype(x.dtype)
-    mean = jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
-    # Finite fill (not -inf): a padded position must never win the max.
-    maxed = jnp.max(jnp.where(m > 0, x, -1e9), axis=1)
-    return jnp.concatenate([mean, maxed], axis=-1)
+    return masked_mean_max(x, mask)
 
 
 class AspectSentimentModel(nn.Module):
@@ -198,11 +204,8 @@ class JointNluModel(nn.Module):
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
       )(x, seq_lengths=lengths, initial_carry=((zeros, zeros), (zeros, zeros)))
-    m = mask[..., None].astype(x.dtype)
-    mean = jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
-    maxed = jnp.max(jnp.where(m > 0, x, -1e9), axis=1)
     sentence = nn.Dropout(self.dropout_rate, deterministic=not train)(
-        jnp.concatenate([mean, maxed], axis=-1))
+        masked_mean_max(x, mask))
     out = {name: nn.Dense(k, name=f"{name}_head")(sentence)
            for name, k in self.sentence_classes}
     context = jnp.broadcast_to(nn.Dense(self.hidden, name="context")(sentence)[:, None],
