@@ -3,8 +3,9 @@
 With no arguments it trains the four-stage imbalance curriculum on digits-LT
 (``experiments/configs/digits_lt.py``) into ``workdirs/<config>_<variant>``. A config's
 ``trainer`` field picks the loop: ``imbalance`` (``experiments/train.py``, the
-default), ``absa`` (``experiments/absa.py``, multi-aspect sentiment on UIT-ViSFD) or ``nlu``
-(``experiments/nlu.py``, joint intent + entity (+ command) NLU on SNIPS). Any config
+default), ``absa`` (``experiments/absa.py``, multi-aspect sentiment on UIT-ViSFD), ``nlu``
+(``experiments/nlu.py``, joint intent + entity (+ command) NLU on SNIPS) or ``rerank``
+(``experiments/rerank.py``, next-item candidate reranking on Amazon Games). Any config
 field can be overridden, e.g. ``--config.seed=1 --config.num_epochs=50``. Re-running with
 the same workdir resumes from its latest checkpoint.
 """
@@ -19,7 +20,7 @@ from ml_collections import config_flags
 
 # config.trainer -> the module whose train_and_evaluate(config, workdir) runs it.
 TRAINERS = {"imbalance": "experiments.train", "absa": "experiments.absa",
-            "nlu": "experiments.nlu"}
+            "nlu": "experiments.nlu", "rerank": "experiments.rerank"}
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "digits_lt.py")
 

@@ -50,6 +50,7 @@ from jaxloss.train_step import (
     make_joint_nlu_loss,
     make_multi_aspect_loss,
     make_optimizer,
+    make_rerank_loss,
     make_train_step,
 )
 from jaxloss.parallel import DataParallel, make_mesh
@@ -67,7 +68,7 @@ __all__ = [
     "make_multi_aspect_loss",
     "diagnose", "monitors",
     "four_stage", "make_eval_step", "make_imbalance_loss", "make_mesh",
-    "make_optimizer", "make_train_step", "milestone_lr", "per_class_recall", "uar",
+    "make_optimizer", "make_rerank_loss", "make_train_step", "milestone_lr", "per_class_recall", "uar",
     "war",
     # losses (the same names as jaxloss.losses.__all__)
     "balanced_softmax_cross_entropy", "class_priors_from_counts",

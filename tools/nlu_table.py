@@ -12,9 +12,10 @@ and writes it to ``docs/joint_nlu.md`` and ``docs/joint_nlu.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
+
+from tools import tables
 
 # label, variant, config overrides
 ROWS = (
@@ -24,9 +25,7 @@ ROWS = (
 )
 
 
-def _dirname(variant: str, overrides: dict, seed: int) -> str:
-  parts = [variant] + [f"{k}={v}" for k, v in sorted(overrides.items())] + [f"seed={seed}"]
-  return "_".join(parts).replace(",", "+")
+_dirname = tables.row_dirname
 
 
 def run_rows(root: str, seed: int, rows=ROWS, config_overrides=None) -> list[dict]:
@@ -36,17 +35,10 @@ def run_rows(root: str, seed: int, rows=ROWS, config_overrides=None) -> list[dic
   out = []
   for label, variant, overrides in rows:
     workdir = os.path.join(root, _dirname(variant, overrides, seed))
-    path = os.path.join(workdir, "summary.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        summary = json.load(f)
-      print(f"reusing {path}")
-    else:
-      config = joint_nlu.get_config(variant)
-      config.seed = seed
-      for k, v in {**overrides, **(config_overrides or {})}.items():
-        config[k] = v
-      summary = nlu.train_and_evaluate(config, workdir)
+    summary = tables.run_or_reuse(
+        workdir, lambda: tables.configure(joint_nlu.get_config, variant, seed, overrides,
+                                          config_overrides),
+        nlu.train_and_evaluate)
     out.append({"label": label, "variant": variant, "overrides": overrides,
                 "workdir": workdir,
                 **{k: summary[k] for k in (
@@ -93,13 +85,10 @@ def main(argv=None):
   rows = run_rows(args.root, args.seed)
   table = markdown(rows)
   print(table)
-  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-  with open(args.out + ".md", "w") as f:
-    f.write(table + "\n")
   from experiments.nlu import ANCHORS  # pylint: disable=g-import-not-at-top
-  with open(args.out + ".json", "w") as f:
-    json.dump({"seed": args.seed, "rows": rows, "anchors": list(ANCHORS),
-               "wall_s": round(time.time() - t0, 1)}, f, indent=2)
+  tables.write_outputs(args.out, table, {"seed": args.seed, "rows": rows,
+                                         "anchors": list(ANCHORS),
+                                         "wall_s": round(time.time() - t0, 1)})
   print(f"-> {args.out}.md, {args.out}.json ({time.time() - t0:.0f} s)")
 
 

@@ -463,3 +463,65 @@ def plot_nlu_curves(events: list, out_path: str, *, terms, title: str | None = N
   fig.savefig(out_path, dpi=110)
   plt.close(fig)
   return out_path
+
+
+def plot_rerank_curves(events: list, out_path: str, *, reference: float,
+                       baselines: dict | None = None, title: str | None = None) -> str:
+  """Per-epoch curves of a reranking run, the checks its authors watched.
+
+  Left: the training loss by epoch from the first step's value, with the loss of a
+  model that scores every candidate alike (``reference``, e.g. ln 50) dashed, so "is
+  the first loss ≈ ln 50?" and "does it fall?" are read at a glance. Right: Validation
+  HR@10 and NDCG@10, with the same metrics of the baselines (random, popularity) on the
+  same lists as horizontal lines.
+
+  Args:
+    events: the events of a ``metrics.jsonl`` (``init``, ``train`` and ``validation``).
+    out_path: PNG path to write.
+    reference: the loss at equal scores.
+    baselines: ``{name: {"hr@10": float, "ndcg@10": float, ...}}`` on Validation.
+    title: figure title.
+
+  Returns:
+    ``out_path``.
+
+  Raises:
+    ValueError: no train events.
+  """
+  train = [e for e in events if e.get("split") == "train"]
+  init = [e for e in events if e.get("split") == "init"]
+  val = [e for e in events if e.get("split") == "validation"]
+  if not train:
+    raise ValueError("no train events to plot")
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  ax = axes[0]
+  xs = [0.0] + [e["epoch"] for e in train] if init else [e["epoch"] for e in train]
+  ys = ([_f(init[0]["loss"])] if init else []) + [_f(e.get("loss")) for e in train]
+  ax.plot(xs, ys, marker="o", ms=3, color="C0", label="training loss (epoch 0: step 1)")
+  ax.axhline(reference, ls="--", color="gray", label=f"equal scores: {reference:.3f}")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("loss")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title("training loss", fontsize=10)
+  ax = axes[1]
+  if val:
+    ep = [e["epoch"] for e in val]
+    for i, key in enumerate(("hr@10", "ndcg@10")):
+      ax.plot(ep, [_f(e.get(key)) for e in val], marker="o", ms=3, color=f"C{i}",
+              label=f"model {key.upper()}")
+      for j, (name, m) in enumerate(sorted((baselines or {}).items())):
+        ax.axhline(_f(m.get(key)), color=f"C{i}", ls=(":", "-.")[j % 2], lw=1,
+                   label=f"{name} {key.upper()}")
+  ax.set_ylim(0, 1)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("Validation")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title("Validation HR@10 / NDCG@10 against the baselines", fontsize=10)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)
+  return out_path

@@ -12,9 +12,10 @@ writes it to ``docs/visfd_absa.md`` and ``docs/visfd_absa.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
+
+from tools import tables
 
 ANCHOR = ("Bi-LSTM + fastText (Phan et al., KSEM 2021, published)", 84.48, 63.06)
 
@@ -31,9 +32,7 @@ ROWS = (
 )
 
 
-def _dirname(variant: str, overrides: dict, seed: int) -> str:
-  parts = [variant] + [f"{k}={v}" for k, v in sorted(overrides.items())] + [f"seed={seed}"]
-  return "_".join(parts).replace(",", "+")
+_dirname = tables.row_dirname
 
 
 def run_rows(root: str, seed: int, rows=ROWS, config_overrides=None) -> list[dict]:
@@ -43,17 +42,10 @@ def run_rows(root: str, seed: int, rows=ROWS, config_overrides=None) -> list[dic
   out = []
   for label, variant, overrides in rows:
     workdir = os.path.join(root, _dirname(variant, overrides, seed))
-    path = os.path.join(workdir, "summary.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        summary = json.load(f)
-      print(f"reusing {path}")
-    else:
-      config = visfd_absa.get_config(variant)
-      config.seed = seed
-      for k, v in {**overrides, **(config_overrides or {})}.items():
-        config[k] = v
-      summary = absa.train_and_evaluate(config, workdir)
+    summary = tables.run_or_reuse(
+        workdir, lambda: tables.configure(visfd_absa.get_config, variant, seed, overrides,
+                                          config_overrides),
+        absa.train_and_evaluate)
     out.append({"label": label, "variant": variant, "overrides": overrides,
                 "workdir": workdir, "aspect_f1": summary["aspect_f1"],
                 "sentiment_f1": summary["sentiment_f1"],
@@ -97,13 +89,9 @@ def main(argv=None):
   rows = run_rows(args.root, args.seed)
   table = markdown(rows)
   print(table)
-  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-  with open(args.out + ".md", "w") as f:
-    f.write(table + "\n")
-  with open(args.out + ".json", "w") as f:
-    json.dump({"seed": args.seed, "rows": rows, "anchor": {
-        "label": ANCHOR[0], "aspect_f1": ANCHOR[1] / 100, "sentiment_f1": ANCHOR[2] / 100},
-        "wall_s": round(time.time() - t0, 1)}, f, indent=2)
+  tables.write_outputs(args.out, table, {"seed": args.seed, "rows": rows, "anchor": {
+      "label": ANCHOR[0], "aspect_f1": ANCHOR[1] / 100, "sentiment_f1": ANCHOR[2] / 100},
+      "wall_s": round(time.time() - t0, 1)})
   print(f"-> {args.out}.md, {args.out}.json ({time.time() - t0:.0f} s)")
 
 

@@ -20,6 +20,8 @@ _VISFD_NAMES = frozenset(("UitVisfd", "load_uit_visfd"))
 
 _NLU_NAMES = frozenset(("JointNlu", "load_joint_nlu"))
 
+_INTERACTIONS_NAMES = frozenset(("Interactions", "load_interactions", "pad_left"))
+
 
 def __getattr__(name):
   if name in _DIGITS_NAMES:
@@ -31,6 +33,9 @@ def __getattr__(name):
   if name in _NLU_NAMES:
     from jaxloss.data import joint_nlu
     return getattr(joint_nlu, name)
+  if name in _INTERACTIONS_NAMES:
+    from jaxloss.data import interactions
+    return getattr(interactions, name)
   raise AttributeError(f"module 'jaxloss.data' has no attribute {name!r}")
 
 
@@ -41,13 +46,16 @@ __all__ = [
     "DIGITS_NUM_CLASSES",
     "DigitsLT",
     "DigitsLTConfig",
+    "Interactions",
     "JointNlu",
     "UitVisfd",
     "load_digits_lt",
+    "load_interactions",
     "load_joint_nlu",
     "load_uit_visfd",
     "long_tailed_counts",
     "make_long_tailed_split",
     "min_class_count",
+    "pad_left",
     "validate_labels",
 ]

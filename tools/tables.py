@@ -1,0 +1,58 @@
+"""What the results-table tools share: one workdir per row, reuse or resume, output.
+
+``tools.visfd_table``, ``tools.nlu_table`` and ``tools.rerank_table`` each list their
+rows as ``(label, variant, config overrides)``; a row trains into
+``<root>/<variant>_<k=v ...>_seed=<seed>``, a finished row (its ``summary.json``
+exists) is reused and a partly trained one resumes from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+
+def row_dirname(variant: str, overrides: dict, seed: int) -> str:
+  """The workdir name of a row: variant, sorted overrides and seed (no commas)."""
+  parts = [variant] + [f"{k}={v}" for k, v in sorted(overrides.items())] + [f"seed={seed}"]
+  return "_".join(parts).replace(",", "+")
+
+
+def run_or_reuse(workdir: str, make_config: Callable, train_and_evaluate: Callable
+                 ) -> dict:
+  """The summary of the run in ``workdir``: read from its ``summary.json`` if it
+  exists, else ``train_and_evaluate(make_config(), workdir)`` (which resumes).
+
+  Raises:
+    RuntimeError: the run stopped without a summary (interrupted).
+  """
+  path = os.path.join(workdir, "summary.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      summary = json.load(f)
+    print(f"reusing {path}")
+    return summary
+  summary = train_and_evaluate(make_config(), workdir)
+  if summary is None:
+    raise RuntimeError(f"the run in {workdir} stopped before its summary")
+  return summary
+
+
+def configure(get_config: Callable, variant: str, seed: int, *overrides: dict):
+  """``get_config(variant)`` with ``seed`` and each overrides dict applied in order."""
+  config = get_config(variant)
+  config.seed = seed
+  for o in overrides:
+    for k, v in (o or {}).items():
+      config[k] = v
+  return config
+
+
+def write_outputs(out: str, table: str, payload: dict) -> None:
+  """Writes ``<out>.md`` (the Markdown table) and ``<out>.json`` (``payload``)."""
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  with open(out + ".md", "w") as f:
+    f.write(table + "\n")
+  with open(out + ".json", "w") as f:
+    json.dump(payload, f, indent=2)
