@@ -38,13 +38,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from jaxloss import curriculum as curriculum_lib
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
-from jaxloss.checkpoint import Checkpointer, abstract_like
+from jaxloss.checkpoint import Checkpointer
 from jaxloss.data.sampler import epoch_permutation_indices
 from jaxloss.data.text import Vocabulary, tokenize
 from jaxloss.data.uit_visfd import load_uit_visfd
@@ -375,13 +374,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   # --- Restore or initialise -----------------------------------------------------------
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.keep_checkpoints)
-  if checkpointer.latest_step() is not None:
-    sharding = (NamedSharding(dp.mesh, P()) if dp.kind == "shard_map"
-                else jax.sharding.SingleDeviceSharding(dp.devices[0]))
-    state = checkpointer.restore(abstract_like(b.init_state, sharding))
+  state, restored = checkpointer.restore_or_init(b.init_state, dp.restore_sharding)
+  if restored:
     print(f"Resumed from {checkpointer.directory} at step {int(state.step[0])}")
-  else:
-    state = b.init_state()
   step = int(state.step[0])
 
   member_dirs = ([workdir] if num_members == 1 else

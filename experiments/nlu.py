@@ -33,17 +33,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from jaxloss import curriculum as curriculum_lib
 from jaxloss import decoding
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
-from jaxloss.checkpoint import Checkpointer, abstract_like
+from jaxloss.checkpoint import Checkpointer
 from jaxloss.data.joint_nlu import load_joint_nlu
 from jaxloss.data.sampler import epoch_permutation_indices
-from jaxloss.data.text import PAD, UNK, Vocabulary
+from jaxloss.data.text import UNK, Vocabulary
 from jaxloss.models.text import JointNluModel
 from jaxloss.parallel import DataParallel, TraceCounter, pad_to_multiple
 from jaxloss.train_state import TrainState
@@ -431,20 +430,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
         f"from {b.data['manual_dir']} ({b.data['layout']}), heads {list(b.fields)} + "
         f"{len(b.tag_names)} tags, vocabulary {len(b.words)} words / {len(b.chars)} "
         f"characters, {steps_per_epoch} steps/epoch on {dp.num_devices} device(s)")
-  print(f"λ per epoch: " + ", ".join(f"{k} {v}" for k, v in b.lambda_values.items())
+  print("λ per epoch: " + ", ".join(f"{k} {v}" for k, v in b.lambda_values.items())
         + f"; masks: {config.mask_fill}, constrained decoding {b.constrained}; loss at "
         f"zero logits {b.initial_reference:.4f}")
 
   # --- Restore or initialise -----------------------------------------------------------
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.keep_checkpoints)
-  if checkpointer.latest_step() is not None:
-    sharding = (NamedSharding(dp.mesh, P()) if dp.kind == "shard_map"
-                else jax.sharding.SingleDeviceSharding(dp.devices[0]))
-    state = checkpointer.restore(abstract_like(b.init_state, sharding))
+  state, restored = checkpointer.restore_or_init(b.init_state, dp.restore_sharding)
+  if restored:
     print(f"Resumed from {checkpointer.directory} at step {int(state.step)}")
-  else:
-    state = b.init_state()
   step = int(state.step)
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=step)
   if not any(e["split"] == "meta" for e in log.read()):

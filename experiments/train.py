@@ -18,13 +18,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from jaxloss import curriculum as curriculum_lib
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
-from jaxloss.checkpoint import Checkpointer, abstract_like
+from jaxloss.checkpoint import Checkpointer
 from jaxloss.data import augment
 from jaxloss.data.digits_lt import load_digits_lt
 from jaxloss.models import SmallCNN
@@ -272,14 +271,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   # --- Restore or initialise ----------------------------------------------------------
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.keep_checkpoints)
-  if checkpointer.latest_step() is not None:
-    sharding = (NamedSharding(dp.mesh, P()) if dp.kind == "shard_map"
-                else jax.sharding.SingleDeviceSharding(dp.devices[0]))
-    abstract = abstract_like(init_state, sharding)
-    state = checkpointer.restore(abstract)
+  state, restored = checkpointer.restore_or_init(init_state, dp.restore_sharding)
+  if restored:
     print(f"Resumed from {checkpointer.directory} at step {int(state.step)}")
-  else:
-    state = init_state()
   step = int(state.step)
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=step)
   if not any(e["split"] == "meta" for e in log.read()):

@@ -67,6 +67,19 @@ class Checkpointer:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
+  def restore_or_init(self, init_fn: Callable[[], Any],
+                      sharding: jax.sharding.Sharding) -> tuple[Any, bool]:
+    """The latest checkpoint, restored into the structure of ``init_fn()`` placed by
+    ``sharding`` (see :func:`abstract_like`; ``init_fn`` is not run), or ``init_fn()``
+    when there is none.
+
+    Returns:
+      ``(state, restored)``: ``restored`` is True when the state came from a checkpoint.
+    """
+    if self.latest_step() is None:
+      return init_fn(), False
+    return self.restore(abstract_like(init_fn, sharding)), True
+
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
     self._manager.wait_until_finished()

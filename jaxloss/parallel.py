@@ -76,6 +76,14 @@ class DataParallel:
     self.devices = list(self.mesh.devices.flat)
 
   # --- placement -------------------------------------------------------------------
+  @property
+  def restore_sharding(self) -> jax.sharding.Sharding:
+    """Where a single-copy state is restored before :meth:`replicate`: replicated over
+    the mesh for ``shard_map``, on the first device for ``pmap``."""
+    if self.kind == "pmap":
+      return jax.sharding.SingleDeviceSharding(self.devices[0])
+    return NamedSharding(self.mesh, P())
+
   def replicate(self, tree: Any) -> Any:
     """Puts a pytree on every device (state, small datasets)."""
     if self.kind == "pmap":
