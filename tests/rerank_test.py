@@ -191,3 +191,21 @@ def test_table_markdown_blocks_and_failed_checks():
   assert lines[7].startswith("| **101 candidates**")
   assert lines[-1] == "| SASRec, published | | | 0.7410 | | 0.5360 | | | | |"
   assert rerank_table.failed_checks(rows[0]["sanity"]) == ["first_loss"]
+
+
+def test_table_spread_over_seeds():
+  anchors = ({"model": "SASRec", "num_candidates": 101, "hr@10": 0.741,
+              "ndcg@10": 0.536},)
+  by_seed = {0: [_summary_row("listwise softmax", "listwise", 101, 0.70)],
+             1: [_summary_row("listwise softmax", "listwise", 101, 0.74, ok=False)],
+             2: [_summary_row("listwise softmax", "listwise", 101, 0.72)]}
+  lines = rerank_table.spread_markdown(by_seed, anchors).splitlines()
+  assert lines[0].startswith("| Games Test, mean ± std over seeds 0, 1, 2 |")
+  assert lines[2].startswith("| **101 candidates**")
+  # HR@10 0.70, 0.74, 0.72: mean 0.72, sample std 0.02; HR@1 is half of it.
+  assert lines[5].startswith("| SASRec + listwise softmax | 0.3600 ± 0.0100 | "
+                             "0.3600 ± 0.0100 | 0.7200 ± 0.0200 |")
+  assert lines[5].endswith("| 0.7000 / 0.3500, 0.7400 / 0.3700, 0.7200 / 0.3600 "
+                           "| FAILED: first_loss |")
+  assert lines[3].startswith("| random | 0.1000 ± 0.0000 |")
+  assert lines[-1] == "| SASRec, published | | | 0.7410 | | 0.5360 | | | |"

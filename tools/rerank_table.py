@@ -1,4 +1,4 @@
-"""The reranking results table: ``python -m tools.rerank_table [--root DIR] [--seed S]``.
+"""The reranking results table: ``python -m tools.rerank_table [--root DIR] [--seeds S ...]``.
 
 Runs, one after the other and each into its own workdir under ``--root``, the rows of
 the README table on Amazon Games: BPR and the listwise softmax at 50 candidates, then at
@@ -10,6 +10,12 @@ NDCG@5/10 and MRR (validation-selected epoch) with the first-step loss against
 ln(num_candidates), beside the SASRec paper's row, and writes it to ``docs/rerank.md``
 and ``docs/rerank.json``. ``--config.KEY=VALUE`` style overrides are not taken; pass
 ``--epochs`` to change the schedule of every row.
+
+With several ``--seeds`` (training seeds; the evaluation lists stay those of
+``data_seed`` 0) every row is run once per seed and the table gives mean ± sample std
+over the seeds, with each seed's HR@10 / NDCG@10; ``--candidates 101`` keeps only the
+rows of that candidate count, e.g.
+``python -m tools.rerank_table --seeds 0 1 2 --candidates 101 --out docs/rerank_seeds``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import argparse
 import math
 import os
 import time
+
+import numpy as np
 
 from tools import tables
 
@@ -45,7 +53,7 @@ def run_rows(root: str, seed: int, rows=ROWS, config_overrides=None) -> list[dic
                                           overrides, config_overrides),
         rerank.train_and_evaluate)
     out.append({"label": label, "variant": variant, "overrides": overrides,
-                "workdir": workdir, **{k: summary[k] for k in KEYS},
+                "seed": seed, "workdir": workdir, **{k: summary[k] for k in KEYS},
                 **{k: summary[k] for k in (
                     "loss", "num_candidates", "selected_epoch", "epochs", "last_epoch",
                     "baselines", "initial_loss", "initial_reference", "sanity",
@@ -105,21 +113,78 @@ def markdown(rows: list[dict], anchors=None) -> str:
   return "\n".join(lines)
 
 
+def _mean_std(values) -> str:
+  values = np.asarray(values, np.float64)
+  if len(values) < 2:
+    return f"{values[0]:.4f}"
+  return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
+def spread_markdown(rows_by_seed: dict, anchors=None) -> str:
+  """Mean ± sample std over seeds of every row (and of the baselines), per candidate
+  count; ``rows_by_seed`` maps a seed to the rows :func:`run_rows` returned for it
+  (the same rows in the same order for every seed)."""
+  if anchors is None:
+    from experiments.rerank import ANCHORS as anchors  # pylint: disable=g-import-not-at-top
+  seeds = sorted(rows_by_seed)
+  per_row = list(zip(*(rows_by_seed[s] for s in seeds)))  # one tuple of seeds per row
+  lines = [f"| Games Test, mean ± std over seeds {', '.join(map(str, seeds))} | HR@1 | "
+           "HR@5 | HR@10 | NDCG@5 | NDCG@10 | MRR | HR@10 / NDCG@10 per seed | "
+           "sanity checks |",
+           "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+
+  def line(label, ms, extra=("", "")):
+    return (f"| {label} | " + " | ".join(_mean_std([m[k] for m in ms]) for k in KEYS)
+            + " | " + " | ".join(extra) + " |")
+
+  for count in sorted({r[0]["num_candidates"] for r in per_row}):
+    block = [r for r in per_row if r[0]["num_candidates"] == count]
+    lines.append(f"| **{count} candidates** | | | | | | | | |")
+    for name, label in (("random", "random"),
+                        ("popularity", "popularity (training counts)")):
+      lines.append(line(label, [r["baselines"]["test"][name] for r in block[0]]))
+    for runs in block:
+      failed = sorted({f for r in runs for f in failed_checks(r["sanity"])})
+      per_seed = ", ".join(f"{r['hr@10']:.4f} / {r['ndcg@10']:.4f}" for r in runs)
+      lines.append(line(f"SASRec + {runs[0]['label']}", runs,
+                        (per_seed, "FAILED: " + ", ".join(failed) if failed
+                         else "all ok")))
+    for a in anchors:
+      if a["num_candidates"] == count:
+        lines.append(f"| {a['model']}, published | | | {a['hr@10']:.4f} | | "
+                     f"{a['ndcg@10']:.4f} | | | |")
+  return "\n".join(lines)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--root", default="workdirs/rerank_table")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                      help="training seeds; several give mean ± std (default: 0)")
+  parser.add_argument("--candidates", type=int, nargs="+", default=None,
+                      help="only the rows of these candidate counts (default: all)")
   parser.add_argument("--epochs", type=int, default=None,
                       help="num_epochs of every row (default: the config's)")
   parser.add_argument("--out", default="docs/rerank")
   args = parser.parse_args(argv)
   t0 = time.time()
   overrides = {"num_epochs": args.epochs} if args.epochs else None
-  rows = run_rows(args.root, args.seed, config_overrides=overrides)
-  table = markdown(rows)
+  selected = tuple(r for r in ROWS
+                   if args.candidates is None or r[2]["num_candidates"] in args.candidates)
+  if not selected:
+    parser.error(f"--candidates {args.candidates}: no row has that count (rows: "
+                 f"{sorted({r[2]['num_candidates'] for r in ROWS})})")
+  rows_by_seed = {seed: run_rows(args.root, seed, rows=selected,
+                                 config_overrides=overrides) for seed in args.seeds}
+  if len(args.seeds) == 1:
+    rows = rows_by_seed[args.seeds[0]]
+    table = markdown(rows)
+  else:
+    rows = [r for seed in args.seeds for r in rows_by_seed[seed]]
+    table = spread_markdown(rows_by_seed)
   print(table)
   from experiments.rerank import ANCHORS  # pylint: disable=g-import-not-at-top
-  tables.write_outputs(args.out, table, {"seed": args.seed, "rows": rows,
+  tables.write_outputs(args.out, table, {"seeds": args.seeds, "rows": rows,
                                          "anchors": list(ANCHORS),
                                          "ln": {c: math.log(c) for c in (50, 101)},
                                          "wall_s": round(time.time() - t0, 1)})
