@@ -3,7 +3,7 @@
 With no arguments it trains the four-stage imbalance curriculum on digits-LT
 (``experiments/configs/digits_lt.py``) into ``workdirs/<config>_<variant>``. A config's
 ``trainer`` field picks the loop: ``imbalance`` (``experiments/train.py``, the
-default), ``absa`` (``experiments/absa.py``, multi-aspect sentiment on UIT-ViSFD), ``nlu``
+default: digits-LT, CIFAR-10-LT and UIT-VSFC), ``absa`` (``experiments/absa.py``, multi-aspect sentiment on UIT-ViSFD), ``nlu``
 (``experiments/nlu.py``, joint intent + entity (+ command) NLU on SNIPS) or ``rerank``
 (``experiments/rerank.py``, next-item candidate reranking on Amazon Games). Any config
 field can be overridden, e.g. ``--config.seed=1 --config.num_epochs=50``. Re-running with

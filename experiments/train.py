@@ -1,5 +1,12 @@
 """``train_and_evaluate(config, workdir)``: the imbalance-curriculum training loop.
 
+One loop for single-label classification on imbalanced data, picked by
+``config.dataset``: digits-LT (``configs/digits_lt.py``, the main job), CIFAR-10-LT
+(``configs/cifar10_lt.py``: ERM, focal, logit adjustment, LDAM-DRW and the four-stage
+curriculum on a CIFAR ResNet) and UIT-VSFC (``configs/vsfc.py``: a BiLSTM on sentence
+sentiment or topic). ``config.model``, ``config.augment``, ``config.loss`` and
+``config.curriculum`` choose the rest.
+
 Linear and sectioned, as the flax examples' ``train.py``: data, model and state,
 restore-or-init, compiled steps, the loop (log, evaluate, checkpoint), the summary.
 Everything the run needs to continue exactly lives in the TrainState and the
@@ -27,38 +34,154 @@ from jaxloss.checkpoint import Checkpointer
 from jaxloss.data import augment
 from jaxloss.data.digits_lt import load_digits_lt
 from jaxloss.models import SmallCNN
+from jaxloss.models.resnet import CifarResNet
+from jaxloss.models.text import TextClassifier
 from jaxloss.parallel import DATA_AXIS, DataParallel, TraceCounter, pad_to_multiple
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import (add_contrastive_term, make_eval_step,
                                 make_imbalance_loss, make_optimizer, make_train_step)
 
-CURRICULA = ("four_stage", "erm")
+CURRICULA = ("four_stage", "erm", "la", "drw")
 WAR_WEIGHTS = ("train", "test")
+DATASETS = ("digits_lt", "cifar10_lt", "uit_vsfc")
+MODELS = ("small_cnn", "resnet", "bilstm")
+# config.augment -> the on-device augment_fn of make_train_step (None: no augmentation).
+AUGMENTS = {"shift_and_noise": augment.augment_batch, "cifar": augment.cifar_augment_batch,
+            "none": None}
+# The model's positional inputs: fields of the data splits.
+IMAGE_INPUTS, TEXT_INPUTS = ("image",), ("ids", "lengths")
 
 
 def build_curriculum(config: ml_collections.ConfigDict) -> curriculum_lib.Curriculum:
   """The curriculum named by ``config.curriculum``.
 
-  ``erm`` is a single stage with class-weight cap 1, data-distribution sampling and
-  τ = 0 (plain cross-entropy) and the same LR milestones as the cooldown of
-  ``four_stage``, so the two differ only in what the recipe changes.
+  * ``four_stage``: :func:`jaxloss.curriculum.four_stage` (with
+    ``config.warmup_epochs`` of linear LR warm-up, if set per-stage
+    ``config.aug_strengths``, and ``config.sampler_mix`` as the mix of its
+    class-balanced stages: 1 = fully balanced, 0 = the data distribution).
+  * ``erm``: a single stage with class-weight cap 1, data-distribution sampling and
+    τ = 0 (plain cross-entropy, or focal / LDAM with ``config.loss``) and the same LR
+    milestones as the cooldown of ``four_stage``, so the two differ only in what the
+    recipe changes.
+  * ``la``: ``erm`` with logit adjustment τ = ``config.la_tau`` throughout (Menon et
+    al., ICLR 2021, the logit-adjusted loss).
+  * ``drw``: :func:`jaxloss.curriculum.deferred_reweighting` from
+    ``config.drw_start`` of the run (LDAM-DRW with ``config.loss="ldam"``).
 
   Raises:
     ValueError: unknown ``config.curriculum``.
   """
+  warmup = float(config.get("warmup_epochs", 0.0))
+  milestones = [m * config.num_epochs for m in config.lr_milestones]
   if config.curriculum == "four_stage":
+    strengths = config.get("aug_strengths")
     return curriculum_lib.four_stage(
         num_epochs=config.num_epochs, learning_rate=config.learning_rate,
         aug_strength=config.aug_strength, lr_milestones=tuple(config.lr_milestones),
-        lr_decay=config.lr_decay)
-  if config.curriculum == "erm":
-    lr = curriculum_lib.milestone_lr(
-        config.learning_rate, [m * config.num_epochs for m in config.lr_milestones],
-        config.lr_decay)
-    return curriculum_lib.constant(class_weight_cap=1.0, sampler_mix=0.0, tau=0.0,
+        lr_decay=config.lr_decay, warmup_epochs=warmup,
+        aug_strengths=tuple(strengths) if strengths else None,
+        sampler_mix=float(config.get("sampler_mix", 1.0)))
+  if config.curriculum in ("erm", "la"):
+    lr = curriculum_lib.warmup_milestone_lr(config.learning_rate, warmup=warmup,
+                                            milestones=milestones, decay=config.lr_decay)
+    tau = float(config.la_tau) if config.curriculum == "la" else 0.0
+    return curriculum_lib.constant(class_weight_cap=1.0, sampler_mix=0.0, tau=tau,
                                    aug_strength=config.aug_strength, learning_rate=lr)
+  if config.curriculum == "drw":
+    return curriculum_lib.deferred_reweighting(
+        num_epochs=config.num_epochs, learning_rate=config.learning_rate,
+        drw_start=config.drw_start, warmup_epochs=warmup,
+        lr_milestones=tuple(config.lr_milestones), lr_decay=config.lr_decay,
+        aug_strength=config.aug_strength)
   raise ValueError(f"config.curriculum must be one of {CURRICULA}, got "
                    f"{config.curriculum!r}")
+
+
+def _every_kth_per_class(split: dict, k: int) -> dict:
+  """Every ``k``-th example of each class, in order (keeps the imbalance; smoke runs)."""
+  keep = np.zeros(len(split["label"]), bool)
+  for c in np.unique(split["label"]):
+    keep[np.flatnonzero(split["label"] == c)[::k]] = True
+  return {name: value[keep] for name, value in split.items()}
+
+
+def load_data(config: ml_collections.ConfigDict) -> dict:
+  """The train and test splits of ``config.dataset`` as NumPy arrays, with
+  ``class_counts``, ``num_classes`` and ``class_names``.
+
+  Raises:
+    ValueError: an unknown ``config.dataset`` or a ``config.subsample`` below 1.
+  """
+  if config.dataset == "digits_lt":
+    data = load_digits_lt(imbalance_ratio=config.imbalance_ratio,
+                          test_per_class=config.test_per_class, seed=config.data_seed,
+                          data_dir=config.data_dir)
+  elif config.dataset == "cifar10_lt":
+    from jaxloss.data.cifar10_lt import load_cifar10_lt  # pylint: disable=g-import-not-at-top
+    data = load_cifar10_lt(imbalance_ratio=config.imbalance_ratio,
+                           manual_dir=config.get("manual_dir"), data_dir=config.data_dir)
+  elif config.dataset == "uit_vsfc":
+    data = _load_vsfc(config)
+  else:
+    raise ValueError(f"config.dataset must be one of {DATASETS}, got {config.dataset!r}")
+  k = int(config.get("subsample", 1))
+  if k < 1:
+    raise ValueError(f"config.subsample must be >= 1, got {k}")
+  if k > 1:
+    data = {**data, "train": _every_kth_per_class(data["train"], k),
+            "test": _every_kth_per_class(data["test"], k)}
+    data["class_counts"] = np.bincount(data["train"]["label"],
+                                       minlength=data["num_classes"]).astype(np.int64)
+  return data
+
+
+def _load_vsfc(config: ml_collections.ConfigDict) -> dict:
+  """UIT-VSFC for one label field (``config.task``: ``sentiment`` or ``topic``), as
+  token ids: the vocabulary is built from the training sentences (deterministic: most
+  frequent first, ties by token), so a restart encodes exactly the same ids."""
+  from jaxloss.data.text import Vocabulary, tokenize  # pylint: disable=g-import-not-at-top
+  from jaxloss.data.uit_vsfc import LABELS, load_uit_vsfc  # pylint: disable=g-import-not-at-top
+  if config.task not in LABELS:
+    raise ValueError(f"config.task must be one of {tuple(LABELS)}, got {config.task!r}")
+  raw = load_uit_vsfc(manual_dir=config.get("manual_dir"), data_dir=config.data_dir)
+  vocab = Vocabulary.build((tokenize(t) for t in raw["train"]["text"]),
+                           min_count=config.vocab_min_count)
+
+  def encode(split):
+    ids, lengths = vocab.encode([tokenize(t) for t in split["text"]],
+                                max_len=config.max_len)
+    return {"ids": ids, "lengths": lengths, "label": split[config.task]}
+
+  names = raw["class_names"][config.task]
+  return {"train": encode(raw["train"]), "test": encode(raw["test"]),
+          "class_counts": raw["class_counts"][config.task], "num_classes": len(names),
+          "class_names": names, "vocab_size": len(vocab)}
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int, *,
+                projection_dim=None, vocab_size=None):
+  """The classifier named by ``config.model`` (``small_cnn``, ``resnet`` or ``bilstm``).
+
+  Raises:
+    ValueError: an unknown model, or a projection head asked of the ResNet.
+  """
+  model = config.get("model", "small_cnn")
+  if model == "small_cnn":
+    return SmallCNN(num_classes, widths=tuple(config.model_widths), axis_name=DATA_AXIS,
+                    dropout_rate=config.dropout_rate, projection_dim=projection_dim)
+  if model == "resnet":
+    if projection_dim is not None:
+      raise ValueError("config.contrastive_weight needs config.model='small_cnn' (the "
+                       "ResNet has no projection head)")
+    return CifarResNet(num_classes, depth=config.resnet_depth,
+                       widths=tuple(config.resnet_widths), axis_name=DATA_AXIS,
+                       classifier=config.classifier)
+  if model == "bilstm":
+    if projection_dim is not None:
+      raise ValueError("config.contrastive_weight needs config.model='small_cnn'")
+    return TextClassifier(vocab_size, num_classes, embed_dim=config.embed_dim,
+                          hidden=config.hidden, dropout_rate=config.dropout_rate)
+  raise ValueError(f"config.model must be one of {MODELS}, got {model!r}")
 
 
 class MetricsLog:
@@ -126,6 +249,9 @@ def _validate(config):
                 "checkpoint_every_steps", "keep_checkpoints"):
     if not config[field] >= 1:
       raise ValueError(f"config.{field} must be >= 1, got {config[field]}")
+  if config.get("augment", "shift_and_noise") not in AUGMENTS:
+    raise ValueError(f"config.augment must be one of {sorted(AUGMENTS)}, got "
+                     f"{config.augment!r}")
   if not config.logit_scale > 0:
     raise ValueError(f"config.logit_scale must be > 0, got {config.logit_scale}")
   if not 0 <= config.dropout_rate < 1:
@@ -135,7 +261,7 @@ def _validate(config):
 
 
 def _monitor_meta(config, curriculum, compiled, *, total_steps, steps_per_epoch,
-                  num_classes, terms, class_counts) -> dict:
+                  num_classes, terms, class_counts, class_names=None) -> dict:
   """The ``meta`` event: what the monitors need to read the stream on their own."""
   stages = []
   for stage, start in zip(curriculum.stages, compiled.boundaries):
@@ -152,6 +278,7 @@ def _monitor_meta(config, curriculum, compiled, *, total_steps, steps_per_epoch,
       "initial_reference": terms[0]["initial_reference"],
       "initial_reference_text": terms[0]["initial_reference_text"],
       "heads": {"class": {"num_classes": num_classes, "o_index": None}},
+      "class_names": {"class": list(class_names)} if class_names is not None else {},
       "stages": stages,
       "thresholds": monitors.resolve_thresholds(config.monitor),
       "config_fields": {"learning_rate": "config.learning_rate"},
@@ -165,9 +292,7 @@ def build(config: ml_collections.ConfigDict):
   ``train_step_body(num_devices)``.
   """
   # --- Data -----------------------------------------------------------------------
-  data = load_digits_lt(imbalance_ratio=config.imbalance_ratio,
-                        test_per_class=config.test_per_class, seed=config.data_seed,
-                        data_dir=config.data_dir)
+  data = load_data(config)
   train, test = data["train"], data["test"]
   if config.shuffle_train_labels:
     # A data fault for the not_learning monitor: labels no longer match the images
@@ -185,15 +310,20 @@ def build(config: ml_collections.ConfigDict):
   curriculum_spec = build_curriculum(config)
   curriculum = curriculum_spec.compile(steps_per_epoch)
   combined = config.contrastive_weight is not None
-  model = SmallCNN(num_classes, widths=tuple(config.model_widths), axis_name=DATA_AXIS,
-                   dropout_rate=config.dropout_rate,
-                   projection_dim=config.projection_dim if combined else None)
+  model = build_model(config, num_classes,
+                      projection_dim=config.projection_dim if combined else None,
+                      vocab_size=data.get("vocab_size"))
+  input_keys = TEXT_INPUTS if config.dataset == "uit_vsfc" else IMAGE_INPUTS
   tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
                       momentum=config.momentum, weight_decay=config.weight_decay,
-                      max_grad_norm=config.max_grad_norm)
+                      max_grad_norm=config.max_grad_norm,
+                      nesterov=config.get("nesterov", True))
   loss_fn = make_imbalance_loss(class_counts, loss=config.loss, gamma=config.focal_gamma,
                                 weight_method=config.class_weight_method,
-                                weight_normalize=config.class_weight_normalize)
+                                weight_normalize=config.class_weight_normalize,
+                                beta=config.get("class_weight_beta", 0.999),
+                                ldam_max_margin=config.get("ldam_max_margin", 0.5),
+                                ldam_scale=config.get("ldam_scale", 30.0))
   if config.logit_scale != 1.0:
     loss_fn = _scaled_logits(loss_fn, config.logit_scale)
   if config.tau_scale != 1.0:
@@ -224,7 +354,9 @@ def build(config: ml_collections.ConfigDict):
   def init_state() -> TrainState:
     key = jax.random.PRNGKey(config.seed)
     init_key, state_key = jax.random.split(key)
-    variables = model.init(init_key, jnp.zeros((1,) + train["image"].shape[1:]),
+    # The first training example fixes the input shapes and dtypes (the parameters
+    # depend on the shapes only).
+    variables = model.init(init_key, *[jnp.asarray(train[k][:1]) for k in input_keys],
                            train=False)
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
@@ -236,15 +368,18 @@ def build(config: ml_collections.ConfigDict):
   def train_step_body(num_devices: int):
     return make_train_step(curriculum=curriculum, loss_fn=loss_fn,
                            global_batch_size=config.batch_size, num_devices=num_devices,
-                           class_counts=class_counts, augment_fn=augment.augment_batch,
-                           max_grad_norm=config.max_grad_norm, monitor=monitor_spec)
+                           class_counts=class_counts,
+                           augment_fn=AUGMENTS[config.get("augment", "shift_and_noise")],
+                           max_grad_norm=config.max_grad_norm, monitor=monitor_spec,
+                           input_keys=input_keys)
 
   return types.SimpleNamespace(
       train=train, test=test, class_counts=class_counts, num_classes=num_classes,
+      class_names=data.get("class_names"),
       steps_per_epoch=steps_per_epoch, total_steps=total_steps, war_weights=war_weights,
       curriculum_spec=curriculum_spec, curriculum=curriculum, combined=combined,
       model=model, tx=tx, loss_fn=loss_fn, terms=terms, monitor_spec=monitor_spec,
-      init_state=init_state, train_step_body=train_step_body)
+      init_state=init_state, train_step_body=train_step_body, input_keys=input_keys)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
@@ -279,7 +414,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   if not any(e["split"] == "meta" for e in log.read()):
     log.write(_monitor_meta(config, curriculum_spec, curriculum, total_steps=total_steps,
                             steps_per_epoch=steps_per_epoch, num_classes=num_classes,
-                            terms=terms, class_counts=class_counts))
+                            terms=terms, class_counts=class_counts,
+                            class_names=b.class_names))
   monitor = monitors.Monitor(config.monitor, halt_on=config.monitor.halt_on)
   monitor.update(log.read())  # findings already reported before a restart stay quiet
   diagnosis_path = os.path.join(workdir, "diagnosis.json")
@@ -288,14 +424,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   counter = TraceCounter()
   train_step = dp.launch_train_step(b.train_step_body(dp.num_devices), counter)
   eval_step = dp.launch_eval_step(make_eval_step(num_classes,
-                                                 dropout_in_eval=config.eval_dropout))
-  train_data = dp.replicate({"image": train["image"], "label": train["label"]})
+                                                 dropout_in_eval=config.eval_dropout,
+                                                 input_keys=b.input_keys))
+  fields = (*b.input_keys, "label")
+  train_data = dp.replicate({k: train[k] for k in fields})
   eval_batch = -(-config.eval_batch_size // dp.num_devices) * dp.num_devices
-  padded = pad_to_multiple({"image": test["image"], "label": test["label"]}, eval_batch)
+  padded = pad_to_multiple({k: test[k] for k in fields}, eval_batch)
   test_batches = [dp.shard_batch({k: v[i:i + eval_batch] for k, v in padded.items()})
                   for i in range(0, len(padded["mask"]), eval_batch)]
 
   eval_calls = [0]
+  shots = tuple(config.get("shot_thresholds") or ())  # (many, few) training counts
 
   def evaluate(state) -> dict:
     sums = None
@@ -312,6 +451,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       raise RuntimeError(f"evaluation counted {int(sums['count'])} examples, expected "
                          f"{len(test['label'])}")
     report = metrics_lib.classification_report(sums["confusion"], war_weights)
+    if shots:
+      report.update(metrics_lib.shot_accuracy(sums["confusion"], class_counts,
+                                              many=shots[0], few=shots[1]))
     report["loss"] = float(sums["loss_sum"] / sums["count"])
     predicted = np.asarray(sums["confusion"]).sum(axis=0)
     report["pred_share/class"] = (predicted / predicted.sum()).tolist()
@@ -403,11 +545,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   stage_end = {}
   for e in events:
     if e["split"] == "test":
-      stage_end[e["stage"]] = {"epoch": e["epoch"], "war": e["war"], "uar": e["uar"]}
+      stage_end[e["stage"]] = {"epoch": e["epoch"], "war": e["war"], "uar": e["uar"],
+                               **{k: e[k] for k in ("many_shot", "medium_shot",
+                                                    "few_shot") if k in e}}
   summary = {
       "war": final["war"], "uar": final["uar"], "accuracy": final["accuracy"],
       "macro_f1": final["macro_f1"], "per_class_recall": final["per_class_recall"],
       "test_loss": final["loss"], "war_weights": config.war_weights,
+      **{k: final[k] for k in ("many_shot", "medium_shot", "few_shot") if k in final},
       "steps": step, "steps_per_epoch": steps_per_epoch,
       "skipped_steps": int(jax.device_get(dp.unreplicate(state.skipped_steps))),
       "wall_s": round(time.time() - t_start, 2),

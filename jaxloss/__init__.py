@@ -35,8 +35,10 @@ from jaxloss.curriculum import (
     CurriculumState,
     Stage,
     constant,
+    deferred_reweighting,
     four_stage,
     milestone_lr,
+    warmup_milestone_lr,
 )
 from jaxloss.train_state import TrainState
 from jaxloss import monitors
@@ -64,12 +66,13 @@ __all__ = [
     "CompiledCurriculum", "Curriculum", "CurriculumState", "Checkpointer",
     "DataParallel", "Finding", "HeadSpec", "Monitor", "MonitorSpec", "Stage",
     "TrainState", "add_contrastive_term", "aspect_alpha_table", "classification_report",
-    "bio_class_weights", "constant", "decoding", "make_joint_nlu_loss",
+    "bio_class_weights", "constant", "decoding", "deferred_reweighting",
+    "make_joint_nlu_loss",
     "make_multi_aspect_loss",
     "diagnose", "monitors",
     "four_stage", "make_eval_step", "make_imbalance_loss", "make_mesh",
     "make_optimizer", "make_rerank_loss", "make_train_step", "milestone_lr", "per_class_recall", "uar",
-    "war",
+    "war", "warmup_milestone_lr",
     # losses (the same names as jaxloss.losses.__all__)
     "balanced_softmax_cross_entropy", "class_priors_from_counts",
     "class_weights_from_counts", "large_negative", "ldam_loss", "ldam_margins",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Mapping, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import flax.struct
 import jax
@@ -248,6 +248,102 @@ def milestone_lr(learning_rate: float, milestones: Sequence[float],
       learning_rate, {round(float(m), 6): decay for m in milestones})
 
 
+def warmup_milestone_lr(learning_rate: float, *, warmup: float,
+                        milestones: Sequence[float], decay: float) -> optax.Schedule:
+  """A linear warm-up from 0 to ``learning_rate`` over ``warmup``, then the LR multiplied
+  by ``decay`` at each milestone; all times in the caller's unit, from 0. With
+  ``warmup = 0`` this is :func:`milestone_lr`. (The CIFAR-LT schedule of Cao et al. and
+  Menon et al.: 5 warm-up epochs, steps at 160 and 180 of 200.)
+
+  Raises:
+    ValueError: a negative ``warmup`` or a milestone not after it.
+
+  Examples:
+    >>> lr = warmup_milestone_lr(0.1, warmup=5, milestones=(160, 180), decay=0.1)
+    >>> [round(float(lr(t)), 6) for t in (0, 2.5, 5, 159, 160, 180)]
+    [0.0, 0.05, 0.1, 0.1, 0.01, 0.001]
+  """
+  if warmup < 0:
+    raise ValueError(f"warmup must be >= 0, got {warmup}")
+  if warmup == 0:
+    return milestone_lr(learning_rate, milestones, decay)
+  for m in milestones:
+    if not m > warmup:
+      raise ValueError(f"milestones must come after the warm-up ({warmup}), got {m}")
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, learning_rate, warmup),
+       milestone_lr(learning_rate, [m - warmup for m in milestones], decay)], [warmup])
+
+
+# A class-weight cap that caps nothing (knob values must be finite): head-normalised
+# weights of any real data set stay far below it.
+UNCAPPED = 1e6
+
+
+def _shifted(schedule: Callable[[jax.Array], jax.Array], offset: float):
+  """``schedule`` read ``offset`` later: a stage value (time since the stage's start)
+  that continues a schedule of the whole run."""
+  return lambda t: schedule(t + offset)
+
+
+def deferred_reweighting(*, num_epochs: float, learning_rate: float,
+                         drw_start: float = 0.8, warmup_epochs: float = 0.0,
+                         lr_milestones: Sequence[float] = (0.8, 0.9),
+                         lr_decay: float = 0.1, aug_strength: float = 0.0) -> Curriculum:
+  """Deferred re-weighting (DRW, Cao et al., NeurIPS 2019): uniform class weights, then
+  the loss re-weighted from ``drw_start`` of the run on.
+
+  Two stages with knobs ``class_weight_cap`` (1 = uniform weights with
+  ``normalize="head"``; :data:`UNCAPPED` = the weights as computed, since a knob must
+  be finite), ``sampler_mix`` 0 (the data
+  distribution), ``tau`` 0, ``aug_strength`` and ``learning_rate`` (linear warm-up, then
+  ``lr_decay`` at each milestone, one schedule over the run):
+
+  ======  ==================  ======
+  stage   share of epochs     cap
+  ======  ==================  ======
+  erm     0 - drw_start       1
+  drw     drw_start - 1       1e6
+  ======  ==================  ======
+
+  Args:
+    num_epochs: total epochs (> 0).
+    learning_rate: the base LR.
+    drw_start: share of the run where re-weighting starts, in (0, 1) (160 / 200).
+    warmup_epochs: linear LR warm-up at the start (epochs).
+    lr_milestones: shares of the run where the LR decays.
+    lr_decay: the factor at each milestone.
+    aug_strength: the strong-augmentation knob, the same in both stages.
+
+  Raises:
+    ValueError: ``num_epochs <= 0`` or ``drw_start`` outside (0, 1).
+
+  Examples:
+    >>> cc = deferred_reweighting(num_epochs=200, learning_rate=0.1,
+    ...                           warmup_epochs=5).compile(steps_per_epoch=1)
+    >>> cc.names, cc.boundaries
+    (('erm', 'drw'), (0, 160))
+    >>> [(float(cc.values(s)["class_weight_cap"]), round(float(cc.values(s)[
+    ...     "learning_rate"]), 6)) for s in (100, 159, 160, 180)]
+    [(1.0, 0.1), (1.0, 0.1), (1000000.0, 0.01), (1000000.0, 0.001)]
+  """
+  if not num_epochs > 0:
+    raise ValueError(f"num_epochs must be > 0, got {num_epochs}")
+  if not 0 < drw_start < 1:
+    raise ValueError(f"drw_start must be in (0, 1), got {drw_start}")
+  lr = warmup_milestone_lr(learning_rate, warmup=warmup_epochs,
+                           milestones=[m * num_epochs for m in lr_milestones],
+                           decay=lr_decay)
+  start = drw_start * num_epochs
+  common = {"sampler_mix": 0.0, "tau": 0.0, "aug_strength": aug_strength}
+  return Curriculum([
+      Stage("erm", 0, {"class_weight_cap": 1.0, **common, "learning_rate": lr}),
+      Stage("drw", start, {"class_weight_cap": UNCAPPED, **common,
+                           "learning_rate": _shifted(lr, start)},
+            expect={"uar": "up"}),
+  ], unit="epoch")
+
+
 def constant(**values: KnobValue) -> Curriculum:
   """A one-stage curriculum (``"constant"``) holding ``values`` for the whole run.
 
@@ -285,6 +381,8 @@ def four_stage(
     lr_milestones: Sequence[float] = (0.85, 0.95),
     lr_decay: float = 0.1,
     sampler_mix: float = 1.0,
+    warmup_epochs: float = 0.0,
+    aug_strengths: Optional[Sequence[float]] = None,
 ) -> Curriculum:
   """The four-stage imbalance curriculum: warm-up, margin, aggressive, cooldown.
 
@@ -308,13 +406,19 @@ def four_stage(
     lr_milestones: shares of the run in (0.75, 1) where the cooldown LR decays.
     lr_decay: factor applied at each milestone.
     sampler_mix: the mix used by the class-balanced stages (1 = fully balanced).
+    warmup_epochs: a linear LR warm-up from 0 at the start of the warm-up stage
+      (0 = none; shorter than the stage).
+    aug_strengths: per-stage augmentation strengths (four values, warm-up to
+      cooldown) instead of ``aug_strength`` in every stage, e.g. strong augmentation
+      only where the tail is up-weighted.
 
   Returns:
     A :class:`Curriculum` in epochs with knobs ``class_weight_cap``, ``sampler_mix``,
     ``tau``, ``aug_strength`` and ``learning_rate``.
 
   Raises:
-    ValueError: ``num_epochs <= 0`` or a milestone outside the cooldown.
+    ValueError: ``num_epochs <= 0``, a milestone outside the cooldown, a warm-up as
+      long as the warm-up stage, or ``aug_strengths`` without four values.
 
   Examples:
     >>> cc = four_stage(num_epochs=100, learning_rate=0.1).compile(steps_per_epoch=1)
@@ -333,13 +437,26 @@ def four_stage(
   lr_cooldown = milestone_lr(
       learning_rate, [(m - cooldown_start) * num_epochs for m in lr_milestones],
       lr_decay)
+  lr_warmup = learning_rate
+  if warmup_epochs:
+    if not 0 < warmup_epochs < FOUR_STAGE_TABLE[1][1] * num_epochs:
+      raise ValueError(f"warmup_epochs must be in (0, {FOUR_STAGE_TABLE[1][1] * num_epochs})"
+                       f" (shorter than the warm-up stage), got {warmup_epochs}")
+    lr_warmup = warmup_milestone_lr(learning_rate, warmup=warmup_epochs, milestones=(),
+                                    decay=1.0)
+  if aug_strengths is None:
+    aug_strengths = (aug_strength,) * len(FOUR_STAGE_TABLE)
+  if len(aug_strengths) != len(FOUR_STAGE_TABLE):
+    raise ValueError(f"aug_strengths must hold {len(FOUR_STAGE_TABLE)} values (warm-up, "
+                     f"margin, aggressive, cooldown), got {tuple(aug_strengths)}")
   stages = []
-  for name, share, cap, sampler, tau in FOUR_STAGE_TABLE:
+  for (name, share, cap, sampler, tau), strength in zip(FOUR_STAGE_TABLE, aug_strengths):
+    lr = {"warm-up": lr_warmup, "cooldown": lr_cooldown}.get(name, learning_rate)
     stages.append(Stage(name, share * num_epochs, {
         "class_weight_cap": cap,
         "sampler_mix": SAMPLERS[sampler] * sampler_mix,
         "tau": tau,
-        "aug_strength": aug_strength,
-        "learning_rate": lr_cooldown if name == "cooldown" else learning_rate,
+        "aug_strength": float(strength),
+        "learning_rate": lr,
     }, expect=FOUR_STAGE_EXPECT[name]))
   return Curriculum(stages, unit="epoch")

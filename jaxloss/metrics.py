@@ -197,6 +197,77 @@ def classification_report(confusion: np.ndarray,
   }
 
 
+def shot_groups(class_counts, *, many: int = 1000, few: int = 200) -> dict[str, list[int]]:
+  """Splits classes into many / medium / few shot by their training counts.
+
+  The convention of the long-tail literature (Liu et al., *Large-Scale Long-Tailed
+  Recognition in an Open World*, CVPR 2019, for ImageNet-LT; applied to CIFAR-10-LT at
+  ρ = 100): *many* has more than ``many`` training images, *few* fewer than ``few``,
+  *medium* the rest (``few`` to ``many`` inclusive).
+
+  Args:
+    class_counts: int ``[C]`` training images per class.
+    many: the many-shot threshold (exclusive).
+    few: the few-shot threshold (exclusive).
+
+  Returns:
+    ``{"many": [...], "medium": [...], "few": [...]}`` class indices (ascending).
+
+  Raises:
+    ValueError: ``few > many``, or counts that are not a 1-D non-negative array.
+
+  Examples:
+    >>> shot_groups([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
+    {'many': [0, 1, 2, 3], 'medium': [4, 5, 6], 'few': [7, 8, 9]}
+  """
+  counts = np.asarray(class_counts)
+  if counts.ndim != 1 or counts.size == 0 or (counts < 0).any():
+    raise ValueError(f"class_counts must be a 1-D array of non-negative counts, got "
+                     f"{counts.tolist()}")
+  if few > many:
+    raise ValueError(f"few ({few}) must be <= many ({many})")
+  return {"many": [int(c) for c in np.flatnonzero(counts > many)],
+          "medium": [int(c) for c in np.flatnonzero((counts >= few) & (counts <= many))],
+          "few": [int(c) for c in np.flatnonzero(counts < few)]}
+
+
+def shot_accuracy(confusion: np.ndarray, class_counts, *, many: int = 1000,
+                  few: int = 200) -> dict:
+  """Many / medium / few-shot accuracy: the share of correct predictions among the
+  test examples of each group of :func:`shot_groups` (on a balanced test set, the mean
+  recall of the group's classes).
+
+  Args:
+    confusion: ``[C, C]`` counts (rows = true class, columns = predicted).
+    class_counts: ``[C]`` *training* images per class (they define the groups).
+    many: the many-shot threshold; few: the few-shot threshold.
+
+  Returns:
+    ``{"many_shot", "medium_shot", "few_shot"}`` as floats in [0, 1], None for an empty
+    group.
+
+  Raises:
+    ValueError: ``confusion`` not ``[C, C]`` for the ``C`` of ``class_counts``; see
+      :func:`shot_groups`.
+
+  Examples:
+    >>> confusion = np.diag([9.0, 8.0, 1.0]) + np.array([[0, 1, 0], [2, 0, 0], [9, 0, 0]])
+    >>> shot_accuracy(confusion, [2000, 500, 10])
+    {'many_shot': 0.9, 'medium_shot': 0.8, 'few_shot': 0.1}
+  """
+  confusion = np.asarray(confusion, np.float64)
+  counts = np.asarray(class_counts)
+  if confusion.shape != (counts.size, counts.size):
+    raise ValueError(f"confusion must be [C, C] with C = {counts.size} (the classes of "
+                     f"class_counts), got shape {confusion.shape}")
+  out = {}
+  for name, classes in shot_groups(counts, many=many, few=few).items():
+    total = confusion[classes].sum()
+    out[f"{name}_shot"] = (float(np.trace(confusion[np.ix_(classes, classes)]) / total)
+                           if classes and total > 0 else None)
+  return out
+
+
 # ABSA metrics for UIT-ViSFD (see the module docstring for the definitions and sources).
 
 ASPECTS = ("BATTERY", "CAMERA", "DESIGN", "FEATURES", "GENERAL", "PERFORMANCE", "PRICE",

@@ -42,10 +42,13 @@ OPTIMIZERS = ("sgd", "adamw")
 
 def make_optimizer(name: str = "sgd", *, learning_rate: float, momentum: float = 0.9,
                    weight_decay: float = 0.0, max_grad_norm: Optional[float] = None,
-                   b2: float = 0.999) -> optax.GradientTransformation:
+                   b2: float = 0.999, nesterov: bool = True
+                   ) -> optax.GradientTransformation:
   """Global-norm clipping, then SGD-momentum (coupled weight decay) or AdamW.
 
   ``b2`` is AdamW's second-moment decay (0.98 in SASRec's reference code); unused by SGD.
+  ``nesterov`` picks Nesterov momentum for SGD (plain heavy-ball momentum when False,
+  as PyTorch's ``SGD(momentum=0.9)`` in the CIFAR-LT reference code); unused by AdamW.
 
   The LR is an injected hyperparameter so that the train step can set it from the
   curriculum on every step.
@@ -66,7 +69,7 @@ def make_optimizer(name: str = "sgd", *, learning_rate: float, momentum: float =
     if weight_decay:
       parts.append(optax.add_decayed_weights(weight_decay))
     parts.append(optax.inject_hyperparams(optax.sgd)(
-        learning_rate=learning_rate, momentum=momentum, nesterov=True))
+        learning_rate=learning_rate, momentum=momentum, nesterov=nesterov))
   else:
     if not 0 < b2 < 1:
       raise ValueError(f"b2 must be in (0, 1), got {b2}")
@@ -75,18 +78,26 @@ def make_optimizer(name: str = "sgd", *, learning_rate: float, momentum: float =
   return optax.chain(*parts)
 
 
+IMBALANCE_LOSSES = ("ce", "focal", "ldam")
+
+
 def make_imbalance_loss(class_counts: np.ndarray, *, loss: str = "ce",
                         gamma: float = 2.0, weight_method: str = "inverse_frequency",
                         weight_normalize: Optional[str] = "head",
-                        beta: float = 0.999) -> LossFn:
-  """The imbalance recipe's loss: class-weighted, logit-adjusted CE (or focal).
+                        beta: float = 0.999, ldam_max_margin: float = 0.5,
+                        ldam_scale: float = 30.0) -> LossFn:
+  """The imbalance recipe's loss: class-weighted, logit-adjusted CE (or focal, LDAM).
 
   ``ℓ_i = w_{y_i} · L(z_i + τ·log π, y_i)`` with ``w = class_weights_from_counts(counts,
   cap=knobs["class_weight_cap"])`` and ``τ = knobs["tau"]``; ``L`` is cross-entropy
   (Menon et al., ICLR 2021, logit-adjusted loss) or softmax focal loss (Lin et al.,
   ICCV 2017). With ``weight_normalize="head"`` a cap of 1 gives uniform weights and
   τ = 0 gives plain cross-entropy, so the ERM baseline is the same step with other
-  knob values.
+  knob values. ``loss="ldam"`` is :func:`jaxloss.losses.ldam_loss` (Cao et al.,
+  NeurIPS 2019) of the logits, with margins from the counts and scale ``ldam_scale``
+  (30 for the cosine logits of a normalised classifier); τ does not apply to it, and
+  LDAM-DRW is this loss with the class-weight cap raised from 1 at the re-weighting
+  epoch (``weight_method="effective_number"``, ``beta=0.9999``).
 
   Returns:
     ``loss_fn(logits, labels, knobs) -> (loss [b], weight [b], aux)``; the step reduces
@@ -95,10 +106,15 @@ def make_imbalance_loss(class_counts: np.ndarray, *, loss: str = "ce",
     the monitors.
 
   Raises:
-    ValueError: unknown ``loss``; bad counts (see ``class_weights_from_counts``).
+    ValueError: unknown ``loss``; bad counts (see ``class_weights_from_counts``); a
+      non-positive ``ldam_max_margin`` or ``ldam_scale``.
   """
-  if loss not in ("ce", "focal"):
-    raise ValueError(f"loss must be 'ce' or 'focal', got {loss!r}")
+  if loss not in IMBALANCE_LOSSES:
+    raise ValueError(f"loss must be one of {IMBALANCE_LOSSES}, got {loss!r}")
+  if loss == "ldam":
+    for name, value in (("ldam_max_margin", ldam_max_margin), ("ldam_scale", ldam_scale)):
+      if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
   counts = np.asarray(class_counts)
   priors = losses.class_priors_from_counts(counts)
   # Validate the static arguments once, eagerly, with a concrete cap.
@@ -112,6 +128,9 @@ def make_imbalance_loss(class_counts: np.ndarray, *, loss: str = "ce",
     if loss == "ce":
       per_example = losses.logit_adjusted_softmax_cross_entropy(
           logits, labels, class_priors=priors, tau=knobs["tau"])
+    elif loss == "ldam":
+      per_example = losses.ldam_loss(logits, labels, class_counts=counts,
+                                     max_margin=ldam_max_margin, scale=ldam_scale)
     else:
       adjusted = logits + knobs["tau"] * jnp.log(jnp.maximum(priors, 1e-12))
       per_example = losses.softmax_focal_loss_with_integer_labels(
@@ -679,11 +698,13 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
   return body
 
 
-def make_eval_step(num_classes: int, *, dropout_in_eval: bool = False) -> Callable:
+def make_eval_step(num_classes: int, *, dropout_in_eval: bool = False,
+                   input_keys: Sequence[str] = ("image",)) -> Callable:
   """Builds the per-device eval body ``(state, batch) -> sums``.
 
-  ``batch`` holds this device's ``image``, ``label`` and boolean ``mask`` (False for
-  padding). Returns, psum-ed over devices, ``confusion`` (float32 ``[C, C]``, rows = true
+  ``batch`` holds this device's model inputs (the ``input_keys`` fields, ``image`` by
+  default, ``("ids", "lengths")`` for a text model), ``label`` and boolean ``mask``
+  (False for padding). Returns, psum-ed over devices, ``confusion`` (float32 ``[C, C]``, rows = true
   class, columns = predicted), ``loss_sum`` (cross-entropy over real examples) and
   ``count``. Uses the model in inference mode (running BN statistics, no dropout).
 
@@ -695,15 +716,18 @@ def make_eval_step(num_classes: int, *, dropout_in_eval: bool = False) -> Callab
       it in a real run.
   """
 
+  input_keys = tuple(input_keys)
+
   def body(state: TrainState, batch):
     variables = {"params": state.params, **state.model_state}
+    inputs = [batch[k] for k in input_keys]
     if dropout_in_eval:
       key = jax.random.fold_in(jax.random.fold_in(state.rng, batch["eval_call"][0]),
                                jax.lax.axis_index(DATA_AXIS))
-      out = state.apply_fn(variables, batch["image"], train=False, dropout=True,
+      out = state.apply_fn(variables, *inputs, train=False, dropout=True,
                            rngs={"dropout": key})
     else:
-      out = state.apply_fn(variables, batch["image"], train=False)
+      out = state.apply_fn(variables, *inputs, train=False)
     logits = out["logits"] if isinstance(out, Mapping) else out
     mask = batch["mask"]
     labels = jnp.where(mask, batch["label"], 0)

@@ -114,3 +114,51 @@ def test_sampler_names_map_to_mix():
                   Stage("b", 1, {"sampler_mix": "class_balanced"})])
   cc = c.compile(1)
   assert [cc.host_values(s)["sampler_mix"] for s in (0, 1)] == [0.0, 1.0]
+
+
+def test_warmup_milestone_lr_by_hand():
+  from jaxloss.curriculum import milestone_lr, warmup_milestone_lr
+  lr = warmup_milestone_lr(0.1, warmup=5, milestones=(160, 180), decay=0.1)
+  times = [0, 1, 4.5, 5, 100, 159.9, 160, 179.9, 180, 199]
+  expected = [0.0, 0.02, 0.09, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+  np.testing.assert_allclose([float(lr(t)) for t in times], expected, rtol=1e-5)
+  plain = milestone_lr(0.1, (160, 180), 0.1)
+  no_warmup = warmup_milestone_lr(0.1, warmup=0, milestones=(160, 180), decay=0.1)
+  assert [float(no_warmup(t)) for t in times] == [float(plain(t)) for t in times]
+  with pytest.raises(ValueError, match="after the warm-up"):
+    warmup_milestone_lr(0.1, warmup=5, milestones=(4,), decay=0.1)
+  with pytest.raises(ValueError, match="warmup must be >= 0"):
+    warmup_milestone_lr(0.1, warmup=-1, milestones=(), decay=0.1)
+
+
+def test_deferred_reweighting_stages_and_one_lr_schedule():
+  from jaxloss.curriculum import UNCAPPED, deferred_reweighting, warmup_milestone_lr
+  cc = deferred_reweighting(num_epochs=200, learning_rate=0.1, warmup_epochs=5,
+                            aug_strength=0.25).compile(steps_per_epoch=10)
+  assert cc.names == ("erm", "drw") and cc.boundaries == (0, 1600)
+  whole = warmup_milestone_lr(0.1, warmup=5, milestones=(160, 180), decay=0.1)
+  for step in (0, 25, 50, 1599, 1600, 1601, 1799, 1800, 1999):
+    v = cc.host_values(step)
+    assert v["class_weight_cap"] == (1.0 if step < 1600 else UNCAPPED)
+    assert (v["sampler_mix"], v["tau"], v["aug_strength"]) == (0.0, 0.0, 0.25)
+    np.testing.assert_allclose(v["learning_rate"], float(whole(step / 10)), rtol=1e-5)
+  with pytest.raises(ValueError, match="drw_start"):
+    deferred_reweighting(num_epochs=10, learning_rate=0.1, drw_start=1.0)
+
+
+def test_four_stage_warmup_and_per_stage_augmentation():
+  cc = four_stage(num_epochs=100, learning_rate=0.1, warmup_epochs=5,
+                  aug_strengths=(0.0, 0.5, 0.75, 0.0)).compile(steps_per_epoch=2)
+  lrs = [cc.host_values(s)["learning_rate"] for s in (0, 5, 10, 29, 30)]
+  np.testing.assert_allclose(lrs, [0.0, 0.05, 0.1, 0.1, 0.1], rtol=1e-6)
+  assert [cc.host_values(b)["aug_strength"] for b in cc.boundaries] == [0.0, 0.5, 0.75,
+                                                                        0.0]
+  # Without the new arguments the curriculum is the recipe's, unchanged.
+  a = four_stage(num_epochs=100, learning_rate=0.1).compile(2)
+  b = four_stage(num_epochs=100, learning_rate=0.1, warmup_epochs=0.0,
+                 aug_strengths=None).compile(2)
+  assert all(a.host_values(s) == b.host_values(s) for s in range(0, 200, 7))
+  with pytest.raises(ValueError, match="warmup_epochs"):
+    four_stage(num_epochs=10, learning_rate=0.1, warmup_epochs=2)  # stage is 1.5
+  with pytest.raises(ValueError, match="aug_strengths"):
+    four_stage(num_epochs=10, learning_rate=0.1, aug_strengths=(1.0,))

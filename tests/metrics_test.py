@@ -82,3 +82,24 @@ def test_eval_pads_and_counts_every_example_once(digits, kind, num_devices):
   np.testing.assert_array_equal(total["confusion"], expected)
   ce = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), labels[:, None], 1)
   assert float(total["loss_sum"]) == pytest.approx(float(ce.sum()), rel=1e-4)
+
+
+def test_shot_groups_and_accuracy_by_hand():
+  counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]  # CIFAR-10-LT, ρ = 100
+  assert metrics.shot_groups(counts) == {"many": [0, 1, 2, 3], "medium": [4, 5, 6],
+                                         "few": [7, 8, 9]}
+  rng = np.random.default_rng(0)
+  confusion = rng.integers(0, 20, (10, 10)).astype(float)
+  out = metrics.shot_accuracy(confusion, counts)
+  for name, classes in (("many", [0, 1, 2, 3]), ("medium", [4, 5, 6]), ("few", [7, 8, 9])):
+    correct = sum(confusion[c, c] for c in classes)
+    total = sum(confusion[c].sum() for c in classes)
+    assert out[f"{name}_shot"] == pytest.approx(correct / total)
+  # Boundaries: 1000 and 200 themselves are medium.
+  assert metrics.shot_groups([1001, 1000, 200, 199]) == {"many": [0], "medium": [1, 2],
+                                                         "few": [3]}
+  assert metrics.shot_accuracy(np.eye(2), [10, 5])["many_shot"] is None
+  with pytest.raises(ValueError, match="confusion must be"):
+    metrics.shot_accuracy(np.eye(3), [10, 5])
+  with pytest.raises(ValueError, match="few"):
+    metrics.shot_groups([10, 5], many=100, few=200)

@@ -158,3 +158,36 @@ def test_imbalance_loss_rejects_bad_inputs():
     make_imbalance_loss(np.array([5, -1, 3]))
   with pytest.raises(ValueError, match="loss must be"):
     make_imbalance_loss(np.array([5, 1]), loss="hinge")
+
+
+def test_imbalance_loss_ldam_against_numpy():
+  counts = np.array([400, 25, 1])
+  loss_fn = make_imbalance_loss(counts, loss="ldam", ldam_max_margin=0.5, ldam_scale=30.0,
+                                weight_method="effective_number", beta=0.9999)
+  cosine = np.tanh(np.asarray(jax.random.normal(jax.random.PRNGKey(1), (6, 3))))
+  labels = np.array([0, 1, 2, 0, 1, 2])
+  per_example, weight, _ = loss_fn(jnp.asarray(cosine), jnp.asarray(labels),
+                                   {"class_weight_cap": jnp.float32(1.0), "tau": 0.0})
+  margins = 0.5 * (counts.min() / counts) ** 0.25  # Cao et al., eq. 13
+  z = cosine.astype(np.float64)
+  z[np.arange(6), labels] -= margins[labels]
+  z = 30.0 * z
+  ref = -(z[np.arange(6), labels] - np.log(np.exp(z).sum(-1)))
+  np.testing.assert_allclose(per_example, ref, rtol=1e-5, atol=2e-6)
+  np.testing.assert_array_equal(weight, np.ones(6))  # cap 1: before DRW
+  # After DRW (cap uncapped): effective-number weights relative to the head.
+  _, weight, _ = loss_fn(jnp.asarray(cosine), jnp.asarray(labels),
+                         {"class_weight_cap": jnp.float32(1e6), "tau": 0.0})
+  w = (1 - 0.9999) / (1 - 0.9999 ** counts)
+  np.testing.assert_allclose(weight, (w / w[0])[labels], rtol=1e-4)
+  with pytest.raises(ValueError, match="ldam_scale"):
+    make_imbalance_loss(counts, loss="ldam", ldam_scale=0.0)
+
+
+def test_make_optimizer_plain_momentum():
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.full(3, 0.5)}
+  for nesterov, expected in ((False, 1 - 0.1 * 0.5), (True, 1 - 0.1 * 0.5 * 1.9)):
+    tx = make_optimizer("sgd", learning_rate=0.1, momentum=0.9, nesterov=nesterov)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(params["w"] + updates["w"], expected, rtol=1e-6)

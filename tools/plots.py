@@ -191,10 +191,12 @@ def plot_recall_by_stage(metrics_path: str, out_path: str, *, title: str | None 
   names, matrix = recall_by_stage(events, last)
   if not names:
     raise ValueError(f"{metrics_path} has no test events with per_class_recall")
-  counts = None
+  counts, labels = None, None
   for e in events:
     if e.get("split") == "meta" and e.get("class_counts"):
       counts = e["class_counts"]
+    if e.get("split") == "meta":
+      labels = (e.get("class_names") or {}).get("class")
   ends = {}
   for e in events:
     if e.get("split") == "test":
@@ -207,8 +209,8 @@ def plot_recall_by_stage(metrics_path: str, out_path: str, *, title: str | None 
   ax.set_xticks(range(len(names)))
   ax.set_xticklabels([f"{n}\nWAR {100 * ends[n]['war']:.1f} UAR {100 * ends[n]['uar']:.1f}"
                       for n in names], fontsize=8)
-  rows = [f"class {i}" + (f" (n={counts[i]})" if counts else "")
-          for i in range(matrix.shape[0])]
+  rows = [(labels[i] if labels and i < len(labels) else f"class {i}")
+          + (f" (n={counts[i]})" if counts else "") for i in range(matrix.shape[0])]
   ax.set_yticks(range(matrix.shape[0]))
   ax.set_yticklabels(rows, fontsize=8)
   fig.colorbar(im, ax=ax, label="test recall")

@@ -37,7 +37,17 @@ def get_config(arg=None):
   c.test_per_class = 30
   c.war_weights = "train"  # "train": weight recall by the training distribution; "test"
 
+  # experiments/configs/cifar10_lt.py sets these for CIFAR-10-LT.
+  c.manual_dir = ml_collections.config_dict.placeholder(str)  # raw files (CIFAR archive)
+  c.subsample = 1  # keep every k-th example of each class (smoke runs)
+  c.shot_thresholds = ml_collections.config_dict.placeholder(tuple)  # (many, few)
+
   # Model and optimisation.
+  c.model = "small_cnn"  # or "resnet" (CIFAR ResNet-(6n+2))
+  c.resnet_depth = 32
+  c.resnet_widths = (16, 32, 64)
+  c.classifier = "linear"  # or "cosine" (LDAM's normalised layer); ResNet only
+  c.nesterov = True
   c.model_widths = (32, 64)
   c.num_epochs = 100
   c.batch_size = 64
@@ -48,14 +58,23 @@ def get_config(arg=None):
   c.max_grad_norm = 5.0
 
   # Curriculum and loss.
-  c.curriculum = "four_stage"  # or "erm"
-  c.loss = "ce"  # "ce" (logit-adjusted, class-weighted CE) or "focal"
+  c.curriculum = "four_stage"  # or "erm", "la", "drw"
+  c.sampler_mix = 1.0  # four_stage: the class-balanced stages' mix (0 = data sampler)
+  c.loss = "ce"  # "ce" (logit-adjusted, class-weighted CE), "focal" or "ldam"
   c.focal_gamma = 2.0
   c.class_weight_method = "inverse_frequency"
   c.class_weight_normalize = "head"
+  c.augment = "shift_and_noise"  # or "cifar" (crop + flip, Cutout at aug_strength)
   c.aug_strength = 1.0
+  c.aug_strengths = ml_collections.config_dict.placeholder(tuple)  # four_stage, per stage
   c.lr_milestones = (0.85, 0.95)
   c.lr_decay = 0.1
+  c.warmup_epochs = 0.0  # linear LR warm-up
+  c.la_tau = 1.0  # curriculum "la": logit-adjusted loss
+  c.drw_start = 0.8  # curriculum "drw": share of the run where re-weighting starts
+  c.class_weight_beta = 0.999  # effective-number beta (class_weight_method)
+  c.ldam_max_margin = 0.5  # loss "ldam"
+  c.ldam_scale = 30.0
   # Logits are multiplied by this before the loss (1 = as the model gives them).
   c.logit_scale = 1.0
   # A supervised contrastive term on a projection head (None = no second term):

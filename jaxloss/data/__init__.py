@@ -22,6 +22,10 @@ _NLU_NAMES = frozenset(("JointNlu", "load_joint_nlu"))
 
 _INTERACTIONS_NAMES = frozenset(("Interactions", "load_interactions", "pad_left"))
 
+_CIFAR_NAMES = frozenset(("Cifar10LT", "load_cifar10_lt"))
+
+_VSFC_NAMES = frozenset(("UitVsfc", "load_uit_vsfc"))
+
 
 def __getattr__(name):
   if name in _DIGITS_NAMES:
@@ -36,6 +40,12 @@ def __getattr__(name):
   if name in _INTERACTIONS_NAMES:
     from jaxloss.data import interactions
     return getattr(interactions, name)
+  if name in _CIFAR_NAMES:
+    from jaxloss.data import cifar10_lt
+    return getattr(cifar10_lt, name)
+  if name in _VSFC_NAMES:
+    from jaxloss.data import uit_vsfc
+    return getattr(uit_vsfc, name)
   raise AttributeError(f"module 'jaxloss.data' has no attribute {name!r}")
 
 
@@ -46,13 +56,17 @@ __all__ = [
     "DIGITS_NUM_CLASSES",
     "DigitsLT",
     "DigitsLTConfig",
+    "Cifar10LT",
     "Interactions",
     "JointNlu",
     "UitVisfd",
+    "UitVsfc",
+    "load_cifar10_lt",
     "load_digits_lt",
     "load_interactions",
     "load_joint_nlu",
     "load_uit_visfd",
+    "load_uit_vsfc",
     "long_tailed_counts",
     "make_long_tailed_split",
     "min_class_count",

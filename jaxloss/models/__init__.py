@@ -1,9 +1,10 @@
 """Flax models used by the experiments."""
 
 from jaxloss.models.cnn import SmallCNN
+from jaxloss.models.resnet import CifarResNet
 from jaxloss.models.sequential import SASRec
 from jaxloss.models.text import (AspectSentimentModel, BiLSTMEncoder, CharCNN,
-                                 JointNluModel)
+                                 JointNluModel, TextClassifier)
 
-__all__ = ["AspectSentimentModel", "BiLSTMEncoder", "CharCNN", "JointNluModel",
-           "SASRec", "SmallCNN"]
+__all__ = ["AspectSentimentModel", "BiLSTMEncoder", "CharCNN", "CifarResNet",
+           "JointNluModel", "SASRec", "SmallCNN", "TextClassifier"]

@@ -113,6 +113,36 @@ class AspectSentimentModel(nn.Module):
     return {"logits": logits, "projection": projection, "embedding": embedding}
 
 
+class TextClassifier(nn.Module):
+  """A text encoder with one softmax classifier (sentence classification).
+
+  Attributes:
+    vocab_size, embed_dim, hidden, num_layers, dropout_rate: see
+      :class:`BiLSTMEncoder`.
+    num_classes: C.
+
+  Call: ``ids [B, L]``, ``lengths [B]`` -> float32 logits ``[B, C]``. ``dropout`` is
+  accepted and ignored (dropout follows ``train``), so the imbalance trainer's
+  evaluation call fits. The classifier starts small (normal, std 0.01), so an untrained
+  model's cross-entropy is ≈ ln C.
+  """
+  vocab_size: int
+  num_classes: int
+  embed_dim: int = 128
+  hidden: int = 128
+  num_layers: int = 1
+  dropout_rate: float = 0.2
+
+  @nn.compact
+  def __call__(self, ids, lengths, *, train: bool, dropout=None):
+    del dropout
+    embedding = BiLSTMEncoder(self.vocab_size, self.embed_dim, self.hidden,
+                              self.num_layers, self.dropout_rate)(ids, lengths,
+                                                                  train=train)
+    h = nn.Dropout(self.dropout_rate, deterministic=not train)(embedding)
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01))(h)
+
+
 class CharCNN(nn.Module):
   """Character features of each word: embedding, a 1-D convolution over the word's
   characters, ReLU and a max over its real characters (Ma & Hovy, ACL 2016).

@@ -1,0 +1,196 @@
+"""CIFAR-10-LT and UIT-VSFC through experiments.train on the real data: smoke runs of
+the methods (many / medium / few in the summary, one compilation, the DRW switch), an
+exact resume, 1 vs 8 devices, the configs' variants and the table tool."""
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import train
+from experiments.configs import cifar10_lt, vsfc
+from jaxloss.checkpoint import Checkpointer
+from jaxloss.data import cifar10_lt as cifar_data
+from jaxloss.data import uit_vsfc
+from tools import cifar_table
+
+needs_cifar = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(cifar_data.default_manual_dir(), cifar_data.ARCHIVE)),
+    reason="CIFAR-10 archive not found (../shared/data/cifar10 beside the repository)")
+needs_vsfc = pytest.mark.skipif(
+    not os.path.isdir(os.path.join(uit_vsfc.default_manual_dir(), "train")),
+    reason="UIT-VSFC not found (../shared/data/uit_vsfc beside the repository)")
+
+
+def _cifar(tfds_dir, variant="smoke", **overrides):
+  c = cifar10_lt.get_config(variant)
+  c.data_dir = tfds_dir
+  c.progress = False
+  if variant != "smoke":  # a method at smoke size
+    c.subsample, c.num_epochs, c.warmup_epochs, c.batch_size = 25, 3, 0.0, 64
+    c.checkpoint_every_steps = 5
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def _events(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _params(workdir):
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  import orbax.checkpoint as ocp
+  raw = ckpt._manager.restore(ckpt.latest_step(), args=ocp.args.StandardRestore())
+  ckpt.close()
+  return raw["params"]
+
+
+@needs_cifar
+def test_cifar_smoke_summary_and_figures(tfds_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  summary = train.train_and_evaluate(_cifar(tfds_dir), workdir)
+  # Every 25th image of each class: ceil(n / 25) of the ρ = 100 counts.
+  assert summary["class_counts"] == [math.ceil(n / 25) for n in (
+      5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)]
+  assert summary["train_step_compilations"] == 1
+  for key in ("many_shot", "medium_shot", "few_shot"):
+    assert key in summary
+  # At this size no class has > 1000 images: many is empty, the rest is split.
+  assert summary["many_shot"] is None and summary["few_shot"] is not None
+  recall = summary["per_class_recall"]
+  assert math.isclose(summary["uar"], np.mean(recall), rel_tol=1e-9)
+  for name in ("curves.png", "recall_by_stage.png", "diagnosis.json"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  first = next(e for e in _events(workdir) if e["split"] == "init")
+  assert abs(first["loss"] - math.log(10)) < 0.25 * math.log(10)
+  tests = [e for e in _events(workdir) if e["split"] == "test"]
+  assert [e["stage"] for e in tests] == ["margin", "aggressive", "cooldown"]
+  trains = [e for e in _events(workdir) if e["split"] == "train"]
+  assert [e["aug_strength"] for e in trains] == [0.5, 0.5, 0.0]
+
+
+@needs_cifar
+def test_full_size_resnet32_schedule_trains(tfds_dir, tmp_path):
+  # The accelerator schedule as configured (ResNet-32, warm-up, batch 128), for 4 steps
+  # on every 50th image; only the length is cut.
+  c = cifar10_lt.get_config("four_stage")
+  c.data_dir, c.progress, c.subsample = tfds_dir, False, 50
+  c.num_epochs, c.warmup_epochs, c.checkpoint_every_steps = 2, 0.1, 100
+  summary = train.train_and_evaluate(c, str(tmp_path / "full"))
+  assert summary["steps"] == 4 and summary["skipped_steps"] == 0
+  assert summary["train_step_compilations"] == 1
+  params = _params(str(tmp_path / "full"))
+  assert sum(np.asarray(x).size for x in jax.tree.leaves(params)) == 464_154
+
+
+@needs_cifar
+def test_ldam_drw_switches_the_weights_at_80_percent(tfds_dir, tmp_path):
+  workdir = str(tmp_path / "ldam")
+  config = _cifar(tfds_dir, "ldam_drw,cpu", num_epochs=5)
+  summary = train.train_and_evaluate(config, workdir)
+  caps = [e["class_weight_cap"] for e in _events(workdir) if e["split"] == "train"]
+  assert caps == [1.0, 1.0, 1.0, 1.0, 1e6]
+  assert [s["name"] for s in summary["stages"]] == ["erm", "drw"]
+  assert summary["stages"][1]["start_step"] == 4 * summary["steps_per_epoch"]
+  assert summary["skipped_steps"] == 0
+
+
+@needs_cifar
+def test_cifar_resume_is_exact(tfds_dir, tmp_path):
+  straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
+  train.train_and_evaluate(_cifar(tfds_dir), straight)
+  assert train.train_and_evaluate(_cifar(tfds_dir, interrupt_at_step=12), resumed) is None
+  train.train_and_evaluate(_cifar(tfds_dir), resumed)
+  jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
+  assert _events(straight) == _events(resumed)
+
+
+@needs_cifar
+def test_cifar_one_and_eight_devices_agree(tfds_dir, tmp_path):
+  # One step (synchronised BN, crops keyed by global position): the same update to
+  # float rounding. Over more steps at LR 0.1 the rounding grows (1e-4 after 8 steps).
+  params = {}
+  for n in (1, 8):
+    workdir = str(tmp_path / f"d{n}")
+    assert train.train_and_evaluate(_cifar(tfds_dir, num_devices=n, interrupt_at_step=1,
+                                           checkpoint_every_steps=1), workdir) is None
+    params[n] = _params(workdir)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6),
+               params[1], params[8])
+
+
+@needs_vsfc
+@pytest.mark.parametrize("variant", ["smoke", "erm,topic"])
+def test_vsfc_runs(tfds_dir, tmp_path, variant):
+  c = vsfc.get_config(variant)
+  c.data_dir, c.progress = tfds_dir, False
+  if variant != "smoke":
+    c.subsample, c.embed_dim, c.hidden, c.num_epochs, c.warmup_epochs = 10, 32, 16, 1, 0.0
+  summary = train.train_and_evaluate(c, str(tmp_path / "run"))
+  task = c.task
+  counts = {"sentiment": [5325, 458, 5643], "topic": [8166, 2201, 497, 562]}[task]
+  assert summary["class_counts"] == [math.ceil(n / 10) for n in counts]
+  assert len(summary["per_class_recall"]) == len(counts)
+  assert summary["war_weights"] == "test"
+  assert summary["war"] == summary["accuracy"]  # WAR = Test accuracy
+  assert summary["train_step_compilations"] == 1
+
+
+def test_variants_and_errors():
+  assert cifar10_lt.parse_variant(None) == ("four_stage", "full", False)
+  assert cifar10_lt.parse_variant("la,cpu") == ("la", "cpu", False)
+  full, cpu = cifar10_lt.get_config("erm"), cifar10_lt.get_config("erm,cpu")
+  assert (full.resnet_depth, full.num_epochs, full.warmup_epochs) == (32, 200, 5.0)
+  assert (full.learning_rate, full.weight_decay, full.batch_size) == (0.1, 2e-4, 128)
+  assert [m * full.num_epochs for m in full.lr_milestones] == [160, 180]
+  assert (cpu.resnet_depth, cpu.num_epochs) == (8, 30)
+  ldam = cifar10_lt.get_config("ldam_drw")
+  assert (ldam.loss, ldam.curriculum, ldam.classifier) == ("ldam", "drw", "cosine")
+  assert ldam.drw_start * ldam.num_epochs == 160 and ldam.class_weight_beta == 0.9999
+  assert cifar10_lt.get_config("la").la_tau == 1.0
+  assert cifar10_lt.get_config("focal").loss == "focal"
+  with pytest.raises(ValueError, match="method must be one of"):
+    cifar10_lt.get_config("mixup")
+  with pytest.raises(ValueError, match="size must be one of"):
+    cifar10_lt.get_config("erm,tpu")
+  assert vsfc.parse_variant("erm,topic") == ("erm", "topic", False)
+  assert vsfc.get_config().curriculum == "four_stage"
+  with pytest.raises(ValueError, match="task must be one of"):
+    vsfc.get_config("erm,emotion")
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("augment", "mixup", "config.augment must be one of"),
+    ("dataset", "cifar100_lt", "config.dataset must be one of"),
+    ("model", "vit", "config.model must be one of"),
+    ("curriculum", "mixup", "config.curriculum must be one of"),
+])
+def test_config_errors_name_the_field(tmp_path, field, value, match):
+  c = cifar10_lt.get_config("smoke")
+  c.data_dir = str(tmp_path)
+  c[field] = value
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+
+
+def _row(label, uar, **extra):
+  return {"label": label, "war": 0.9, "uar": uar, "many_shot": 0.9, "medium_shot": 0.7,
+          "few_shot": None, "steps": 300, "steps_per_epoch": 10,
+          "diagnosis": {"error": 0, "warning": 1, "info": 2},
+          "findings": ["term_saturated"], **extra}
+
+
+def test_cifar_table_markdown():
+  lines = cifar_table.cifar_markdown([_row("ERM", 0.6), _row("four-stage", 0.675)],
+                                     "cpu").splitlines()
+  assert lines[2] == ("| ERM | 90.00 | 60.00 | 40.00 | 90.00 | 70.00 | — | 30 | "
+                      "0/1 (term_saturated) |")
+  assert lines[3].startswith("| four-stage | 90.00 | 67.50 | 32.50 |")
+  assert lines[4] == ("| ResNet-32, 200 epochs: ERM (Menon et al., ICLR 2021, Table 3), "
+                      "published | | 72.84 | 27.16 | | | | 200 | |")
+  assert len(lines) == 2 + 2 + len(cifar_table.ANCHORS)
