@@ -22,6 +22,9 @@ from ml_collections import config_flags
 TRAINERS = {"imbalance": "experiments.train", "absa": "experiments.absa",
             "nlu": "experiments.nlu", "rerank": "experiments.rerank"}
 
+# Trainers whose input, evaluation and file writing are per-process aware.
+MULTI_PROCESS = ("imbalance",)
+
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "digits_lt.py")
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -45,6 +48,12 @@ def main(argv):
   if trainer not in TRAINERS:
     raise app.UsageError(f"config.trainer must be one of {sorted(TRAINERS)}, got "
                          f"{trainer!r}")
+  # Several processes: join them before anything touches a device.
+  from jaxloss import distributed  # pylint: disable=g-import-not-at-top
+  if distributed.initialize(config.get("distributed")) and trainer not in MULTI_PROCESS:
+    raise app.UsageError(
+        f"config.trainer={trainer!r} runs in one process; multi-process runs (jax."
+        f"distributed) are supported by {sorted(MULTI_PROCESS)}")
   module = importlib.import_module(TRAINERS[trainer])
   module.train_and_evaluate(config, workdir)
 

@@ -15,6 +15,7 @@ checkpoint; re-running with the same workdir resumes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxloss import curriculum as curriculum_lib
+from jaxloss import distributed
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
 from jaxloss.checkpoint import Checkpointer
@@ -38,10 +40,16 @@ from jaxloss.models.resnet import CifarResNet
 from jaxloss.models.text import TextClassifier
 from jaxloss.parallel import DATA_AXIS, DataParallel, TraceCounter, pad_to_multiple
 from jaxloss.train_state import TrainState
-from jaxloss.train_step import (add_contrastive_term, make_eval_step,
-                                make_imbalance_loss, make_optimizer, make_train_step)
+from jaxloss.train_step import (add_contrastive_term, class_mix_indices,
+                                make_eval_step, make_imbalance_loss, make_optimizer,
+                                make_train_step)
 
 CURRICULA = ("four_stage", "erm", "la", "drw")
+# config.train_input: "device" keeps the training set on every device and draws each
+# batch inside the step; "host" draws the batch indices on the host and each process
+# puts only its own rows on its devices (the multi-process path); "auto" is "host"
+# with several processes and "device" with one. Both draw the same batches.
+TRAIN_INPUTS = ("auto", "device", "host")
 WAR_WEIGHTS = ("train", "test")
 DATASETS = ("digits_lt", "cifar10_lt", "uit_vsfc")
 MODELS = ("small_cnn", "resnet", "bilstm")
@@ -190,25 +198,30 @@ class MetricsLog:
 
   On resume, events after the restored step are dropped first: they were written by
   the interrupted run after its last finalized checkpoint and will be written again.
+  So is a last line cut short by a kill (no newline). With ``write=False`` (every
+  process but the first of a multi-process run) the file is read, never written.
   """
 
-  def __init__(self, path: str, resume_step: int):
+  def __init__(self, path: str, resume_step: int, *, write: bool = True):
     self.path = path
+    self.writes = write
     self.events: list[dict] = []
     if os.path.exists(path):
       with open(path) as f:
-        lines = [line for line in f if line.strip()]
+        lines = [line for line in f if line.strip() and line.endswith("\n")]
       kept = [line for line in lines if json.loads(line)["step"] <= resume_step]
       self.events = [json.loads(line) for line in kept]
-      tmp = path + ".tmp"
-      with open(tmp, "w") as f:
-        f.writelines(kept)
-      os.replace(tmp, path)
+      if write:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+          f.writelines(kept)
+        os.replace(tmp, path)
 
   def write(self, event: dict) -> None:
     line = json.dumps(event)
-    with open(self.path, "a") as f:
-      f.write(line + "\n")
+    if self.writes:
+      with open(self.path, "a") as f:
+        f.write(line + "\n")
     self.events.append(json.loads(line))  # as a reader of the file would see it
 
   def read(self) -> list[dict]:
@@ -256,8 +269,20 @@ def _validate(config):
     raise ValueError(f"config.logit_scale must be > 0, got {config.logit_scale}")
   if not 0 <= config.dropout_rate < 1:
     raise ValueError(f"config.dropout_rate must be in [0, 1), got {config.dropout_rate}")
+  if config.get("train_input", "auto") not in TRAIN_INPUTS:
+    raise ValueError(f"config.train_input must be one of {TRAIN_INPUTS}, got "
+                     f"{config.train_input!r}")
   monitors.resolve_thresholds(config.monitor)
   monitors.validate_halt_on(config.monitor.halt_on)
+
+
+def _write_json(path: str, obj, **kwargs) -> None:
+  """Writes ``obj`` as JSON through a temporary file and a rename, so a kill never
+  leaves a half-written file."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, **kwargs)
+  os.replace(tmp, path)
 
 
 def _monitor_meta(config, curriculum, compiled, *, total_steps, steps_per_epoch,
@@ -365,13 +390,35 @@ def build(config: ml_collections.ConfigDict):
                              train_sums=monitors.zero_sums(monitor_spec))
 
 
-  def train_step_body(num_devices: int):
+  def train_step_body(num_devices: int, data_layout: str = "dataset"):
     return make_train_step(curriculum=curriculum, loss_fn=loss_fn,
                            global_batch_size=config.batch_size, num_devices=num_devices,
                            class_counts=class_counts,
                            augment_fn=AUGMENTS[config.get("augment", "shift_and_noise")],
                            max_grad_norm=config.max_grad_norm, monitor=monitor_spec,
-                           input_keys=input_keys)
+                           input_keys=input_keys, data_layout=data_layout)
+
+  def host_batches(dp: DataParallel, rng):
+    """``step -> batch`` for ``data_layout="batch"``: the global batch indices of the
+    step (the same :func:`class_mix_indices` draw, with the knob from the same
+    curriculum, as the on-device sampler), of which this process gathers only its
+    rows and assembles them into the global sharded batch."""
+    labels = jnp.asarray(train["label"])
+    counts = jnp.asarray(class_counts, jnp.float32)
+
+    @jax.jit
+    def indices(rng, step):
+      mix = curriculum.values(step)["sampler_mix"]
+      return class_mix_indices(rng, step, labels, counts, mix, config.batch_size)
+
+    rows = dp.process_rows(config.batch_size)
+    rng = np.asarray(rng)
+    fields = (*input_keys, "label")
+
+    def batch(step: int):
+      local = np.asarray(indices(rng, np.int32(step)))[rows]
+      return dp.assemble_batch({k: train[k][local] for k in fields}, config.batch_size)
+    return batch
 
   return types.SimpleNamespace(
       train=train, test=test, class_counts=class_counts, num_classes=num_classes,
@@ -379,7 +426,8 @@ def build(config: ml_collections.ConfigDict):
       steps_per_epoch=steps_per_epoch, total_steps=total_steps, war_weights=war_weights,
       curriculum_spec=curriculum_spec, curriculum=curriculum, combined=combined,
       model=model, tx=tx, loss_fn=loss_fn, terms=terms, monitor_spec=monitor_spec,
-      init_state=init_state, train_step_body=train_step_body, input_keys=input_keys)
+      init_state=init_state, train_step_body=train_step_body, input_keys=input_keys,
+      host_batches=host_batches)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
@@ -390,10 +438,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   preemption used by the resume tests).
   """
   _validate(config)
+  # Before anything touches a device: join the other processes, if there are any.
+  distributed.initialize(config.get("distributed"))
+  main = distributed.is_main_process()
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
 
   b = build(config)
   train, test = b.train, b.test
@@ -402,15 +454,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   war_weights, curriculum_spec, curriculum = b.war_weights, b.curriculum_spec, b.curriculum
   combined, terms, monitor_spec, init_state = b.combined, b.terms, b.monitor_spec, b.init_state
   dp = DataParallel(config.parallel, config.num_devices)
+  train_input = config.get("train_input", "auto")
+  if train_input == "auto":
+    train_input = "host" if jax.process_count() > 1 else "device"
 
   # --- Restore or initialise ----------------------------------------------------------
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.keep_checkpoints)
   state, restored = checkpointer.restore_or_init(init_state, dp.restore_sharding)
-  if restored:
+  if restored and main:
     print(f"Resumed from {checkpointer.directory} at step {int(state.step)}")
   step = int(state.step)
-  log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=step)
+  log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=step, write=main)
   if not any(e["split"] == "meta" for e in log.read()):
     log.write(_monitor_meta(config, curriculum_spec, curriculum, total_steps=total_steps,
                             steps_per_epoch=steps_per_epoch, num_classes=num_classes,
@@ -422,12 +477,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   state = dp.replicate(state)
 
   counter = TraceCounter()
-  train_step = dp.launch_train_step(b.train_step_body(dp.num_devices), counter)
+  host = train_input == "host"
+  train_step = dp.launch_train_step(
+      b.train_step_body(dp.num_devices, "batch" if host else "dataset"), counter,
+      batch_sharded=host)
   eval_step = dp.launch_eval_step(make_eval_step(num_classes,
                                                  dropout_in_eval=config.eval_dropout,
                                                  input_keys=b.input_keys))
   fields = (*b.input_keys, "label")
-  train_data = dp.replicate({k: train[k] for k in fields})
+  if host:
+    next_batch = b.host_batches(dp, jax.device_get(dp.unreplicate(state).rng))
+  else:
+    train_data = dp.replicate({k: train[k] for k in fields})
   eval_batch = -(-config.eval_batch_size // dp.num_devices) * dp.num_devices
   padded = pad_to_multiple({k: test[k] for k in fields}, eval_batch)
   test_batches = [dp.shard_batch({k: v[i:i + eval_batch] for k, v in padded.items()})
@@ -473,16 +534,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
   # --- Train ------------------------------------------------------------------------
   boundaries = set(curriculum.boundaries[1:])
   bar = tqdm(total=total_steps, initial=step, desc=config.name, unit="step",
-             disable=not config.progress, dynamic_ncols=True, leave=False)
+             disable=not (config.progress and main), dynamic_ncols=True, leave=False)
   halted, report = None, None
   while step < total_steps:
     if config.get("interrupt_at_step") is not None and step >= config.interrupt_at_step:
       # Simulated preemption (tests, tools.soak): stop with no final checkpoint.
       bar.close()
       checkpointer.close()
-      print(f"Interrupted at step {step} (config.interrupt_at_step)")
+      distributed.finish()
+      if main:
+        print(f"Interrupted at step {step} (config.interrupt_at_step)")
       return None
-    state, step_metrics = train_step(state, train_data)
+    state, step_metrics = train_step(state, next_batch(step) if host else train_data)
     step += 1
     bar.update(1)
     if step == 1:
@@ -518,21 +581,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
               f"cap {knobs.get('class_weight_cap', 0):4.1f} tau {knobs.get('tau', 0):.1f}"
               f" mix {knobs.get('sampler_mix', 0):.1f} lr {knobs['learning_rate']:.4g}")
       new_findings = monitor.update(log.read())
-      if config.progress:
+      if config.progress and main:
         bar.write(line)
         for finding in new_findings:
           bar.write(monitors.format_live(finding))
       halted = monitor.halting(new_findings)
-      monitors.write_diagnosis(diagnosis_path, monitor.findings,
-                               thresholds=monitor.thresholds, halted=halted,
-                               source=os.path.join(workdir, "metrics.jsonl"))
+      if main:
+        monitors.write_diagnosis(diagnosis_path, monitor.findings,
+                                 thresholds=monitor.thresholds, halted=halted,
+                                 source=os.path.join(workdir, "metrics.jsonl"))
     if (step % config.checkpoint_every_steps == 0 or step in boundaries
         or step == total_steps or halted is not None):
       checkpointer.save(step, dp.unreplicate(state))
     if halted is not None:
       msg = (f"Halted at step {step}: {halted.code} is in config.monitor.halt_on "
              f"(checkpoint saved; re-running the workdir resumes from it)")
-      bar.write(msg) if config.progress else print(msg)
+      if main:
+        bar.write(msg) if config.progress else print(msg)
       break
   bar.close()
   checkpointer.close()
@@ -558,6 +623,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       "wall_s": round(time.time() - t_start, 2),
       "train_step_compilations": counter.count,
       "num_devices": dp.num_devices, "parallel": dp.kind,
+      "num_processes": jax.process_count(), "train_input": train_input,
       "class_counts": class_counts.tolist(),
       "stages": [{"name": n, "start_step": b} for n, b in
                  zip(curriculum.names, curriculum.boundaries)],
@@ -565,8 +631,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
       "halted": halted.to_dict() if halted else None,
       "diagnosis": monitors.counts(monitor.findings),
   }
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  distributed.finish()
+  if not main:  # process 0 writes the run's files and prints its report
+    return summary
+  _write_json(os.path.join(workdir, "summary.json"), summary, indent=2)
   monitors.write_diagnosis(diagnosis_path, monitor.findings,
                            thresholds=monitor.thresholds, halted=halted,
                            source=os.path.join(workdir, "metrics.jsonl"))

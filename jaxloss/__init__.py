@@ -47,6 +47,7 @@ from jaxloss.train_step import (
     add_contrastive_term,
     aspect_alpha_table,
     bio_class_weights,
+    class_mix_indices,
     make_eval_step,
     make_imbalance_loss,
     make_joint_nlu_loss,
@@ -57,6 +58,7 @@ from jaxloss.train_step import (
 )
 from jaxloss.parallel import DataParallel, make_mesh
 from jaxloss.checkpoint import Checkpointer
+from jaxloss import distributed
 from jaxloss.metrics import classification_report, per_class_recall, uar, war
 from jaxloss import decoding
 
@@ -66,7 +68,8 @@ __all__ = [
     "CompiledCurriculum", "Curriculum", "CurriculumState", "Checkpointer",
     "DataParallel", "Finding", "HeadSpec", "Monitor", "MonitorSpec", "Stage",
     "TrainState", "add_contrastive_term", "aspect_alpha_table", "classification_report",
-    "bio_class_weights", "constant", "decoding", "deferred_reweighting",
+    "bio_class_weights", "class_mix_indices", "constant", "decoding",
+    "deferred_reweighting", "distributed",
     "make_joint_nlu_loss",
     "make_multi_aspect_loss",
     "diagnose", "monitors",

@@ -36,7 +36,9 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True,
         enable_async_checkpointing=async_save)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def save(self, step: int, state: Any) -> bool:
     """Starts saving ``state`` (its single global copy) as checkpoint ``step``.
@@ -66,6 +68,25 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def restore_host(self, step: Optional[int] = None) -> Any:
+    """Checkpoint ``step`` (default: the latest) as a tree of host NumPy arrays, read
+    from its own metadata: no state constructor, and any topology (a checkpoint
+    written by 2 processes x 4 devices reads on one device). For comparing and
+    inspecting checkpoints; to train on, use :meth:`restore`.
+
+    Raises:
+      FileNotFoundError: no checkpoint in the directory.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        self._manager.item_metadata(step))
+    restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    return jax.device_get(restored)
 
   def restore_or_init(self, init_fn: Callable[[], Any],
                       sharding: jax.sharding.Sharding) -> tuple[Any, bool]:

@@ -5,6 +5,11 @@ Both launch the *same* per-device step body, which reduces over the mesh axis
 ``jax.Array`` values (replicated state, batch sharded along ``data``), which is what
 multi-host runs and orbax want; the pmap launcher keeps a leading device axis and is here
 for compatibility (JAX >= 0.8 implements pmap with shard_map itself).
+
+Several processes (:mod:`jaxloss.distributed`): the mesh spans every process' devices;
+each process puts on its devices only its rows of a batch (:meth:`DataParallel.shard_batch`,
+:meth:`DataParallel.assemble_batch`, :meth:`DataParallel.process_rows`) and every
+process runs the same jitted step. Only the ``shard_map`` launcher supports it.
 """
 
 from __future__ import annotations
@@ -26,12 +31,23 @@ def make_mesh(num_devices: Optional[int] = None,
               devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
   """A 1-D mesh with axis ``"data"`` over the first ``num_devices`` devices.
 
+  With several processes the mesh must span all of them (``num_devices`` None or
+  ``jax.device_count()``), in process order, so that each process' rows of a batch are
+  one contiguous block.
+
   Raises:
-    ValueError: ``num_devices`` < 1 or more than the devices available.
+    ValueError: ``num_devices`` < 1 or more than the devices available, or a subset of
+      the devices in a multi-process run.
   """
   devices = list(devices if devices is not None else jax.devices())
   if num_devices is None:
     num_devices = len(devices)
+  if jax.process_count() > 1 and num_devices != len(devices):
+    raise ValueError(
+        f"num_devices must be None or {len(devices)} (every device of the "
+        f"{jax.process_count()} processes) in a multi-process run, got {num_devices}")
+  if jax.process_count() > 1:
+    devices = sorted(devices, key=lambda d: (d.process_index, d.id))
   if not 1 <= num_devices <= len(devices):
     raise ValueError(
         f"num_devices must be in [1, {len(devices)}] (devices available), got "
@@ -71,6 +87,9 @@ class DataParallel:
   def __post_init__(self):
     if self.kind not in LAUNCHERS:
       raise ValueError(f"parallel must be one of {LAUNCHERS}, got {self.kind!r}")
+    if self.kind == "pmap" and jax.process_count() > 1:
+      raise ValueError("parallel='pmap' is single-process only here; use "
+                       "parallel='shard_map' with several processes")
     self.mesh = make_mesh(self.num_devices)
     self.num_devices = self.mesh.size
     self.devices = list(self.mesh.devices.flat)
@@ -93,6 +112,9 @@ class DataParallel:
               np.broadcast_to(np.asarray(x), (self.num_devices,) + np.shape(x)),
               NamedSharding(self.mesh, P(DATA_AXIS))),
           tree)
+    if jax.process_count() > 1:
+      # Every process holds the same host values; each places its own copies.
+      tree = jax.device_get(tree)
     return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
   def unreplicate(self, tree: Any) -> Any:
@@ -101,37 +123,98 @@ class DataParallel:
       return jax.tree.map(lambda x: x[0], tree)
     return tree
 
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    """A batch split along its leading axis over the ``data`` axis."""
+    return NamedSharding(self.mesh, P(DATA_AXIS))
+
+  def process_rows(self, global_batch_size: int) -> slice:
+    """The rows of a ``[global_batch_size, ...]`` batch that live on this process'
+    devices (all of them in a single-process run).
+
+    Raises:
+      ValueError: ``global_batch_size`` not divisible by ``num_devices``.
+    """
+    self._check_divisible(global_batch_size)
+    if self.kind == "pmap" or jax.process_count() == 1:
+      return slice(0, global_batch_size)
+    spans = sorted((idx[0].start or 0, idx[0].stop or global_batch_size) for idx in
+                   self.batch_sharding.addressable_devices_indices_map(
+                       (global_batch_size,)).values())
+    for (_, stop), (start, _) in zip(spans, spans[1:]):
+      if stop != start:
+        raise ValueError(f"process {jax.process_index()}'s devices hold rows {spans}, "
+                         "not one block; build the mesh with make_mesh")
+    return slice(spans[0][0], spans[-1][1])
+
+  def _check_divisible(self, n: int) -> None:
+    if n % self.num_devices:
+      raise ValueError(
+          f"batch leading dimension {n} is not divisible by num_devices="
+          f"{self.num_devices}; pad the batch first")
+
   def shard_batch(self, batch: Any) -> Any:
-    """Splits the leading axis of every leaf across devices (eval batches).
+    """Splits the leading axis of every leaf across devices (eval batches). Every
+    process passes the whole batch and places only the rows of its own devices, so a
+    test set split this way is counted once over all processes.
 
     Raises:
       ValueError: a leading dimension not divisible by ``num_devices``.
     """
     def put(x):
       x = np.asarray(x)
-      if x.shape[0] % self.num_devices:
-        raise ValueError(
-            f"batch leading dimension {x.shape[0]} is not divisible by num_devices="
-            f"{self.num_devices}; pad the batch first")
+      self._check_divisible(x.shape[0])
       if self.kind == "pmap":
         x = x.reshape((self.num_devices, -1) + x.shape[1:])
-      return jax.device_put(x, NamedSharding(self.mesh, P(DATA_AXIS)))
+        return jax.device_put(x, self.batch_sharding)
+      if jax.process_count() == 1:
+        return jax.device_put(x, self.batch_sharding)
+      return jax.make_array_from_callback(x.shape, self.batch_sharding,
+                                          lambda index: x[index])
     return jax.tree.map(put, batch)
 
+  def assemble_batch(self, local: Any, global_batch_size: int) -> Any:
+    """The global ``[global_batch_size, ...]`` arrays, split along ``data``, from this
+    process' rows only (``local`` leaves are ``[rows, ...]`` for
+    ``rows = process_rows(global_batch_size)``), through
+    ``jax.make_array_from_process_local_data``.
+
+    Raises:
+      ValueError: a leaf whose leading dimension is not this process' row count.
+    """
+    rows = self.process_rows(global_batch_size)
+    n_local = rows.stop - rows.start
+
+    def put(x):
+      x = np.asarray(x)
+      if x.shape[0] != n_local:
+        raise ValueError(f"process-local batch has {x.shape[0]} rows, expected "
+                         f"{n_local} (rows {rows.start}:{rows.stop} of "
+                         f"{global_batch_size})")
+      if self.kind == "pmap":
+        return jax.device_put(x.reshape((self.num_devices, -1) + x.shape[1:]),
+                              self.batch_sharding)
+      return jax.make_array_from_process_local_data(
+          self.batch_sharding, x, (global_batch_size,) + x.shape[1:])
+    return jax.tree.map(put, local)
+
   # --- launching -------------------------------------------------------------------
-  def launch_train_step(self, body: Callable, counter: Optional[TraceCounter] = None
-                        ) -> Callable:
+  def launch_train_step(self, body: Callable, counter: Optional[TraceCounter] = None,
+                        *, batch_sharded: bool = False) -> Callable:
     """``(state, data) -> (state, metrics)`` running ``body`` on every device.
 
-    ``state`` and ``data`` are replicated; ``body`` must reduce over ``"data"`` so that
-    its outputs are identical on every device. The state is donated.
+    ``state`` is replicated; ``data`` is replicated (the whole training set), or with
+    ``batch_sharded`` the step's global batch split along ``data``
+    (:meth:`assemble_batch`). ``body`` must reduce over ``"data"`` so that its outputs
+    are identical on every device. The state is donated.
     """
     if counter is not None:
       body = counter.wrap(body)
     if self.kind == "pmap":
       return jax.pmap(body, axis_name=DATA_AXIS, donate_argnums=0,
                       devices=self.devices)
-    mapped = jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P()),
+    data_spec = P(DATA_AXIS) if batch_sharded else P()
+    mapped = jax.shard_map(body, mesh=self.mesh, in_specs=(P(), data_spec),
                            out_specs=(P(), P()))
     return jax.jit(mapped, donate_argnums=0)
 

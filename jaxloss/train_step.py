@@ -536,6 +536,35 @@ def make_rerank_loss(loss: str = "listwise") -> LossFn:
   return loss_fn
 
 
+DATA_LAYOUTS = ("dataset", "batch")
+
+
+def class_mix_indices(rng: jax.Array, step: jax.Array, labels: jax.Array,
+                      class_counts: jax.Array, mix: jax.Array,
+                      global_batch_size: int) -> jax.Array:
+  """The example indices of step ``step``'s global batch under the class-mix sampler:
+  :func:`jaxloss.data.sampler.sample_indices` keyed by the first half of
+  ``split(fold_in(rng, step))`` (the second half keys augmentation). A pure function
+  of the run's key, the step and the mix, so the train step (on device) and a
+  per-process input pipeline (on the host, which then keeps its own rows) draw the
+  same batch.
+
+  Args:
+    rng: the run's raw ``uint32[2]`` key (``TrainState.rng``).
+    step: int scalar.
+    labels: int ``[N]`` training labels.
+    class_counts: ``[C]`` float.
+    mix: the ``sampler_mix`` knob at ``step``.
+    global_batch_size: static.
+
+  Returns:
+    int32 ``[global_batch_size]``.
+  """
+  k_sample, _ = jax.random.split(jax.random.fold_in(rng, step))
+  probs = sampling_probabilities(labels, class_counts, mix)
+  return sample_indices(k_sample, probs, global_batch_size)
+
+
 def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
                     global_batch_size: int, num_devices: int,
                     class_counts: np.ndarray,
@@ -543,7 +572,8 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
                     max_grad_norm: Optional[float] = None,
                     monitor: Optional[monitor_stats.MonitorSpec] = None,
                     input_keys: Sequence[str] = ("image",),
-                    sampler: Optional[Callable] = None) -> Callable:
+                    sampler: Optional[Callable] = None,
+                    data_layout: str = "dataset") -> Callable:
   """Builds the per-device train step body ``(state, data[, member_knobs]) ->
   (state, metrics)``.
 
@@ -570,6 +600,13 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
       step's global batch (e.g. :func:`jaxloss.data.sampler.epoch_permutation_indices`);
       None draws them with the curriculum's class-mix sampler (knob ``sampler_mix``).
 
+    data_layout: ``"dataset"`` (default): ``data`` is the whole training set,
+      replicated, and the step draws its batch on device. ``"batch"``: ``data`` is the
+      step's global batch, split along ``data`` (launch with ``batch_sharded=True``),
+      drawn on the host by :func:`class_mix_indices` (or ``sampler``) with the same key
+      and assembled per process (:meth:`jaxloss.parallel.DataParallel.assemble_batch`):
+      the multi-process input path. Both give the same batch, positions and keys.
+
   ``data`` is the whole training set, replicated: ``{"image": [N, ...], "label": [N]}``
   (or the ``input_keys`` fields and a ``label`` of any shape ``[N, ...]``, or a dict of
   such arrays for a multi-head model, e.g. ``{"tags": [N, T], "intent": [N]}``). The optional
@@ -584,38 +621,46 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
       trace time) a loss function that does not report the terms or heads ``monitor``
       names.
   """
+  if data_layout not in DATA_LAYOUTS:
+    raise ValueError(f"data_layout must be one of {DATA_LAYOUTS}, got {data_layout!r}")
   if global_batch_size % num_devices:
     raise ValueError(
         f"batch_size must be divisible by the number of devices ({num_devices}), got "
         f"{global_batch_size}")
-  needed = ({"learning_rate"} | ({"sampler_mix"} if sampler is None else set())
+  on_device = data_layout == "dataset"
+  needed = ({"learning_rate"}
+            | ({"sampler_mix"} if sampler is None and on_device else set())
             | ({"aug_strength"} if augment_fn else set()))
   missing = needed - set(curriculum.knobs)
   if missing:
     raise ValueError(f"curriculum is missing knobs {sorted(missing)}; it has "
                      f"{sorted(curriculum.knobs)}")
   local_batch = global_batch_size // num_devices
-  counts = (jnp.asarray(np.asarray(class_counts), jnp.float32) if sampler is None
-            else None)
+  counts = (jnp.asarray(np.asarray(class_counts), jnp.float32)
+            if sampler is None and on_device else None)
   input_keys = tuple(input_keys)
 
   def body(state: TrainState, data: dict[str, jax.Array], member_knobs=None):
     knobs = {**curriculum.values(state.step), **(member_knobs or {})}
     step_key = jax.random.fold_in(state.rng, state.step)
-    k_sample, k_aug = jax.random.split(step_key)
+    _, k_aug = jax.random.split(step_key)
     # Dropout differs per device (its examples differ); folded, not split, so the
     # sampling and augmentation keys are those of a model without dropout.
     k_dropout = jax.random.fold_in(jax.random.fold_in(step_key, 2),
                                    jax.lax.axis_index(DATA_AXIS))
-    if sampler is None:
-      probs = sampling_probabilities(data["label"], counts, knobs["sampler_mix"])
-      indices = sample_indices(k_sample, probs, global_batch_size)
-    else:
-      indices = sampler(state.rng, state.step, data, knobs)
     positions = global_positions(local_batch)
-    local = indices[positions]
-    inputs = [data[k][local] for k in input_keys]
-    labels = jax.tree.map(lambda x: x[local], data["label"])
+    if on_device:
+      if sampler is None:
+        indices = class_mix_indices(state.rng, state.step, data["label"], counts,
+                                    knobs["sampler_mix"], global_batch_size)
+      else:
+        indices = sampler(state.rng, state.step, data, knobs)
+      local = indices[positions]
+      inputs = [data[k][local] for k in input_keys]
+      labels = jax.tree.map(lambda x: x[local], data["label"])
+    else:  # this device's rows of the global batch, gathered on the host
+      inputs = [data[k] for k in input_keys]
+      labels = data["label"]
     if augment_fn is not None:
       inputs[0] = augment_fn(k_aug, inputs[0], positions, knobs["aug_strength"])
 

@@ -100,3 +100,19 @@ def test_bad_config_raises(tfds_dir, tmp_path):
     train.train_and_evaluate(_config(tfds_dir, war_weights="val"), str(tmp_path / "y"))
   with pytest.raises(ValueError, match="variant must be one of"):
     digits_lt.get_config("huge")
+
+
+def test_metrics_log_drops_a_line_cut_short_by_a_kill(tmp_path):
+  path = str(tmp_path / "metrics.jsonl")
+  with open(path, "w") as f:
+    f.write('{"step": 0, "split": "meta"}\n{"step": 8, "split": "train"}\n'
+            '{"step": 16, "spl')
+  log = train.MetricsLog(path, resume_step=8)
+  assert [e["step"] for e in log.read()] == [0, 8]
+  with open(path) as f:
+    assert f.read() == '{"step": 0, "split": "meta"}\n{"step": 8, "split": "train"}\n'
+  reader = train.MetricsLog(path, resume_step=0, write=False)  # a non-main process
+  reader.write({"step": 1, "split": "init"})
+  assert [e["step"] for e in reader.read()] == [0, 1]
+  with open(path) as f:
+    assert len(f.readlines()) == 2  # not written

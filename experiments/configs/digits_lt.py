@@ -97,8 +97,22 @@ def get_config(arg=None):
   c.monitor.halt_on = ()
 
   # Runtime.
-  c.parallel = "shard_map"  # or "pmap"
+  c.parallel = "shard_map"  # or "pmap" (single process)
   c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
+  # "auto": "host" with several processes (each gathers its rows of the batch), else
+  # "device" (the training set on every device, batches drawn in the step).
+  c.train_input = "auto"
+  # Several processes (jaxloss.distributed): set all three, or the JAXLOSS_* variables,
+  # or auto_detect=True for JAX's detection on TPU pods / SLURM / Open MPI.
+  c.distributed = ml_collections.ConfigDict({
+      "coordinator_address": ml_collections.config_dict.placeholder(str),  # host:port
+      "num_processes": ml_collections.config_dict.placeholder(int),
+      "process_id": ml_collections.config_dict.placeholder(int),
+      "auto_detect": False,
+      "peer_timeout_s": 10.0,  # a silent peer for this long ends every process
+      "heartbeat_timeout_s": 30,  # JAX's own coordination-service heartbeat
+      "initialization_timeout_s": 120,
+  })
   c.eval_batch_size = 512
   c.checkpoint_every_steps = 200
   c.keep_checkpoints = 3

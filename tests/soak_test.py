@@ -1,0 +1,50 @@
+"""tools.soak on the smoke config: SIGKILLed runs resume to the uninterrupted result,
+and its comparison does catch a run that differs."""
+
+import json
+import os
+import subprocess
+import sys
+
+from experiments import train
+from experiments.configs import digits_lt
+from tools import soak
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_soak_smoke_two_kills(tfds_dir, tmp_path):
+  root = str(tmp_path / "soak")
+  args = ["--config=experiments/configs/digits_lt.py:smoke",
+          f"--config.data_dir={tfds_dir}"]
+  cwd = os.getcwd()
+  os.chdir(REPO)
+  try:
+    code = soak.main(["--kills", "2", "--seed", "0", "--root", root, "--", *args])
+  finally:
+    os.chdir(cwd)
+  with open(os.path.join(root, "soak.json")) as f:
+    out = json.load(f)
+  assert code == 0 and out["ok"], out
+  assert out["kills"] == 2 and len(out["kill_records"]) == 2
+  assert all(r["exit"] == -9 for r in out["kill_records"] if r["killed"])
+  assert out["final_step"] == out["total_steps"] == 32
+  assert out["final_state_bitwise_equal"] and out["events_equal"]
+  assert out["checkpoints_restored"] == len(out["soak_checkpoint_steps"]) >= 1
+  assert "| final state bitwise equal        | True |" in soak.format_report(out)
+
+  # A run that differs (another seed) fails the same comparison.
+  c = digits_lt.get_config("smoke")
+  c.data_dir, c.progress, c.seed = tfds_dir, False, 1
+  other = str(tmp_path / "other")
+  train.train_and_evaluate(c, other)
+  bad = soak.compare(os.path.join(root, "reference"), other)
+  assert not bad["final_state_bitwise_equal"]
+  assert bad["final_state_difference"].endswith(" differs")
+  assert not bad["events_equal"] and "uar" in bad["summary_keys_differing"]
+
+
+def test_soak_rejects_negative_kills():
+  proc = subprocess.run([sys.executable, "-m", "tools.soak", "--kills", "-1"],
+                        cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 2 and "--kills must be >= 0, got -1" in proc.stderr
