@@ -3,14 +3,17 @@
   python -m tools.soak --kills 10 --seed 0            # the main job (digits-LT)
   python -m tools.soak --kills 3 -- --config=experiments/configs/digits_lt.py:smoke
 
-1. Runs the job once uninterrupted into ``<root>/reference`` and times its training
-   (from the moment ``metrics.jsonl`` is written, i.e. after restore, to the exit).
+1. Runs the job once uninterrupted into ``<root>/reference`` and times its compile
+   (from ``metrics.jsonl`` being written, after restore, to the first step's event)
+   and its steps (from there to the exit).
 2. Runs it into ``<root>/soak`` K times, each time killed with SIGKILL at a random
-   moment (seeded by ``--seed``) of the training still left (delay = U(0, 1) × the
-   reference's training time × the fraction of steps left), then once to the end.
+   moment (seeded by ``--seed``) after its restore: delay = U(0, 1) × (the reference's
+   compile time + its time for the steps × the fraction of steps left), then once to
+   the end.
 3. Compares: the final train state (parameters, optimizer, batch-norm statistics, step,
    key, sums) bitwise; every checkpoint step the two runs share, bitwise; the
-   ``metrics.jsonl`` events; ``summary.json`` (all but ``wall_s``); and restores every
+   ``metrics.jsonl`` events; ``summary.json`` (all but :data:`PROCESS_FACTS`); and
+   restores every
    checkpoint left in ``<root>/soak``.
 
 Prints a table, writes ``<root>/soak.json``, and exits 1 if any check fails. Arguments
@@ -75,6 +78,19 @@ class _Job:
       time.sleep(0.05)
     raise TimeoutError(f"{self.workdir}: training did not start in {timeout_s} s")
 
+  def wait_first_step(self, timeout_s: float) -> Optional[float]:
+    """Seconds until the first step's ``init`` event (compiled and ran), or None if the
+    process exited first (fresh runs only; a resumed run writes no ``init``)."""
+    while time.time() - self.started < timeout_s:
+      if os.path.exists(self.metrics):
+        with open(self.metrics) as f:
+          if '"split": "init"' in f.read():
+            return time.time() - self.started
+      if self.proc.poll() is not None:
+        return None
+      time.sleep(0.02)
+    raise TimeoutError(f"{self.workdir}: no first step in {timeout_s} s")
+
   def finish(self, timeout_s: float) -> int:
     try:
       return self.proc.wait(timeout=timeout_s)
@@ -108,10 +124,16 @@ def _events(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f]
 
 
+# Facts about the last process, not the run's result: a run resumed at its final
+# checkpoint compiles no train step.
+PROCESS_FACTS = ("wall_s", "train_step_compilations")
+
+
 def _summary(workdir: str) -> dict:
   with open(os.path.join(workdir, "summary.json")) as f:
     s = json.load(f)
-  s.pop("wall_s", None)
+  for key in PROCESS_FACTS:
+    s.pop(key, None)
   return s
 
 
@@ -168,7 +190,8 @@ def compare(reference: str, soak: str) -> dict:
       "restore_failures": restore_failures,
       "temporary_checkpoint_dirs_left": temporary,
       "events_equal": _events(reference) == _events(soak),
-      "summary_equal_but_wall_s": not summary_diff, "summary_keys_differing": summary_diff,
+      "summary_equal_but_process_facts": not summary_diff,
+      "summary_keys_differing": summary_diff,
   }
 
 
@@ -184,20 +207,25 @@ def soak(*, kills: int, seed: int, root: str, args: Sequence[str],
   t0 = time.time()
   job = _Job(reference, args, log)
   ready = job.wait_ready(timeout_s)
+  first = job.wait_first_step(timeout_s)
   code = job.finish(timeout_s)
-  if code != 0:
+  if code != 0 or ready is None or first is None:
     raise RuntimeError(f"the reference run failed (exit {code}); see {log}")
-  train_s = time.time() - job.started - (ready or 0.0)
+  compile_s = first - ready
+  steps_s = time.time() - job.started - first
   total = _total_steps(reference)
-  print(f"reference: {total} steps, training {train_s:.1f} s (+{ready:.1f} s start-up)"
-        f" -> {reference}")
+  print(f"reference: {total} steps; start-up {ready:.1f} s, compile and first step "
+        f"{compile_s:.1f} s, the rest {steps_s:.1f} s -> {reference}")
 
   records = []
   for k in range(kills):
     resume_step = max(_checkpoint_steps(target), default=0)
     job = _Job(target, args, log)
     ready = job.wait_ready(timeout_s)
-    delay = float(rng.uniform()) * train_s * (total - resume_step) / total
+    # A moment of this run's life after restore: its compile, or any of its steps.
+    # (At most 0.8 of it, so that most kills find the run still training.)
+    delay = 0.8 * float(rng.uniform()) * (compile_s
+                                          + steps_s * (total - resume_step) / total)
     if ready is not None:
       time.sleep(delay)
     finished = job.proc.poll() is not None
@@ -210,7 +238,7 @@ def soak(*, kills: int, seed: int, root: str, args: Sequence[str],
               "temporary_dirs_after": _temporary_checkpoints(target)}
     records.append(record)
     print(f"kill {k + 1:2d}: resumed from step {resume_step:4d}, SIGKILL "
-          f"{delay:5.2f} s into training, after logging step "
+          f"{delay:5.2f} s after restore, after logging step "
           f"{record['last_logged_step']:4d} -> last checkpoint "
           f"{max(record['checkpoints_after'], default=0)}"
           + ("" if record["killed"] else "  (had already finished)"))
@@ -221,19 +249,33 @@ def soak(*, kills: int, seed: int, root: str, args: Sequence[str],
   result = compare(reference, target)
   ok = (result["final_state_bitwise_equal"] and not result["shared_checkpoints_differing"]
         and not result["restore_failures"] and result["events_equal"]
-        and result["summary_equal_but_wall_s"])
+        and result["summary_equal_but_process_facts"])
   out = {"kills": kills, "seed": seed, "args": list(args), "total_steps": total,
-         "reference_training_s": round(train_s, 2), "kill_records": records,
-         "kills_landed": sum(r["killed"] for r in records), **result, "ok": ok,
+         "reference_compile_s": round(compile_s, 2),
+         "reference_steps_s": round(steps_s, 2), "kill_records": records,
+         "kills_landed": sum(r["killed"] for r in records),
+         "kills_mid_save": mid_save_kills(records), **result, "ok": ok,
          "wall_s": round(time.time() - t0, 1)}
   with open(os.path.join(root, "soak.json"), "w") as f:
     json.dump(out, f, indent=2)
   return out
 
 
+def mid_save_kills(records: Sequence[dict]) -> int:
+  """Kills that left a new half-written (temporary) checkpoint folder behind."""
+  count, before = 0, set()
+  for r in records:
+    after = set(r["temporary_dirs_after"])
+    count += bool(after - before)
+    before = after
+  return count
+
+
 def format_report(out: dict) -> str:
   rows = [
-      ("kills (SIGKILL during training)", f"{out['kills_landed']} of {out['kills']}"),
+      ("SIGKILLs that found the run running", f"{out['kills_landed']} of {out['kills']}"),
+      ("SIGKILLs that left a half-written checkpoint",
+       mid_save_kills(out["kill_records"])),
       ("final state bitwise equal", out["final_state_bitwise_equal"]),
       ("shared checkpoints bitwise equal",
        f"{len(out['shared_checkpoint_steps']) - len(out['shared_checkpoints_differing'])}"
@@ -241,7 +283,8 @@ def format_report(out: dict) -> str:
       ("checkpoints on disk that restore",
        f"{out['checkpoints_restored']} of {len(out['soak_checkpoint_steps'])}"),
       ("metrics.jsonl events equal", out["events_equal"]),
-      ("summary.json equal (but wall_s)", out["summary_equal_but_wall_s"]),
+      ("summary.json equal (but " + ", ".join(PROCESS_FACTS) + ")",
+       out["summary_equal_but_process_facts"]),
       ("temporary checkpoint dirs left", len(out["temporary_checkpoint_dirs_left"])),
   ]
   width = max(len(r[0]) for r in rows)
