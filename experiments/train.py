@@ -317,7 +317,9 @@ def build(config: ml_collections.ConfigDict):
   ``train_step_body(num_devices)``.
   """
   # --- Data -----------------------------------------------------------------------
-  data = load_data(config)
+  # With several processes, process 0 builds the TFDS dataset; the others then read it.
+  with distributed.main_process_first("data"):
+    data = load_data(config)
   train, test = data["train"], data["test"]
   if config.shuffle_train_labels:
     # A data fault for the not_learning monitor: labels no longer match the images

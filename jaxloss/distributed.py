@@ -26,6 +26,7 @@ on the same workdir resumes from the last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -125,7 +126,7 @@ def initialize(cfg: Any = None, *, environ: Optional[Mapping[str, str]] = None
   Args:
     cfg: ``config.distributed`` (fields ``coordinator_address``, ``num_processes``,
       ``process_id``, ``auto_detect``, ``heartbeat_timeout_s``, ``peer_timeout_s``,
-      ``initialization_timeout_s``) or None.
+      ``initialization_timeout_s``, ``shutdown_timeout_s``) or None.
     environ: the environment to read (default ``os.environ``).
 
   Returns:
@@ -144,16 +145,20 @@ def initialize(cfg: Any = None, *, environ: Optional[Mapping[str, str]] = None
   heartbeat = int(_get(cfg, "heartbeat_timeout_s", 30) or 30)
   peer_timeout = float(_get(cfg, "peer_timeout_s", 10.0) or 10.0)
   init_timeout = int(_get(cfg, "initialization_timeout_s", 120) or 120)
+  # How long a finished process waits at exit for the others (JAX's default is 300 s).
+  shutdown = int(_get(cfg, "shutdown_timeout_s", 120) or 120)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     if spec.auto:
       jax.distributed.initialize(initialization_timeout=init_timeout,
-                                 heartbeat_timeout_seconds=heartbeat)
+                                 heartbeat_timeout_seconds=heartbeat,
+                                 shutdown_timeout_seconds=shutdown)
     else:
       jax.distributed.initialize(
           coordinator_address=spec.coordinator_address,
           num_processes=spec.num_processes, process_id=spec.process_id,
-          initialization_timeout=init_timeout, heartbeat_timeout_seconds=heartbeat)
+          initialization_timeout=init_timeout, heartbeat_timeout_seconds=heartbeat,
+          shutdown_timeout_seconds=shutdown)
   except RuntimeError as e:
     if "before" in str(e) or "already" in str(e):
       raise RuntimeError(
@@ -170,6 +175,28 @@ def initialize(cfg: Any = None, *, environ: Optional[Mapping[str, str]] = None
 def is_main_process() -> bool:
   """True on process 0, which alone writes logs, summaries and figures."""
   return jax.process_index() == 0
+
+
+@contextlib.contextmanager
+def main_process_first(name: str, timeout_s: float = 3600.0):
+  """Runs the block on process 0 first and on the others after it is done: for work
+  that writes a shared cache, such as building a TFDS dataset into a ``data_dir`` that
+  every host sees (concurrent builders race on the final rename). A no-op in a
+  single-process run.
+
+  Raises:
+    RuntimeError (from JAX): process 0 did not finish within ``timeout_s``.
+  """
+  if jax.process_count() == 1:
+    yield
+    return
+  barrier = f"jaxloss/main_first/{name}"
+  timeout_ms = int(timeout_s * 1000)
+  if not is_main_process():
+    _client().wait_at_barrier(barrier, timeout_ms)
+  yield
+  if is_main_process():
+    _client().wait_at_barrier(barrier, timeout_ms)
 
 
 def finish() -> None:

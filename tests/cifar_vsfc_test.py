@@ -194,3 +194,31 @@ def test_cifar_table_markdown():
   assert lines[4] == ("| ResNet-32, 200 epochs: ERM (Menon et al., ICLR 2021, Table 3), "
                       "published | | 72.84 | 27.16 | | | | 200 | |")
   assert len(lines) == 2 + 2 + len(cifar_table.ANCHORS)
+
+
+def _state_at(workdir, step):
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    return ckpt.restore_host(step)
+  finally:
+    ckpt.close()
+
+
+@needs_cifar
+@needs_vsfc
+@pytest.mark.parametrize("dataset", ["cifar10_lt", "uit_vsfc"])
+def test_host_input_equals_device_input(tfds_dir, tmp_path, dataset):
+  """The multi-process input path (batch drawn on the host, rows assembled per process)
+  trains what the on-device sampler trains: image inputs with pad-crop-flip + Cutout
+  (CIFAR) and two text inputs (UIT-VSFC ids and lengths), on 8 devices."""
+  states = {}
+  for mode in ("device", "host"):
+    if dataset == "cifar10_lt":
+      c = _cifar(tfds_dir)
+    else:
+      c = vsfc.get_config("smoke")
+      c.data_dir, c.progress = tfds_dir, False
+    c.train_input, c.interrupt_at_step, c.checkpoint_every_steps = mode, 4, 4
+    assert train.train_and_evaluate(c, str(tmp_path / mode)) is None
+    states[mode] = _state_at(str(tmp_path / mode), 4)
+  jax.tree.map(np.testing.assert_array_equal, states["device"], states["host"])

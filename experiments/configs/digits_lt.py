@@ -112,6 +112,7 @@ def get_config(arg=None):
       "peer_timeout_s": 10.0,  # a silent peer for this long ends every process
       "heartbeat_timeout_s": 30,  # JAX's own coordination-service heartbeat
       "initialization_timeout_s": 120,
+      "shutdown_timeout_s": 120,  # a finished process waits this long for the others
   })
   c.eval_batch_size = 512
   c.checkpoint_every_steps = 200
