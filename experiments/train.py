@@ -462,7 +462,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
 
   # --- Restore or initialise ----------------------------------------------------------
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
-                              max_to_keep=config.keep_checkpoints)
+                              max_to_keep=config.keep_checkpoints,
+                              async_save=distributed.async_checkpoints_safe())
   state, restored = checkpointer.restore_or_init(init_state, dp.restore_sharding)
   if restored and main:
     print(f"Resumed from {checkpointer.directory} at step {int(state.step)}")

@@ -166,10 +166,40 @@ def initialize(cfg: Any = None, *, environ: Optional[Mapping[str, str]] = None
           f"backends were already initialised): {e}") from e
     raise
   _STATE["initialized"] = True
+  _STATE["orbax_barrier"] = _orbax_distributed_barrier()
   if jax.process_count() > 1:
     _STATE["watchdog"] = PeerWatchdog(peer_timeout)
     _STATE["watchdog"].start()
   return jax.process_count() > 1
+
+
+def _orbax_distributed_barrier() -> bool:
+  """Makes orbax synchronise processes through the coordination service
+  (``--experimental_orbax_use_distributed_barrier``) instead of its default barrier, a
+  jitted all-device ``psum``. That default runs from orbax's background save thread
+  while the train step's collectives run on the main thread; when the two interleave
+  differently on two processes, gloo receives one collective's message for another
+  (seen here: "Received data size doesn't match expected size. 8 vs 4"). Returns
+  whether the flag is on (False when absl flags are unparsed, as outside
+  ``experiments.run``)."""
+  try:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    import orbax.checkpoint  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    name = "experimental_orbax_use_distributed_barrier"
+    if name not in flags.FLAGS or not flags.FLAGS.is_parsed():
+      return False
+    flags.FLAGS[name].value = True
+    return bool(flags.FLAGS[name].value)
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def async_checkpoints_safe() -> bool:
+  """Whether orbax may save in a background thread: always with one process; with
+  several only when orbax's barriers go through the coordination service (see
+  :func:`initialize`), else saves must be synchronous so that every process issues
+  the same collectives in the same order."""
+  return jax.process_count() == 1 or bool(_STATE.get("orbax_barrier"))
 
 
 def is_main_process() -> bool:
