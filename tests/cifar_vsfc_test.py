@@ -42,12 +42,16 @@ def _events(workdir):
     return [json.loads(line) for line in f]
 
 
-def _params(workdir):
+def _state_at(workdir, step=None):
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  import orbax.checkpoint as ocp
-  raw = ckpt._manager.restore(ckpt.latest_step(), args=ocp.args.StandardRestore())
-  ckpt.close()
-  return raw["params"]
+  try:
+    return ckpt.restore_host(step)
+  finally:
+    ckpt.close()
+
+
+def _params(workdir):
+  return _state_at(workdir)["params"]
 
 
 @needs_cifar
@@ -194,14 +198,6 @@ def test_cifar_table_markdown():
   assert lines[4] == ("| ResNet-32, 200 epochs: ERM (Menon et al., ICLR 2021, Table 3), "
                       "published | | 72.84 | 27.16 | | | | 200 | |")
   assert len(lines) == 2 + 2 + len(cifar_table.ANCHORS)
-
-
-def _state_at(workdir, step):
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    return ckpt.restore_host(step)
-  finally:
-    ckpt.close()
 
 
 @needs_cifar
