@@ -1,29 +1,22 @@
 """The one entry point: ``python -m experiments.run [--config=FILE[:variant]] [--workdir=DIR]``.
 
 With no arguments it trains the four-stage imbalance curriculum on digits-LT
-(``experiments/configs/digits_lt.py``) into ``workdirs/<config>_<variant>``. A config's
-``trainer`` field picks the loop: ``imbalance`` (``experiments/train.py``, the
-default: digits-LT, CIFAR-10-LT and UIT-VSFC), ``absa`` (``experiments/absa.py``, multi-aspect sentiment on UIT-ViSFD), ``nlu``
-(``experiments/nlu.py``, joint intent + entity (+ command) NLU on SNIPS) or ``rerank``
-(``experiments/rerank.py``, next-item candidate reranking on Amazon Games). Any config
-field can be overridden, e.g. ``--config.seed=1 --config.num_epochs=50``. Re-running with
-the same workdir resumes from its latest checkpoint.
+(``experiments/configs/digits_lt.py``) into ``workdirs/<config name>``. A config's
+``trainer`` field picks the recipe (:data:`experiments.recipes.RECIPES`, or a module of
+your own with ``build(config, workdir)``); every recipe runs in the same loop,
+:func:`jaxloss.training.train_and_evaluate`. Any config field can be overridden, e.g.
+``--config.seed=1 --config.num_epochs=50``. Re-running with the same workdir resumes
+from its latest checkpoint; a re-run that changes training stops and names the fields
+(``--allow_config_change`` continues with the new values).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
-
-# config.trainer -> the module whose train_and_evaluate(config, workdir) runs it.
-TRAINERS = {"imbalance": "experiments.train", "absa": "experiments.absa",
-            "nlu": "experiments.nlu", "rerank": "experiments.rerank"}
-
-# Trainers whose input, evaluation and file writing are per-process aware.
-MULTI_PROCESS = ("imbalance",)
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "digits_lt.py")
 
@@ -32,7 +25,13 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory (metrics, checkpoints, plots). Default: "
-    "workdirs/<config name>_<variant>; an existing workdir is resumed.")
+    "workdirs/<config name>; an existing workdir is resumed.")
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a workdir with a config that changes "
+    "training fields (recorded in WORKDIR/config_changes.jsonl).")
+
+# Errors in the user's config or data: printed as one message, exit status 2.
+EXIT_USAGE = 2
 
 
 def main(argv):
@@ -41,21 +40,19 @@ def main(argv):
   # orbax reports every save step through absl logging at INFO; keep the console for
   # the progress bar and the per-epoch lines.
   logging.set_verbosity(logging.WARNING)
-  # Imported here so that --help is fast and XLA flags set by the caller apply.
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("workdirs", config.name)
-  trainer = config.get("trainer", "imbalance")
-  if trainer not in TRAINERS:
-    raise app.UsageError(f"config.trainer must be one of {sorted(TRAINERS)}, got "
-                         f"{trainer!r}")
-  # Several processes: join them before anything touches a device.
-  from jaxloss import distributed  # pylint: disable=g-import-not-at-top
-  if distributed.initialize(config.get("distributed")) and trainer not in MULTI_PROCESS:
-    raise app.UsageError(
-        f"config.trainer={trainer!r} runs in one process; multi-process runs (jax."
-        f"distributed) are supported by {sorted(MULTI_PROCESS)}")
-  module = importlib.import_module(TRAINERS[trainer])
-  module.train_and_evaluate(config, workdir)
+  # Imported here so that --help is fast and XLA flags set by the caller apply.
+  from experiments import recipes  # pylint: disable=g-import-not-at-top
+  try:
+    summary = recipes.run(config, workdir, allow_config_change=_ALLOW_CHANGE.value)
+  except (ValueError, FileNotFoundError) as e:
+    if os.environ.get("JAXLOSS_TRACEBACK"):
+      raise
+    print(f"error: {e}\n(set JAXLOSS_TRACEBACK=1 for the traceback)", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+  if summary is not None and summary.get("exit_status"):
+    sys.exit(summary["exit_status"])
 
 
 if __name__ == "__main__":

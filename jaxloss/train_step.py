@@ -213,7 +213,7 @@ MULTI_ASPECT_LOSSES = ("focal", "ce")
 def make_multi_aspect_loss(class_counts: np.ndarray, *, loss: str = "focal",
                            gamma: float = 2.0,
                            alpha_method: str = "sqrt_inverse_frequency",
-                           alpha_cap: Optional[float] = 10.0,
+                           class_weight_cap: Optional[float] = 10.0,
                            contrastive: bool = True,
                            temperature: float = 0.1) -> LossFn:
   """Multi-aspect sentiment loss: per-aspect focal (or CE) + multi-label SupCon.
@@ -239,7 +239,8 @@ def make_multi_aspect_loss(class_counts: np.ndarray, *, loss: str = "focal",
     class_counts: ``[A, C]`` training counts per aspect and class.
     loss: ``"focal"`` or ``"ce"``.
     gamma: focal exponent (ignored for ``"ce"``).
-    alpha_method, alpha_cap: see :func:`aspect_alpha_table` (``normalize="mean"``).
+    alpha_method, class_weight_cap: see :func:`aspect_alpha_table` (``normalize="mean"``,
+      ``cap=class_weight_cap``).
     contrastive: add the SupCon term (the model must return ``"projection"``).
     temperature: SupCon τ.
 
@@ -261,7 +262,7 @@ def make_multi_aspect_loss(class_counts: np.ndarray, *, loss: str = "focal",
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0, got {temperature}")
   counts = np.asarray(class_counts)
-  alpha = jnp.asarray(aspect_alpha_table(counts, method=alpha_method, cap=alpha_cap))
+  alpha = jnp.asarray(aspect_alpha_table(counts, method=alpha_method, cap=class_weight_cap))
   num_aspects, num_classes = counts.shape
 
   def loss_fn(outputs, labels, knobs):

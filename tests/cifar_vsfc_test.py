@@ -1,4 +1,4 @@
-"""CIFAR-10-LT and UIT-VSFC through experiments.train on the real data: smoke runs of
+"""CIFAR-10-LT and UIT-VSFC through the training loop on the real data: smoke runs of
 the methods (many / medium / few in the summary, one compilation, the DRW switch), an
 exact resume, 1 vs 8 devices, the configs' variants and the table tool."""
 
@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train
+from experiments import recipes
 from experiments.configs import cifar10_lt, vsfc
 from jaxloss.checkpoint import Checkpointer
 from jaxloss.data import cifar10_lt as cifar_data
@@ -57,7 +57,7 @@ def _params(workdir):
 @needs_cifar
 def test_cifar_smoke_summary_and_figures(tfds_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  summary = train.train_and_evaluate(_cifar(tfds_dir), workdir)
+  summary = recipes.run(_cifar(tfds_dir), workdir)
   # Every 25th image of each class: ceil(n / 25) of the ρ = 100 counts.
   assert summary["class_counts"] == [math.ceil(n / 25) for n in (
       5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)]
@@ -85,7 +85,7 @@ def test_full_size_resnet32_schedule_trains(tfds_dir, tmp_path):
   c = cifar10_lt.get_config("four_stage")
   c.data_dir, c.progress, c.subsample = tfds_dir, False, 50
   c.num_epochs, c.warmup_epochs, c.checkpoint_every_steps = 2, 0.1, 100
-  summary = train.train_and_evaluate(c, str(tmp_path / "full"))
+  summary = recipes.run(c, str(tmp_path / "full"))
   assert summary["steps"] == 4 and summary["skipped_steps"] == 0
   assert summary["train_step_compilations"] == 1
   params = _params(str(tmp_path / "full"))
@@ -96,7 +96,7 @@ def test_full_size_resnet32_schedule_trains(tfds_dir, tmp_path):
 def test_ldam_drw_switches_the_weights_at_80_percent(tfds_dir, tmp_path):
   workdir = str(tmp_path / "ldam")
   config = _cifar(tfds_dir, "ldam_drw,cpu", num_epochs=5)
-  summary = train.train_and_evaluate(config, workdir)
+  summary = recipes.run(config, workdir)
   caps = [e["class_weight_cap"] for e in _events(workdir) if e["split"] == "train"]
   assert caps == [1.0, 1.0, 1.0, 1.0, 1e6]
   assert [s["name"] for s in summary["stages"]] == ["erm", "drw"]
@@ -107,9 +107,9 @@ def test_ldam_drw_switches_the_weights_at_80_percent(tfds_dir, tmp_path):
 @needs_cifar
 def test_cifar_resume_is_exact(tfds_dir, tmp_path):
   straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
-  train.train_and_evaluate(_cifar(tfds_dir), straight)
-  assert train.train_and_evaluate(_cifar(tfds_dir, interrupt_at_step=12), resumed) is None
-  train.train_and_evaluate(_cifar(tfds_dir), resumed)
+  recipes.run(_cifar(tfds_dir), straight)
+  assert recipes.run(_cifar(tfds_dir, interrupt_at_step=12), resumed) is None
+  recipes.run(_cifar(tfds_dir), resumed)
   jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
   assert _events(straight) == _events(resumed)
 
@@ -121,7 +121,7 @@ def test_cifar_one_and_eight_devices_agree(tfds_dir, tmp_path):
   params = {}
   for n in (1, 8):
     workdir = str(tmp_path / f"d{n}")
-    assert train.train_and_evaluate(_cifar(tfds_dir, num_devices=n, interrupt_at_step=1,
+    assert recipes.run(_cifar(tfds_dir, num_devices=n, interrupt_at_step=1,
                                            checkpoint_every_steps=1), workdir) is None
     params[n] = _params(workdir)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6),
@@ -135,7 +135,7 @@ def test_vsfc_runs(tfds_dir, tmp_path, variant):
   c.data_dir, c.progress = tfds_dir, False
   if variant != "smoke":
     c.subsample, c.embed_dim, c.hidden, c.num_epochs, c.warmup_epochs = 10, 32, 16, 1, 0.0
-  summary = train.train_and_evaluate(c, str(tmp_path / "run"))
+  summary = recipes.run(c, str(tmp_path / "run"))
   task = c.task
   counts = {"sentiment": [5325, 458, 5643], "topic": [8166, 2201, 497, 562]}[task]
   assert summary["class_counts"] == [math.ceil(n / 10) for n in counts]
@@ -179,7 +179,7 @@ def test_config_errors_name_the_field(tmp_path, field, value, match):
   c.data_dir = str(tmp_path)
   c[field] = value
   with pytest.raises(ValueError, match=match):
-    train.train_and_evaluate(c, str(tmp_path / "run"))
+    recipes.run(c, str(tmp_path / "run"))
 
 
 def _row(label, uar, **extra):
@@ -215,6 +215,6 @@ def test_host_input_equals_device_input(tfds_dir, tmp_path, dataset):
       c = vsfc.get_config("smoke")
       c.data_dir, c.progress = tfds_dir, False
     c.train_input, c.interrupt_at_step, c.checkpoint_every_steps = mode, 4, 4
-    assert train.train_and_evaluate(c, str(tmp_path / mode)) is None
+    assert recipes.run(c, str(tmp_path / mode)) is None
     states[mode] = _state_at(str(tmp_path / mode), 4)
   jax.tree.map(np.testing.assert_array_equal, states["device"], states["host"])

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train
+from experiments import recipes
 from experiments.configs import digits_lt
 from jaxloss import distributed
 from jaxloss.checkpoint import Checkpointer
@@ -97,9 +97,9 @@ def _config(tfds_dir, **overrides):
 def test_host_input_equals_device_input_bitwise(tfds_dir, tmp_path):
   """The per-process input path (indices drawn on the host with the step's key,
   rows gathered and assembled) trains exactly what the on-device sampler trains."""
-  a = train.train_and_evaluate(_config(tfds_dir, train_input="device"),
+  a = recipes.run(_config(tfds_dir, train_input="device"),
                                str(tmp_path / "device"))
-  b = train.train_and_evaluate(_config(tfds_dir, train_input="host"),
+  b = recipes.run(_config(tfds_dir, train_input="host"),
                                str(tmp_path / "host"))
   assert (a["train_input"], b["train_input"]) == ("device", "host")
   state_a = Checkpointer(str(tmp_path / "device" / "checkpoints")).restore_host()
@@ -111,7 +111,7 @@ def test_host_input_equals_device_input_bitwise(tfds_dir, tmp_path):
 
 def test_bad_train_input_is_rejected(tfds_dir, tmp_path):
   with pytest.raises(ValueError, match="config.train_input must be one of"):
-    train.train_and_evaluate(_config(tfds_dir, train_input="disk"), str(tmp_path))
+    recipes.run(_config(tfds_dir, train_input="disk"), str(tmp_path))
 
 
 # --- real processes -------------------------------------------------------------------
@@ -238,7 +238,7 @@ def test_single_process_trainers_refuse_several_processes(tmp_path):
   stops at once with an error that says which trainers support several processes."""
   log_dir = str(tmp_path / "logs")
   procs = launch_local.start(
-      ["-m", "experiments.run", "--config=experiments/configs/rerank.py:smoke",
+      ["-m", "experiments.run", "--config=experiments/rerank/configs/rerank.py:smoke",
        f"--workdir={tmp_path / 'run'}"], num_processes=2, devices_per_process=1,
       log_dir=log_dir, cwd=REPO)
   codes = launch_local.wait(procs, 120)

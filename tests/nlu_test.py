@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import nlu
-from experiments.configs import joint_nlu as nlu_config
+from experiments import recipes
+from experiments.nlu import recipe as nlu
+from experiments.nlu.configs import joint_nlu as nlu_config
 from jaxloss import curriculum as curriculum_lib
 from jaxloss import decoding
 from jaxloss.checkpoint import Checkpointer
@@ -210,7 +211,7 @@ def _events(workdir):
 def test_smoke_run_on_snips_and_exact_resume(tmp_path):
   config = _smoke(tmp_path)
   workdir = str(tmp_path / "run")
-  summary = nlu.train_and_evaluate(config, workdir)
+  summary = recipes.run(config, workdir)
   for key in ("intent_accuracy", "slot_f1", "sentence_accuracy", "pred_non_o_share",
               "top_intent_share"):
     assert 0.0 <= summary[key] <= 1.0, key
@@ -235,16 +236,15 @@ def test_smoke_run_on_snips_and_exact_resume(tmp_path):
   # Interrupted after the first epoch and resumed: the same parameters, bitwise.
   resumed_dir = str(tmp_path / "resumed")
   steps_per_epoch = summary["steps_per_epoch"]
-  assert nlu.train_and_evaluate(_smoke(tmp_path, interrupt_at_step=steps_per_epoch),
+  assert recipes.run(_smoke(tmp_path, interrupt_at_step=steps_per_epoch),
                                 resumed_dir) is None
-  resumed = nlu.train_and_evaluate(_smoke(tmp_path), resumed_dir)
+  resumed = recipes.run(_smoke(tmp_path), resumed_dir)
   assert resumed["slot_f1"] == summary["slot_f1"]
   assert resumed["intent_accuracy"] == summary["intent_accuracy"]
-  b = nlu.build(config, workdir)
-  restore = lambda d: Checkpointer(os.path.join(d, "checkpoints")).restore(  # noqa: E731
-      jax.eval_shape(b.init_state))
+  restore = lambda d: Checkpointer(  # noqa: E731
+      os.path.join(d, "checkpoints")).restore_host()["params"]
   a, r = restore(workdir), restore(resumed_dir)
-  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(r.params)):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(r)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -258,7 +258,7 @@ def test_collapse_variant_reproduces_the_nan_on_real_data(tmp_path):
   config.num_epochs = 1
   config.hidden = 16
   config.embed_dim = 16
-  summary = nlu.train_and_evaluate(config, str(tmp_path / "collapse"))
+  summary = recipes.run(config, str(tmp_path / "collapse"))
   # Every batch holds padding, whose rows have no valid tag: each step is non-finite
   # and skipped by the guard, so nothing NaN reaches the parameters.
   assert summary["skipped_steps"] == summary["steps"] == 4
@@ -318,11 +318,9 @@ def test_jsonl_dataset_with_a_command_field_trains_three_heads(tmp_path):
   config.entity_loss = "ce"
   config.entity_class_weights = False
   workdir = str(tmp_path / "run")
-  summary = nlu.train_and_evaluate(config, workdir)
+  summary = recipes.run(config, workdir)
   assert summary["dataset"]["label_fields"] == ["command", "intent"]
-  b = nlu.build(config, workdir)
-  params = Checkpointer(os.path.join(workdir, "checkpoints")).restore(
-      jax.eval_shape(b.init_state)).params
+  params = Checkpointer(os.path.join(workdir, "checkpoints")).restore_host()["params"]
   assert {"command_head", "intent_head", "tag_head"} <= set(params)
   train = [e for e in _events(workdir) if e["split"] == "train"]
   for term in ("entity", "intent", "command"):
@@ -345,10 +343,9 @@ def test_one_and_eight_devices_train_the_same_parameters(tmp_path, parallel):
                     word_dropout_rate=0.0, num_epochs=1, max_train_examples=256,
                     max_eval_examples=32)
     workdir = str(tmp_path / f"{parallel}_{n}")
-    summary = nlu.train_and_evaluate(config, workdir)
+    summary = recipes.run(config, workdir)
     assert summary["num_devices"] == n and summary["parallel"] == parallel
-    b = nlu.build(config, workdir)
-    params.append(Checkpointer(os.path.join(workdir, "checkpoints")).restore(
-        jax.eval_shape(b.init_state)).params)
+    params.append(Checkpointer(os.path.join(workdir, "checkpoints")).restore_host()[
+        "params"])
   for x, y in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-6, rtol=1e-5)

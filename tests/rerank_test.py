@@ -10,8 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import rerank
-from experiments.configs import rerank as rerank_config
+from experiments import recipes
+from experiments.rerank import recipe as rerank
+from experiments.rerank.configs import rerank as rerank_config
 from jaxloss import metrics
 from jaxloss.checkpoint import Checkpointer
 from tools import rerank_table
@@ -40,16 +41,15 @@ def _smoke(tfds_dir, **overrides):
 
 
 def _params(config, workdir):
-  b = rerank.build(config, workdir)
-  return Checkpointer(os.path.join(workdir, "checkpoints")).restore(
-      jax.eval_shape(b.init_state)).params
+  del config
+  return Checkpointer(os.path.join(workdir, "checkpoints")).restore_host()["params"]
 
 
 @needs_games
 def test_smoke_run_sanity_checks_and_exact_resume(tfds_dir, tmp_path):
   config = _smoke(tfds_dir)
   workdir = str(tmp_path / "run")
-  summary = rerank.train_and_evaluate(config, workdir)
+  summary = recipes.run(config, workdir)
   for key in rerank.KEYS:
     assert 0.0 <= summary[key] <= 1.0, key
   assert summary["hr@1"] <= summary["hr@5"] <= summary["hr@10"]
@@ -74,9 +74,9 @@ def test_smoke_run_sanity_checks_and_exact_resume(tfds_dir, tmp_path):
 
   # Interrupted after the first epoch and resumed: the same parameters, bitwise.
   resumed_dir = str(tmp_path / "resumed")
-  assert rerank.train_and_evaluate(
+  assert recipes.run(
       _smoke(tfds_dir, interrupt_at_step=summary["steps_per_epoch"]), resumed_dir) is None
-  resumed = rerank.train_and_evaluate(_smoke(tfds_dir), resumed_dir)
+  resumed = recipes.run(_smoke(tfds_dir), resumed_dir)
   assert resumed["ndcg@10"] == summary["ndcg@10"]
   for x, y in zip(jax.tree.leaves(_params(config, workdir)),
                   jax.tree.leaves(_params(config, resumed_dir))):
@@ -93,7 +93,7 @@ def test_one_and_eight_devices_train_the_same_parameters(tfds_dir, tmp_path, par
     config = _smoke(tfds_dir, num_devices=n, parallel=parallel, dropout_rate=0.0,
                     num_epochs=1, max_train_users=512, max_eval_users=64)
     workdir = str(tmp_path / f"{parallel}_{n}")
-    summary = rerank.train_and_evaluate(config, workdir)
+    summary = recipes.run(config, workdir)
     assert summary["num_devices"] == n and summary["parallel"] == parallel
     params.append(_params(config, workdir))
   # atol 1e-5: the attention key bias has an exactly zero gradient (it adds the same
@@ -111,9 +111,9 @@ def test_a_scorer_by_position_alone_gets_chance_hr_at_1(tfds_dir, num_candidates
   # The stored lists put the true item at a uniform position, so a model that scores
   # by position (first = best) learns nothing from where the true item sits.
   config = _smoke(tfds_dir, num_candidates=num_candidates, max_eval_users=None)
-  b = rerank.build(config)
+  b = rerank.prepare_data(config)
   for split in ("validation", "test"):
-    e = b.evals[split]
+    e = b["evals"][split]
     n = len(e["label_index"])
     assert n == 30901
     scores = np.tile(-np.arange(num_candidates, dtype=np.float64), (n, 1))
@@ -121,10 +121,10 @@ def test_a_scorer_by_position_alone_gets_chance_hr_at_1(tfds_dir, num_candidates
     p = 1 / num_candidates
     assert abs(m["hr@1"] - p) < 4 * math.sqrt(p * (1 - p) / n), (split, m["hr@1"])
     assert abs(m["hr@10"] - 10 * p) < 4 * math.sqrt(10 * p * (1 - 10 * p) / n)
-    assert b.sanity[split]["position_p_value"] > 1e-3
+    assert b["sanity"][split]["position_p_value"] > 1e-3
     # Baselines scored in the same run: random at chance, popularity far above it.
-    assert abs(b.baselines[split]["random"]["hr@10"] - 10 * p) < 0.01
-    assert b.baselines[split]["popularity"]["hr@10"] > 2 * 10 * p
+    assert abs(b["baselines"][split]["random"]["hr@10"] - 10 * p) < 0.01
+    assert b["baselines"][split]["popularity"]["hr@10"] > 2 * 10 * p
 
 
 def test_check_lists_names_a_list_without_its_true_item():
@@ -150,7 +150,7 @@ def test_config_errors_name_the_field(tmp_path, field, value, match):
   if field == "hidden":
     config.num_heads = 3
   with pytest.raises(ValueError, match=match):
-    rerank.train_and_evaluate(config, str(tmp_path / "run"))
+    recipes.run(config, str(tmp_path / "run"))
 
 
 def test_variants():

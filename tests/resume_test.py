@@ -1,4 +1,4 @@
-"""End to end on real data through experiments.train: a run interrupted after a stage
+"""End to end on real data through the training loop: a run interrupted after a stage
 boundary and resumed by fresh objects equals the uninterrupted run, bitwise."""
 
 import json
@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train
+from experiments import recipes
+from jaxloss.training import MetricsLog
 from experiments.configs import digits_lt
 from jaxloss.checkpoint import Checkpointer
 
@@ -42,17 +43,17 @@ def _events(workdir):
 @pytest.mark.parametrize("interrupt_at", [16])
 def test_resume_after_stage_boundary_is_exact(tfds_dir, tmp_path, interrupt_at):
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  summary_a = train.train_and_evaluate(_config(tfds_dir), straight)
+  summary_a = recipes.run(_config(tfds_dir), straight)
 
   # Interrupted after crossing the boundaries at steps 5 and 13 (last checkpoint: 13);
   # the events it logged after step 13 (the epoch-2 log at step 16) are dropped on
   # resume and written again.
-  assert train.train_and_evaluate(_config(tfds_dir, interrupt_at_step=interrupt_at),
+  assert recipes.run(_config(tfds_dir, interrupt_at_step=interrupt_at),
                                   resumed) is None
   ckpt = Checkpointer(os.path.join(resumed, "checkpoints"))
   assert ckpt.all_steps() == [5, 13]
   ckpt.close()
-  summary_b = train.train_and_evaluate(_config(tfds_dir), resumed)
+  summary_b = recipes.run(_config(tfds_dir), resumed)
 
   step_a, state_a = _final_params(straight)
   step_b, state_b = _final_params(resumed)
@@ -66,7 +67,7 @@ def test_resume_after_stage_boundary_is_exact(tfds_dir, tmp_path, interrupt_at):
 
 def test_smoke_run_writes_every_artifact(tfds_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  summary = train.train_and_evaluate(_config(tfds_dir), workdir)
+  summary = recipes.run(_config(tfds_dir), workdir)
   for name in ("metrics.jsonl", "summary.json", "curves.png", "config.json",
                "diagnosis.json", "recall_by_stage.png"):
     assert os.path.exists(os.path.join(workdir, name)), name
@@ -86,18 +87,20 @@ def test_smoke_run_writes_every_artifact(tfds_dir, tmp_path):
   assert summary["steps"] == 32 and summary["skipped_steps"] == 0
   # Re-running a finished workdir resumes at the end and reproduces the summary, here
   # restored through the other launcher on 2 devices (a checkpoint is topology-free).
-  again = train.train_and_evaluate(_config(tfds_dir, parallel="pmap", num_devices=2),
+  again = recipes.run(_config(tfds_dir, parallel="pmap", num_devices=2),
                                    workdir)
   assert again["war"] == summary["war"] and again["uar"] == summary["uar"]
-  assert again["train_step_compilations"] == 0
+  # A no-op resume keeps the run's own facts (not the 0 compilations of the re-run).
+  assert again["train_step_compilations"] == summary["train_step_compilations"] == 1
+  assert again["wall_s"] == summary["wall_s"]
 
 
 def test_bad_config_raises(tfds_dir, tmp_path):
   with pytest.raises(ValueError, match="config.curriculum must be one of"):
-    train.train_and_evaluate(_config(tfds_dir, curriculum="three_stage"),
+    recipes.run(_config(tfds_dir, curriculum="three_stage"),
                              str(tmp_path / "x"))
   with pytest.raises(ValueError, match="config.war_weights"):
-    train.train_and_evaluate(_config(tfds_dir, war_weights="val"), str(tmp_path / "y"))
+    recipes.run(_config(tfds_dir, war_weights="val"), str(tmp_path / "y"))
   with pytest.raises(ValueError, match="variant must be one of"):
     digits_lt.get_config("huge")
 
@@ -107,11 +110,11 @@ def test_metrics_log_drops_a_line_cut_short_by_a_kill(tmp_path):
   with open(path, "w") as f:
     f.write('{"step": 0, "split": "meta"}\n{"step": 8, "split": "train"}\n'
             '{"step": 16, "spl')
-  log = train.MetricsLog(path, resume_step=8)
+  log = MetricsLog(path, resume_step=8)
   assert [e["step"] for e in log.read()] == [0, 8]
   with open(path) as f:
     assert f.read() == '{"step": 0, "split": "meta"}\n{"step": 8, "split": "train"}\n'
-  reader = train.MetricsLog(path, resume_step=0, write=False)  # a non-main process
+  reader = MetricsLog(path, resume_step=0, write=False)  # a non-main process
   reader.write({"step": 1, "split": "init"})
   assert [e["step"] for e in reader.read()] == [0, 1]
   with open(path) as f:

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from experiments import train
+from experiments import recipes
 from experiments.configs import digits_lt
 from tools import soak
 
@@ -38,7 +38,7 @@ def test_soak_smoke_two_kills(tfds_dir, tmp_path):
   c = digits_lt.get_config("smoke")
   c.data_dir, c.progress, c.seed = tfds_dir, False, 1
   other = str(tmp_path / "other")
-  train.train_and_evaluate(c, other)
+  recipes.run(c, other)
   bad = soak.compare(os.path.join(root, "reference"), other)
   assert not bad["final_state_bitwise_equal"]
   assert bad["final_state_difference"].endswith(" differs")

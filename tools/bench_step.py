@@ -3,7 +3,7 @@
   python -m tools.bench_step [--variants main supcon] [--steps 50] [--repeats 15]
                              [--json PATH]
 
-Builds the main job's jitted, data-parallel train step (``experiments.train.build``,
+Builds the main job's jitted, data-parallel train step (``experiments.imbalance.build``,
 digits-LT, four-stage curriculum) twice, identical except for ``config.monitor.enabled``:
 *off* accumulates the foundation step's sums (loss, grad norm, clipped, skipped); *on*
 adds what the monitors read (per-term losses, max grad norm, non-finite gradient
@@ -26,15 +26,16 @@ VARIANTS = {"main": None, "supcon": "supcon"}
 
 def _step_and_state(config, monitor: bool):
   import jax
-  from experiments import train
+  from experiments import imbalance
   from jaxloss.parallel import DataParallel
+  from jaxloss.training import loop
   config = config.copy_and_resolve_references()
   config.monitor.enabled = monitor
-  b = train.build(config)
+  recipe = imbalance.build(config)
   dp = DataParallel(config.parallel, config.num_devices)
-  step = dp.launch_train_step(b.train_step_body(dp.num_devices))
-  state = dp.replicate(b.init_state())
-  data = dp.replicate({"image": b.train["image"], "label": b.train["label"]})
+  step = dp.launch_train_step(loop.step_body(recipe, dp.num_devices))
+  state = dp.replicate(loop.init_state(recipe))
+  data = dp.replicate({k: recipe.train[k] for k in (*recipe.input_keys, "label")})
   state, _ = step(state, data)  # compile
   jax.block_until_ready(state)
   return step, state, data

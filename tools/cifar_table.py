@@ -57,13 +57,13 @@ KEPT = ("war", "uar", "accuracy", "macro_f1", "per_class_recall", "stage_end", "
 
 def run_rows(rows, get_config, root: str, seed: int) -> list[dict]:
   """Trains (or reuses) ``rows`` of ``(label, variant, overrides)``; one dict per row."""
-  from experiments import train  # pylint: disable=g-import-not-at-top
+  from experiments import recipes  # pylint: disable=g-import-not-at-top
   out = []
   for label, variant, overrides in rows:
     workdir = os.path.join(root, tables.row_dirname(variant, overrides, seed))
     summary = tables.run_or_reuse(
         workdir, lambda: tables.configure(get_config, variant, seed, overrides),
-        train.train_and_evaluate)
+        recipes.run)
     findings = _findings(workdir)
     out.append({"label": label, "variant": variant, "overrides": overrides,
                 "seed": seed, "workdir": workdir, "findings": findings,

@@ -32,7 +32,7 @@ def _fmt(ms):
 
 def run(seeds, out, num_epochs=None, variants=("erm", "four_stage"), data_dir=None):
   """Trains every (variant, seed) and returns the aggregated results dict."""
-  from experiments import train
+  from experiments import recipes
   from experiments.configs import digits_lt
 
   runs = {v: [] for v in variants}
@@ -46,7 +46,7 @@ def run(seeds, out, num_epochs=None, variants=("erm", "four_stage"), data_dir=No
       if data_dir is not None:
         config.data_dir = data_dir
       workdir = os.path.join(out, f"{variant}_seed{seed}")
-      summary = train.train_and_evaluate(config, workdir)
+      summary = recipes.run(config, workdir)
       runs[variant].append(summary)
   results = {"seeds": list(seeds), "num_epochs": num_epochs, "variants": {}}
   for variant, summaries in runs.items():

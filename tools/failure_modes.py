@@ -28,9 +28,9 @@ HEALTHY = {"main_job": "experiments/configs/digits_lt.py",
 
 
 def _train(config, workdir):
-  from experiments import train
+  from experiments import recipes
   if not os.path.exists(os.path.join(workdir, "summary.json")):
-    train.train_and_evaluate(config, workdir)
+    recipes.run(config, workdir)
 
 
 def _diagnosis(workdir):

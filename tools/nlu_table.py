@@ -30,15 +30,15 @@ _dirname = tables.row_dirname
 
 def run_rows(root: str, seed: int, rows=ROWS, config_overrides=None) -> list[dict]:
   """Trains (or reuses) every row; returns one dict per row."""
-  from experiments import nlu
-  from experiments.configs import joint_nlu
+  from experiments import recipes
+  from experiments.nlu.configs import joint_nlu
   out = []
   for label, variant, overrides in rows:
     workdir = os.path.join(root, _dirname(variant, overrides, seed))
     summary = tables.run_or_reuse(
         workdir, lambda: tables.configure(joint_nlu.get_config, variant, seed, overrides,
                                           config_overrides),
-        nlu.train_and_evaluate)
+        recipes.run)
     out.append({"label": label, "variant": variant, "overrides": overrides,
                 "workdir": workdir,
                 **{k: summary[k] for k in (
@@ -56,7 +56,7 @@ def _pct(x) -> str:
 
 def markdown(rows: list[dict], anchors=None) -> str:
   if anchors is None:
-    from experiments.nlu import ANCHORS as anchors  # pylint: disable=g-import-not-at-top
+    from experiments.nlu.recipe import ANCHORS as anchors  # pylint: disable=g-import-not-at-top
   lines = ["| SNIPS Test (Dev-selected epoch) | intent acc | slot F1 | sentence acc | "
            "pred non-O % (gold) | top intent % | skipped steps | monitors (error/warning) |",
            "|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -85,7 +85,7 @@ def main(argv=None):
   rows = run_rows(args.root, args.seed)
   table = markdown(rows)
   print(table)
-  from experiments.nlu import ANCHORS  # pylint: disable=g-import-not-at-top
+  from experiments.nlu.recipe import ANCHORS  # pylint: disable=g-import-not-at-top
   tables.write_outputs(args.out, table, {"seed": args.seed, "rows": rows,
                                          "anchors": list(ANCHORS),
                                          "wall_s": round(time.time() - t0, 1)})

@@ -43,15 +43,15 @@ ROWS = (
 def run_rows(root: str, seed: int, rows=ROWS, config_overrides=None) -> list[dict]:
   """Trains (or reuses) every row; returns one dict per row (the baselines of each
   run under ``baselines``)."""
-  from experiments import rerank
-  from experiments.configs import rerank as rerank_config
+  from experiments import recipes
+  from experiments.rerank.configs import rerank as rerank_config
   out = []
   for label, variant, overrides in rows:
     workdir = os.path.join(root, tables.row_dirname(variant, overrides, seed))
     summary = tables.run_or_reuse(
         workdir, lambda: tables.configure(rerank_config.get_config, variant, seed,
                                           overrides, config_overrides),
-        rerank.train_and_evaluate)
+        recipes.run)
     out.append({"label": label, "variant": variant, "overrides": overrides,
                 "seed": seed, "workdir": workdir, **{k: summary[k] for k in KEYS},
                 **{k: summary[k] for k in (
@@ -88,7 +88,7 @@ def markdown(rows: list[dict], anchors=None) -> str:
   """One block per candidate count: random, popularity (from the first run of that
   count), then the trained rows; the anchor under the count it was measured at."""
   if anchors is None:
-    from experiments.rerank import ANCHORS as anchors  # pylint: disable=g-import-not-at-top
+    from experiments.rerank.recipe import ANCHORS as anchors  # pylint: disable=g-import-not-at-top
   lines = ["| Games Test (validation-selected epoch) | HR@1 | HR@5 | HR@10 | NDCG@5 | "
            "NDCG@10 | MRR | first loss (equal-score loss) | epochs | sanity checks |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -125,7 +125,7 @@ def spread_markdown(rows_by_seed: dict, anchors=None) -> str:
   count; ``rows_by_seed`` maps a seed to the rows :func:`run_rows` returned for it
   (the same rows in the same order for every seed)."""
   if anchors is None:
-    from experiments.rerank import ANCHORS as anchors  # pylint: disable=g-import-not-at-top
+    from experiments.rerank.recipe import ANCHORS as anchors  # pylint: disable=g-import-not-at-top
   seeds = sorted(rows_by_seed)
   per_row = list(zip(*(rows_by_seed[s] for s in seeds)))  # one tuple of seeds per row
   lines = [f"| Games Test, mean ± std over seeds {', '.join(map(str, seeds))} | HR@1 | "
@@ -183,7 +183,7 @@ def main(argv=None):
     rows = [r for seed in args.seeds for r in rows_by_seed[seed]]
     table = spread_markdown(rows_by_seed)
   print(table)
-  from experiments.rerank import ANCHORS  # pylint: disable=g-import-not-at-top
+  from experiments.rerank.recipe import ANCHORS  # pylint: disable=g-import-not-at-top
   tables.write_outputs(args.out, table, {"seeds": args.seeds, "rows": rows,
                                          "anchors": list(ANCHORS),
                                          "ln": {c: math.log(c) for c in (50, 101)},

@@ -37,15 +37,15 @@ _dirname = tables.row_dirname
 
 def run_rows(root: str, seed: int, rows=ROWS, config_overrides=None) -> list[dict]:
   """Trains (or reuses) every row; returns one dict per row."""
-  from experiments import absa
-  from experiments.configs import visfd_absa
+  from experiments import recipes
+  from experiments.absa.configs import visfd_absa
   out = []
   for label, variant, overrides in rows:
     workdir = os.path.join(root, _dirname(variant, overrides, seed))
     summary = tables.run_or_reuse(
         workdir, lambda: tables.configure(visfd_absa.get_config, variant, seed, overrides,
                                           config_overrides),
-        absa.train_and_evaluate)
+        recipes.run)
     out.append({"label": label, "variant": variant, "overrides": overrides,
                 "workdir": workdir, "aspect_f1": summary["aspect_f1"],
                 "sentiment_f1": summary["sentiment_f1"],

@@ -722,8 +722,7 @@ def check_eval_deterministic(run: _Run) -> list[Finding]:
     if diff is None or diff <= run.th["eval_tolerance"]:
       continue
     msg = (f"evaluating the same parameters twice at step {e['step']} gave different "
-           f"results (max |difference| {diff:.4g}; UAR {_num(e.get('uar'), '.4f')} vs "
-           f"{_num(e.get('eval_repeat_uar'), '.4f')})")
+           f"outputs (max |difference| {diff:.4g})")
     advice = ("Evaluate in inference mode: train=False (dropout off, batch-norm running "
               "averages), no RNG or a fixed key, and an unshuffled, padded test set; "
               "compare runs only once two evaluations agree.")

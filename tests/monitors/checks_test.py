@@ -677,8 +677,7 @@ def test_initial_loss_tolerance_from_meta_thresholds():
 
 # --- eval_nondeterministic ----------------------------------------------------------
 
-REPEAT = {"step": 16, "war": 0.5, "uar": 0.5, "eval_repeat_max_diff": 2.0,
-          "eval_repeat_uar": 0.4833}
+REPEAT = {"step": 16, "war": 0.5, "uar": 0.5, "eval_repeat_max_diff": 2.0}
 
 
 def test_eval_nondeterministic_fires():
@@ -687,7 +686,7 @@ def test_eval_nondeterministic_fires():
   f = findings[0]
   assert (f.severity, f.step, f.subject) == ("error", 16, "")
   assert f.message == ("evaluating the same parameters twice at step 16 gave different "
-                       "results (max |difference| 2; UAR 0.5000 vs 0.4833)")
+                       "outputs (max |difference| 2)")
   assert "train=False" in f.advice
 
 

@@ -1,4 +1,4 @@
-"""The monitors inside real runs (digits-LT through experiments.train): the stream they
+"""The monitors inside real runs (digits-LT through the training loop): the stream they
 read, live findings equal to re-derived ones, halt_on, the figures, the CLI, and that
 measuring does not change training."""
 
@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train
+from experiments import recipes
 from experiments.configs import digits_lt, failures
 from jaxloss import monitors
 from jaxloss.checkpoint import Checkpointer
@@ -38,7 +38,7 @@ def _events(workdir):
 
 def test_stream_live_findings_and_cli(tfds_dir, tmp_path, capsys):
   workdir = str(tmp_path / "run")
-  summary = train.train_and_evaluate(_config(tfds_dir), workdir)
+  summary = recipes.run(_config(tfds_dir), workdir)
   events = _events(workdir)
   meta = [e for e in events if e["split"] == "meta"]
   assert len(meta) == 1
@@ -85,7 +85,7 @@ def test_stream_live_findings_and_cli(tfds_dir, tmp_path, capsys):
 
 def test_combined_loss_terms_sum_to_total_and_figure(tfds_dir, tmp_path):
   workdir = str(tmp_path / "supcon")
-  train.train_and_evaluate(_config(tfds_dir, "supcon_smoke"), workdir)
+  recipes.run(_config(tfds_dir, "supcon_smoke"), workdir)
   events = _events(workdir)
   meta = next(e for e in events if e["split"] == "meta")
   assert [(t["name"], t["weight"]) for t in meta["terms"]] == [
@@ -100,10 +100,10 @@ def test_combined_loss_terms_sum_to_total_and_figure(tfds_dir, tmp_path):
 def test_monitors_do_not_change_training(tfds_dir, tmp_path):
   on = str(tmp_path / "on")
   off = str(tmp_path / "off")
-  a = train.train_and_evaluate(_config(tfds_dir, num_epochs=1), on)
+  a = recipes.run(_config(tfds_dir, num_epochs=1), on)
   config = _config(tfds_dir, num_epochs=1)
   config.monitor.enabled = False
-  b = train.train_and_evaluate(config, off)
+  b = recipes.run(config, off)
   assert a["per_class_recall"] == b["per_class_recall"]
   ck_a, ck_b = Checkpointer(os.path.join(on, "checkpoints")), Checkpointer(
       os.path.join(off, "checkpoints"))
@@ -119,7 +119,7 @@ def test_halt_on_stops_cleanly_with_a_checkpoint(tfds_dir, tmp_path):
   workdir = str(tmp_path / "halt")
   config = _config(tfds_dir, "lr_far_too_high", module=failures, num_epochs=6)
   config.monitor.halt_on = ("non_finite",)
-  summary = train.train_and_evaluate(config, workdir)
+  summary = recipes.run(config, workdir)
   assert summary["halted"]["code"] == "non_finite"
   assert summary["steps"] < 48 and summary["steps"] % 8 == 0
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -141,17 +141,17 @@ def test_halt_on_rejects_unknown_codes(tfds_dir, tmp_path):
   config = _config(tfds_dir)
   config.monitor.halt_on = ("nan",)
   with pytest.raises(ValueError, match="halt_on has unknown codes"):
-    train.train_and_evaluate(config, str(tmp_path / "x"))
+    recipes.run(config, str(tmp_path / "x"))
   config = _config(tfds_dir)
   config.monitor.grad_explosion = -1.0
   with pytest.raises(ValueError, match="grad_explosion must be >= 0"):
-    train.train_and_evaluate(config, str(tmp_path / "y"))
+    recipes.run(config, str(tmp_path / "y"))
 
 
 def test_dropout_left_on_in_eval_is_caught(tfds_dir, tmp_path):
   workdir = str(tmp_path / "dropout")
   config = _config(tfds_dir, "eval_dropout", module=failures, num_epochs=1)
-  train.train_and_evaluate(config, workdir)
+  recipes.run(config, workdir)
   findings, _ = diagnose.run(workdir)
   assert [f.code for f in findings if f.severity == "error"] == [
       "eval_nondeterministic"]

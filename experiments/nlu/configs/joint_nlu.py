@@ -1,11 +1,11 @@
 """Joint intent + BIO entity (+ command) NLU: soft label masks, λ warm-up, focal entities.
 
 Run (from the repository root):
-  python -m experiments.run --config=experiments/configs/joint_nlu.py           # recipe
-  python -m experiments.run --config=experiments/configs/joint_nlu.py:ce        # baseline
-  python -m experiments.run --config=experiments/configs/joint_nlu.py:collapse  # the bug
-  python -m experiments.run --config=experiments/configs/joint_nlu.py \\
-      --config.data_dir=path/to/jsonl_or_jointbert_folder --config.lambdas.command=0.2
+  python -m experiments.run --config=experiments/nlu/configs/joint_nlu.py           # recipe
+  python -m experiments.run --config=experiments/nlu/configs/joint_nlu.py:ce        # baseline
+  python -m experiments.run --config=experiments/nlu/configs/joint_nlu.py:collapse  # the bug
+  python -m experiments.run --config=experiments/nlu/configs/joint_nlu.py \\
+      --config.data_dir=path/to/jsonl_or_jointbert_folder --config.default_lambda=0.2
 
 Variants:
 * ``recipe`` (default): finite (-1e9) masks of the labels never seen in training and of
@@ -28,7 +28,7 @@ Data: ``config.data_dir`` is the folder of a dataset in the JointBERT layout
 
 import ml_collections
 
-from jaxloss.monitors import checks as monitors
+from experiments.configs.runtime import add_runtime
 
 VARIANTS = ("recipe", "ce", "collapse", "smoke")
 
@@ -39,7 +39,7 @@ def get_config(arg=None):
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
   c = ml_collections.ConfigDict()
   c.name = f"joint_nlu_{variant}"
-  c.trainer = "nlu"  # experiments/nlu.py
+  c.trainer = "nlu"  # experiments/nlu
   c.seed = 0
 
   # Data (the joint_nlu TFDS builder).
@@ -74,12 +74,15 @@ def get_config(arg=None):
   # per-epoch values "a,b,c" (value k during epoch k, the last one from then on).
   c.lambdas = ml_collections.ConfigDict({"intent": 0.3, "entity": "0.3,0.4,0.5",
                                          "command": 0.2})
+  # The λ of a sentence-level label field of the data that c.lambdas does not name (a
+  # JSONL set with e.g. a "scenario" field gets a head with this weight).
+  c.default_lambda = 0.2
   c.entity_loss = "focal"  # or "ce" (unweighted)
   c.entity_gamma = 2.0
   c.entity_alpha = 0.25
-  c.entity_class_weights = True  # O = entity_o_weight, entity tags 1 .. entity_weight_cap
+  c.entity_class_weights = True  # O = entity_o_weight, entity tags 1 .. class_weight_cap
   c.entity_o_weight = 0.1
-  c.entity_weight_cap = 5.0
+  c.class_weight_cap = 5.0  # the largest entity tag weight
   c.mask_fill = "finite"  # or "neg_inf": the pre-fix recipe (reproduces the NaN)
   c.constrained_decoding = True  # mask I-X after O in training; BIO Viterbi at inference
   # Decode tags from z - τ·log(class weight): τ = 1 undoes the shift a class-weighted loss
@@ -87,18 +90,8 @@ def get_config(arg=None):
   # class-weighted run also logs the τ = 1 metrics under "tau1/".
   c.decode_weight_tau = 0.0
 
-  # Training-health monitors (see experiments/configs/digits_lt.py).
-  c.monitor = ml_collections.ConfigDict(monitors.default_thresholds())
-  c.monitor.enabled = True
-  c.monitor.halt_on = ()
-
-  # Runtime.
-  c.parallel = "shard_map"  # or "pmap"
-  c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
-  c.eval_batch_size = 512
-  c.keep_checkpoints = 2  # a checkpoint is written at the end of every epoch
-  c.progress = True
-  c.interrupt_at_step = ml_collections.config_dict.placeholder(int)
+  # A checkpoint is written at the end of every epoch.
+  add_runtime(c, eval_batch_size=512, keep_checkpoints=2, checkpoint_every_steps=10_000)
 
   if variant == "ce":
     c.entity_loss = "ce"

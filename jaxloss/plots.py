@@ -1,4 +1,4 @@
-"""Plots from a run's ``metrics.jsonl``: ``python -m tools.plots WORKDIR``.
+"""Figures of a run from its ``metrics.jsonl`` (``python -m jaxloss.plots WORKDIR``).
 
 Writes ``WORKDIR/curves.png`` (test WAR and UAR per epoch, curriculum stages shaded, the
 train loss on a second panel), ``loss_relationship.png`` for a combined loss (each term

@@ -1,11 +1,11 @@
 """Candidate reranking: SASRec over a user's sequence, listwise softmax over sampled lists.
 
 Run (from the repository root):
-  python -m experiments.run --config=experiments/configs/rerank.py             # listwise
-  python -m experiments.run --config=experiments/configs/rerank.py:bpr         # baseline
-  python -m experiments.run --config=experiments/configs/rerank.py \\
+  python -m experiments.run --config=experiments/rerank/configs/rerank.py             # listwise
+  python -m experiments.run --config=experiments/rerank/configs/rerank.py:bpr         # baseline
+  python -m experiments.run --config=experiments/rerank/configs/rerank.py \\
       --config.num_candidates=101      # the SASRec protocol: the true item + 100 negatives
-  python -m experiments.run --config=experiments/configs/rerank.py \\
+  python -m experiments.run --config=experiments/rerank/configs/rerank.py \\
       --config.data_dir=path/to/folder --config.filename=Beauty.txt
 
 Variants:
@@ -25,7 +25,7 @@ TFDS config name carries the candidate count, the seed and the file's hash).
 
 import ml_collections
 
-from jaxloss.monitors import checks as monitors
+from experiments.configs.runtime import add_runtime
 
 VARIANTS = ("listwise", "bpr", "smoke")
 
@@ -36,7 +36,7 @@ def get_config(arg=None):
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
   c = ml_collections.ConfigDict()
   c.name = f"rerank_{variant}"
-  c.trainer = "rerank"  # experiments/rerank.py
+  c.trainer = "rerank"  # experiments/rerank
   c.seed = 0
 
   # Data (the interactions TFDS builder).
@@ -69,19 +69,9 @@ def get_config(arg=None):
   c.first_loss_tolerance = 0.05  # |first loss - ln(num_candidates)|
   c.position_p_min = 1e-3  # chi-square p-value of the true item's position
 
-  # Training-health monitors (see experiments/configs/digits_lt.py).
-  c.monitor = ml_collections.ConfigDict(monitors.default_thresholds())
-  c.monitor.enabled = True
-  c.monitor.halt_on = ()
-
-  # Runtime.
-  c.parallel = "shard_map"  # or "pmap"
-  c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
   c.eval_every = 2  # epochs between evaluations (and always the last)
-  c.eval_batch_size = 1024
-  c.keep_checkpoints = 2  # a checkpoint is written at the end of every epoch
-  c.progress = True
-  c.interrupt_at_step = ml_collections.config_dict.placeholder(int)
+  # A checkpoint is written at the end of every epoch.
+  add_runtime(c, eval_batch_size=1024, keep_checkpoints=2, checkpoint_every_steps=10_000)
 
   if variant == "bpr":
     c.loss = "bpr"

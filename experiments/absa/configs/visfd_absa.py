@@ -1,11 +1,11 @@
 """Multi-aspect sentiment on UIT-ViSFD: per-aspect focal loss + supervised contrastive.
 
 Run (from the repository root):
-  python -m experiments.run --config=experiments/configs/visfd_absa.py          # 0.7/0.3
-  python -m experiments.run --config=experiments/configs/visfd_absa.py:ce
-  python -m experiments.run --config=experiments/configs/visfd_absa.py \\
+  python -m experiments.run --config=experiments/absa/configs/visfd_absa.py          # 0.7/0.3
+  python -m experiments.run --config=experiments/absa/configs/visfd_absa.py:ce
+  python -m experiments.run --config=experiments/absa/configs/visfd_absa.py \\
       --config.focal_weight=0.8 --config.contrastive_weight=0.2
-  python -m experiments.run --config=experiments/configs/visfd_absa.py \\
+  python -m experiments.run --config=experiments/absa/configs/visfd_absa.py \\
       --config.ensemble_focal_weights=0.7,0.8      # two members, one vmapped step
 
 Variants: ``focal_supcon`` (default: focal 0.7 + SupCon 0.3), ``focal`` (focal alone),
@@ -16,7 +16,7 @@ reviews, two epochs; used by the tests). The data are read from ``config.manual_
 
 import ml_collections
 
-from jaxloss.monitors import checks as monitors
+from experiments.configs.runtime import add_runtime
 
 VARIANTS = ("focal_supcon", "focal", "ce", "smoke")
 
@@ -27,7 +27,7 @@ def get_config(arg=None):
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
   c = ml_collections.ConfigDict()
   c.name = f"visfd_absa_{variant}"
-  c.trainer = "absa"  # experiments/absa.py
+  c.trainer = "absa"  # experiments/absa
   c.seed = 0
 
   # Data: the released CSVs through the uit_visfd TFDS builder.
@@ -61,7 +61,7 @@ def get_config(arg=None):
   c.loss = "focal"  # or "ce" (unweighted per-aspect cross-entropy)
   c.focal_gamma = 2.0
   c.alpha_method = "sqrt_inverse_frequency"  # per aspect, normalised to mean 1
-  c.alpha_cap = 10.0
+  c.class_weight_cap = 10.0
   c.focal_weight = 0.7
   c.contrastive_weight = ml_collections.config_dict.placeholder(float)
   c.contrastive_weight = 0.3
@@ -74,18 +74,8 @@ def get_config(arg=None):
   # half-way and at the end.
   c.embedding_projection = "tsne"
 
-  # Training-health monitors (see experiments/configs/digits_lt.py).
-  c.monitor = ml_collections.ConfigDict(monitors.default_thresholds())
-  c.monitor.enabled = True
-  c.monitor.halt_on = ()
-
-  # Runtime.
-  c.parallel = "shard_map"  # or "pmap"
-  c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
-  c.eval_batch_size = 512
-  c.keep_checkpoints = 2  # a checkpoint is written at the end of every epoch
-  c.progress = True
-  c.interrupt_at_step = ml_collections.config_dict.placeholder(int)
+  # A checkpoint is written at the end of every epoch.
+  add_runtime(c, eval_batch_size=512, keep_checkpoints=2, checkpoint_every_steps=10_000)
 
   if variant == "focal":
     c.focal_weight = 1.0

@@ -1,0 +1,523 @@
+"""The joint intent + BIO entity (+ command) NLU recipe: ``build(config, workdir)``.
+
+The phone-assistant recipe of ``experiments/nlu/configs/joint_nlu.py`` on any dataset in the
+JointBERT layout (SNIPS by default) or the JSONL layout (any number of sentence-level
+label fields such as ``intent`` and ``command``): a word + character BiLSTM trained from
+scratch with one head per sentence-level label and a token head for the tags; invalid
+labels masked with finite values (:func:`jaxloss.losses.mask_invalid_logits`), never
+``-inf``; the λ weights of the heads as curriculum schedules in the train state (the
+entity weight warmed up 0.3 → 0.4 → 0.5 over epochs 0, 1, 2+); a focal entity loss with
+class weights (O = 0.1, entity tags up to 5). A label field the config gives no λ for
+(e.g. ``scenario`` in a JSONL set) gets a head with ``config.default_lambda``.
+
+Model selection: Dev and Test are evaluated after every epoch; the reported Test numbers
+are those of the epoch with the best Dev score (mean of intent accuracy, slot F1 and
+sentence accuracy), and the last epoch's are kept beside them.
+
+Workdir: ``config.json``, ``vocab.json`` and ``chars.json`` (the word and character ids
+every restart and evaluation use), ``metrics.jsonl``, ``diagnosis.json``,
+``checkpoints/``, ``summary.json``, ``curves.png`` and ``test_predictions.txt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxloss import curriculum as curriculum_lib
+from jaxloss import decoding
+from jaxloss import metrics as metrics_lib
+from jaxloss import monitors
+from jaxloss.data.joint_nlu import load_joint_nlu
+from jaxloss.data.sampler import epoch_permutation_indices
+from jaxloss.data.text import UNK, Vocabulary
+from jaxloss.models.text import JointNluModel
+from jaxloss.train_state import TrainState
+from jaxloss.train_step import (bio_class_weights, make_joint_nlu_loss, make_optimizer,
+                                make_train_step)
+from jaxloss.training import Recipe, Selection
+
+SPLITS = ("train", "dev", "test")
+# Published SNIPS numbers (test split of the JointBERT layout); reported only for SNIPS.
+ANCHOR_DATASET = "snips"
+ANCHORS = (
+    {"model": "Slot-gated joint model (Goo et al., NAACL 2018)",
+     "intent_accuracy": 0.970, "slot_f1": 0.888, "sentence_accuracy": 0.755},
+    {"model": "Stack-Propagation (Qin et al., EMNLP 2019)",
+     "intent_accuracy": 0.980, "slot_f1": 0.942, "sentence_accuracy": 0.869},
+    {"model": "JointBERT, BERT-base (Chen et al., 2019)",
+     "intent_accuracy": 0.986, "slot_f1": 0.970, "sentence_accuracy": 0.928},
+)
+_KEYS = ("intent_accuracy", "slot_f1", "sentence_accuracy", "pred_non_o_share",
+         "top_intent_share")
+
+
+# --- Configuration ---------------------------------------------------------------------
+
+def parse_lambda(value, *, name: str):
+  """A λ from the config: a number (constant) or per-epoch values ``"0.3,0.4,0.5"``
+  (value k during epoch k, the last one from then on).
+
+  Returns:
+    ``(schedule, values)``: a float, or an optax schedule of the epoch (for the
+    curriculum, whose callables take the time in epochs), and the list of values.
+
+  Raises:
+    ValueError: not a number or a comma-separated list of numbers, or a negative value.
+
+  Examples:
+    >>> sched, values = parse_lambda("0.3,0.4,0.5", name="lambdas.entity")
+    >>> [round(float(sched(e)), 2) for e in (0, 0.5, 1, 1.99, 2, 9)]
+    [0.3, 0.3, 0.4, 0.4, 0.5, 0.5]
+  """
+  if isinstance(value, str):
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+  else:
+    parts = [value]
+  try:
+    values = [float(p) for p in parts]
+  except (TypeError, ValueError):
+    raise ValueError(f"config.{name} must be a number or per-epoch values like "
+                     f"'0.3,0.4,0.5', got {value!r}") from None
+  if not values or any(not (v >= 0 and math.isfinite(v)) for v in values):
+    raise ValueError(f"config.{name} must hold finite numbers >= 0, got {value!r}")
+  if len(values) == 1:
+    return values[0], values
+  schedule = optax.join_schedules([optax.constant_schedule(v) for v in values],
+                                  boundaries=list(range(1, len(values))))
+  return schedule, values
+
+
+def validate(config) -> None:
+  """Raises ValueError naming a config field out of range."""
+  for field in ("num_epochs", "batch_size", "vocab_min_count", "max_word_len"):
+    if not config[field] >= 1:
+      raise ValueError(f"config.{field} must be >= 1, got {config[field]}")
+  if config.max_len is not None and not config.max_len >= 1:
+    raise ValueError(f"config.max_len must be >= 1 or None, got {config.max_len}")
+  for field in ("dropout_rate", "word_dropout_rate"):
+    if not 0 <= config[field] < 1:
+      raise ValueError(f"config.{field} must be in [0, 1), got {config[field]}")
+  if config.entity_loss not in ("focal", "ce"):
+    raise ValueError(f"config.entity_loss must be 'focal' or 'ce', got "
+                     f"{config.entity_loss!r}")
+  if config.mask_fill not in ("finite", "neg_inf"):
+    raise ValueError(f"config.mask_fill must be 'finite' or 'neg_inf', got "
+                     f"{config.mask_fill!r}")
+  for name, value in config.lambdas.items():
+    parse_lambda(value, name=f"lambdas.{name}")
+  parse_lambda(config.get("default_lambda", 0.2), name="default_lambda")
+  if "entity" not in config.lambdas:
+    raise ValueError("config.lambdas must have an 'entity' weight")
+
+
+# --- Data --------------------------------------------------------------------------------
+
+def load_vocabularies(config, tokens: list[list[str]], workdir: str | None
+                      ) -> tuple[Vocabulary, Vocabulary]:
+  """Word and character vocabularies: ``workdir/vocab.json`` / ``chars.json`` if they
+  exist (a restart), else built from the training tokens (lower-cased) and saved."""
+  paths = ({k: os.path.join(workdir, f"{k}.json") for k in ("vocab", "chars")}
+           if workdir else {})
+  if paths and all(os.path.exists(p) for p in paths.values()):
+    return Vocabulary.load(paths["vocab"]), Vocabulary.load(paths["chars"])
+  words = Vocabulary.build(([t.lower() for t in s] for s in tokens),
+                           min_count=config.vocab_min_count)
+  chars = Vocabulary.build((list(t) for s in tokens for t in s), min_count=1)
+  if paths:
+    words.save(paths["vocab"])
+    chars.save(paths["chars"])
+  return words, chars
+
+
+def encode_split(split: dict, fields: tuple, words: Vocabulary, chars: Vocabulary, *,
+                 max_len: int, max_word_len: int, name: str) -> dict:
+  """Token ids ``[N, T]``, character ids ``[N, T, W]``, lengths ``[N]``, tags ``[N, T]``
+  (-1 at padding) and the sentence label ids of one split.
+
+  Raises:
+    ValueError: a sentence longer than ``max_len`` (names the split and line).
+  """
+  n = len(split["tokens"])
+  longest = max(len(s) for s in split["tokens"])
+  if longest > max_len:
+    i = max(range(n), key=lambda j: len(split["tokens"][j]))
+    raise ValueError(f"{name} sentence {i} has {longest} tokens, more than "
+                     f"config.max_len={max_len}; raise max_len (None: the longest)")
+  ids, lengths = words.encode([[t.lower() for t in s] for s in split["tokens"]],
+                              max_len=max_len)
+  char_ids = np.zeros((n, max_len, max_word_len), np.int32)
+  unk = chars.index[UNK]
+  for i, sentence in enumerate(split["tokens"]):
+    for j, token in enumerate(sentence):
+      row = [chars.index.get(c, unk) for c in token[:max_word_len]]
+      char_ids[i, j, :len(row)] = row
+  tags = np.full((n, max_len), -1, np.int32)
+  for i, t in enumerate(split["tag_ids"]):
+    tags[i, :len(t)] = t
+  out = {"ids": ids, "chars": char_ids, "lengths": lengths, "tags": tags}
+  for f in fields:
+    out[f] = np.asarray(split["label_ids"][f], np.int32)
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class NluData:
+  """A run's encoded splits and label vocabularies (host), as evaluation reads them."""
+  raw: dict            # split -> tokens, tags (strings), tag_ids, label_ids per field
+  splits: dict         # split -> ids, chars, lengths, tags [N, T] (-1 padding), fields
+  fields: tuple        # sentence-level label fields, e.g. ("intent", "command")
+  tag_names: list
+  label_names: dict
+  decode_prefixes: tuple = ("",)
+
+
+def lambda_for(config, field: str):
+  """The config's λ of a label field: ``config.lambdas[field]``, else
+  ``config.default_lambda`` (a field of the data the config does not name)."""
+  if field in config.lambdas:
+    return config.lambdas[field]
+  return config.get("default_lambda", 0.2)
+
+
+def anchors_for(manual_dir: str, layout: str) -> tuple:
+  """The published anchors of this dataset (SNIPS in the JointBERT layout), else ()."""
+  name = os.path.basename(os.path.normpath(manual_dir))
+  return ANCHORS if name == ANCHOR_DATASET and layout == "jointbert" else ()
+
+
+# --- Evaluation ---------------------------------------------------------------------------
+
+def nlu_eval_report(b, split: str, pred: dict) -> dict:
+  """Metrics of one split's predictions (host): intent accuracy, span F1, sentence
+  accuracy, the collapse signals, and the sentence-level CE of each field. With a second
+  decoding (``pred["tau1/tags"]``, the weight-corrected tags) its metrics are added under
+  ``tau1/``."""
+  raw, enc = b.raw[split], b.splits[split]
+  lengths = enc["lengths"]
+  main = "intent" if "intent" in b.fields else b.fields[0]
+  others = [f for f in b.fields if f != main]
+  report = {}
+  for prefix in getattr(b, "decode_prefixes", ("",)):
+    tags_pred = [[b.tag_names[t] for t in pred[f"{prefix}tags"][i, :lengths[i]]]
+                 for i in range(len(lengths))]
+    rep = metrics_lib.joint_nlu_report(
+        intent_true=raw["label_ids"][main], intent_pred=pred[main],
+        tags_true=raw["tags"], tags_pred=tags_pred,
+        label_true={f: raw["label_ids"][f] for f in others} or None,
+        label_pred={f: pred[f] for f in others} or None)
+    if prefix:
+      rep = {f"{prefix}{k}": v for k, v in rep.items()
+             if k in ("slot_f1", "slot_precision", "slot_recall", "sentence_accuracy",
+                      "pred_non_o_share")}
+    report.update(rep)
+  for f in b.fields:
+    z = pred[f"{f}_logits"].astype(np.float64)
+    z = z - z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    report[f"loss/{f}"] = float(-np.mean(logp[np.arange(len(z)), raw["label_ids"][f]]))
+  report["score"] = (report["intent_accuracy"] + report["slot_f1"]
+                     + report["sentence_accuracy"]) / 3
+  return report
+
+
+def _write_predictions(path: str, b, pred: dict) -> None:
+  """``token/gold/predicted`` per sentence, gold and predicted labels first (for error
+  analysis); written atomically."""
+  raw, lengths = b.raw["test"], b.splits["test"]["lengths"]
+  lines = []
+  for i, tokens in enumerate(raw["tokens"]):
+    labels = " ".join(
+        f"{f}={b.label_names[f][raw['label_ids'][f][i]]}->"
+        f"{b.label_names[f][pred[f][i]]}" for f in b.fields)
+    cells = " ".join(f"{tok}/{gold}/{b.tag_names[p]}" for tok, gold, p in
+                     zip(tokens, raw["tags"][i], pred["tags"][i, :lengths[i]]))
+    lines.append(f"{labels}\t{cells}\n")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(lines)
+  os.replace(tmp, path)
+
+
+
+def _fmt(x, spec=".4f") -> str:
+  return "  nan" if x is None or not np.isfinite(x) else format(x, spec)
+
+
+def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Recipe:
+  """Data, vocabularies, masks, model, loss, curriculum, evaluation and summary of a
+  run as a :class:`~jaxloss.training.Recipe` (no device placement). The vocabularies
+  are saved in (and on a restart read from) ``workdir``."""
+  validate(config)
+  data = load_joint_nlu(manual_dir=config.data_dir, data_dir=config.tfds_data_dir,
+                        layout=config.layout)
+  fields = tuple(data["label_fields"])
+  tag_names = list(data["tag_names"])
+  if "O" not in tag_names:
+    raise ValueError(f"the tag vocabulary has no 'O' tag: {tag_names[:5]}...")
+  raw = {}
+  for name in SPLITS:
+    s = data[name]
+    limit = config.max_train_examples if name == "train" else config.max_eval_examples
+    n = len(s["tokens"]) if limit is None else min(limit, len(s["tokens"]))
+    raw[name] = {"tokens": s["tokens"][:n], "tags": s["tags"][:n],
+                 "tag_ids": s["tag_ids"][:n],
+                 "label_ids": {f: np.asarray(s["label_ids"][f][:n]) for f in fields}}
+  defaulted = [f for f in fields if f not in config.lambdas]
+  words, chars = load_vocabularies(config, raw["train"]["tokens"], workdir)
+  max_len = config.max_len or max(len(t) for s in raw.values() for t in s["tokens"])
+  splits = {name: encode_split(raw[name], fields, words, chars, max_len=max_len,
+                               max_word_len=config.max_word_len, name=name)
+            for name in SPLITS}
+  train = splits["train"]
+  num_train = len(train["ids"])
+
+  # Masks derived from the training data: what was never seen is never predicted.
+  tag_counts = np.bincount(np.concatenate(raw["train"]["tag_ids"]),
+                           minlength=len(tag_names)).astype(np.int64)
+  label_counts = {f: np.bincount(raw["train"]["label_ids"][f],
+                                 minlength=len(data["label_names"][f])).astype(np.int64)
+                  for f in fields}
+  tag_valid = decoding.tag_valid_mask(tag_names, tag_counts)
+  label_valid = {f: label_counts[f] > 0 for f in fields}
+  allowed, start_allowed = decoding.bio_transitions(tag_names)
+  constrained = bool(config.constrained_decoding)
+  tag_weights = None
+  if config.entity_loss == "focal":
+    tag_weights = (bio_class_weights(tag_counts, tag_names,
+                                     o_weight=config.entity_o_weight,
+                                     cap=config.class_weight_cap)
+                   if config.entity_class_weights else
+                   np.ones(len(tag_names), np.float32))
+  loss_fn = make_joint_nlu_loss(
+      tag_valid=tag_valid, label_valid=label_valid,
+      allowed=allowed if constrained else None,
+      start_allowed=start_allowed if constrained else None,
+      entity_loss=config.entity_loss, gamma=config.entity_gamma,
+      entity_alpha=config.entity_alpha, tag_class_weights=tag_weights,
+      mask_fill=config.mask_fill)
+
+  steps_per_epoch = math.ceil(num_train / config.batch_size)
+  warmup = min(float(config.warmup_epochs), float(config.num_epochs) / 2)
+  lr = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
+      decay_steps=float(config.num_epochs), end_value=config.learning_rate * 0.01)
+  lambdas, lambda_values = {}, {}
+  for name in ("entity",) + fields:
+    field_name = f"lambdas.{name}" if name in config.lambdas else "default_lambda"
+    lambdas[f"lambda_{name}"], lambda_values[name] = parse_lambda(
+        lambda_for(config, name), name=field_name)
+  curriculum = curriculum_lib.constant(learning_rate=lr, **lambdas)
+  compiled = curriculum.compile(steps_per_epoch)
+
+  model = JointNluModel(
+      vocab_size=len(words), char_vocab_size=len(chars), num_tags=len(tag_names),
+      sentence_classes=tuple((f, len(data["label_names"][f])) for f in fields),
+      embed_dim=config.embed_dim, char_embed_dim=config.char_embed_dim,
+      char_features=config.char_features, hidden=config.hidden,
+      num_layers=config.num_layers, dropout_rate=config.dropout_rate,
+      word_dropout_rate=config.word_dropout_rate)
+  tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
+                      weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm)
+  terms = ("entity",) + fields
+  o_index = tag_names.index("O")
+  monitor_spec = None
+  if config.monitor.enabled:
+    monitor_spec = monitors.MonitorSpec(
+        terms=terms,
+        heads={"entity": monitors.HeadSpec(len(tag_names), o_index=o_index),
+               **{f: monitors.HeadSpec(len(data["label_names"][f])) for f in fields}})
+
+  def init(key) -> TrainState:
+    init_key, state_key = jax.random.split(key)
+    variables = model.init(init_key, jnp.zeros((1, max_len), jnp.int32),
+                           jnp.zeros((1, max_len, config.max_word_len), jnp.int32),
+                           jnp.ones((1,), jnp.int32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             rng=state_key, train_sums=monitors.zero_sums(monitor_spec))
+
+  def sampler(rng, step, data, knobs):
+    del data, knobs
+    return epoch_permutation_indices(jax.random.fold_in(rng, 1), step, num_train,
+                                     config.batch_size)
+
+  tag_valid_j = jnp.asarray(tag_valid)
+  allowed_j, start_j = jnp.asarray(allowed), jnp.asarray(start_allowed)
+  label_valid_j = {f: jnp.asarray(v) for f, v in label_valid.items()}
+
+  # Post-hoc correction of class-weighted training (Menon et al., ICLR 2021): a loss
+  # that weights tag c by w_c shifts the learned logits by about log w_c, so decoding
+  # with z_c - τ log w_c undoes the bias toward the up-weighted entity tags. Evaluation
+  # decodes with config.decode_weight_tau (the reported metrics) and, when the entity
+  # loss is class-weighted, also with τ = 1 (keys "tau1/...") for comparison.
+  log_w = np.zeros(len(tag_names), np.float32)
+  if tag_weights is not None:
+    w = np.asarray(tag_weights, np.float64)
+    log_w = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)), 0.0).astype(np.float32)
+  log_w_j = jnp.asarray(log_w)
+  taus = {"": float(config.decode_weight_tau)}
+  if tag_weights is not None and float(config.decode_weight_tau) != 1.0:
+    taus["tau1/"] = 1.0
+
+  def decode(logits, lengths):
+    if constrained:
+      return decoding.constrained_decode(logits, lengths, allowed=allowed_j,
+                                         start_allowed=start_j, static_valid=tag_valid_j)
+    return decoding.greedy_decode(logits, tag_valid_j)
+
+  def predict(state, batch):
+    lengths = jnp.maximum(batch["lengths"], 1)  # padding rows: one token
+    out = model.apply({"params": state.params}, batch["ids"], batch["chars"], lengths,
+                      train=False)
+    result = {"tag_logits": out["tags"]}
+    for prefix, tau in taus.items():
+      adjusted = out["tags"] - tau * log_w_j if tau else out["tags"]
+      result[f"{prefix}tags"] = decode(adjusted, lengths).astype(jnp.int32)
+    for f in fields:
+      z = jnp.where(label_valid_j[f], out[f], -jnp.inf)  # argmax only: -inf is safe
+      result[f] = jnp.argmax(z, axis=-1).astype(jnp.int32)
+      result[f"{f}_logits"] = out[f]
+    return result
+
+  # The loss of a model that knows nothing (all logits 0) on the first training
+  # sentences: the initial_loss monitor's reference, computed with the loss itself.
+  n_ref = min(num_train, 512)
+  zero_out = {"tags": jnp.zeros((n_ref, max_len, len(tag_names)), jnp.float32),
+              **{f: jnp.zeros((n_ref, len(data["label_names"][f])), jnp.float32)
+                 for f in fields}}
+  ref_labels = {"tags": jnp.asarray(train["tags"][:n_ref]),
+                **{f: jnp.asarray(train[f][:n_ref]) for f in fields}}
+  knobs0 = compiled.host_values(0)
+  with jax.default_device(jax.devices("cpu")[0]):
+    _, _, aux0 = loss_fn(zero_out, ref_labels, knobs0)
+  initial_terms = {t: float(np.mean(np.asarray(aux0["terms"][t]))) for t in terms}
+  initial_reference = float(sum(knobs0[f"lambda_{t}"] * initial_terms[t] for t in terms))
+  nlu_data = NluData(raw=raw, splits=splits, fields=fields, tag_names=tag_names,
+                     label_names=data["label_names"], decode_prefixes=tuple(taus))
+  anchors = anchors_for(data["manual_dir"], data["layout"])
+
+  def meta(k) -> dict:
+    del k
+    meta_terms = [{"name": t, "weight": lambda_values[t][-1],
+                   "weight_field": (f"config.lambdas.{t}" if t in config.lambdas
+                                    else "config.default_lambda"),
+                   "initial_reference": initial_terms[t],
+                   "initial_reference_text": "the loss at all-zero logits"}
+                  for t in terms]
+    heads = {"entity": {"num_classes": len(tag_names), "o_index": o_index}}
+    class_names = {"entity": list(tag_names)}
+    for f in fields:
+      heads[f] = {"num_classes": len(data["label_names"][f]), "o_index": None}
+      class_names[f] = list(data["label_names"][f])
+    return {
+        "num_classes": len(tag_names), "class_counts": tag_counts.tolist(),
+        "learning_rate": float(config.learning_rate),
+        "max_grad_norm": config.max_grad_norm, "terms": meta_terms,
+        "initial_reference": initial_reference,
+        "initial_reference_text": "the λ-weighted loss at all-zero logits",
+        "heads": heads, "class_names": class_names,
+        "stages": [{"name": "constant", "start_step": 0, "expect": {}, "knobs": {}}],
+        "config_fields": {"learning_rate": "config.learning_rate"},
+        "lambdas": lambda_values, "mask_fill": config.mask_fill,
+    }
+
+  def on_evaluation(workdir, step, epoch, split, outputs, last) -> None:
+    if last and split == "test":
+      _write_predictions(os.path.join(workdir, "test_predictions.txt"), nlu_data,
+                         outputs[0])
+
+  def summarize(record) -> dict:
+    events = record.streams[0]
+    best, last = record.select(events)
+    best_test, last_test = best["test"], last["test"]
+    init_event = next((e for e in events if e["split"] == "init"), {})
+    train_events = [e for e in events if e["split"] == "train"]
+    summary = {key: best_test[key] for key in _KEYS}
+    summary.update({
+        "name": config.name, "selected_epoch": best_test["epoch"],
+        "dev": {key: best["dev"][key] for key in _KEYS},
+        "last_epoch": {key: last_test[key] for key in _KEYS},
+        "weight_corrected_decoding": ({k[len("tau1/"):]: v for k, v in best_test.items()
+                                       if k.startswith("tau1/")} or None),
+        "true_non_o_share": best_test.get("true_non_o_share"),
+        "top_intent": best_test.get("top_intent"),
+        "accuracy": {k: v for k, v in best_test.items() if k.startswith("accuracy/")},
+        "initial_loss": init_event.get("loss"), "initial_reference": initial_reference,
+        "lambdas": lambda_values, "default_lambda_fields": defaulted,
+        "mask_fill": config.mask_fill, "entity_loss": config.entity_loss,
+        "constrained_decoding": constrained,
+        "final_terms": {t: (train_events[-1].get(f"term/{t}") if train_events else None)
+                        for t in terms},
+        "eval_repeat_max_diff": last_test.get("eval_repeat_max_diff"),
+        "vocab_size": len(words), "char_vocab_size": len(chars),
+        "dataset": {"manual_dir": data["manual_dir"], "layout": data["layout"],
+                    "label_fields": list(fields), "num_tags": len(tag_names)},
+    })
+    return summary
+
+  def progress(train_event, reports) -> str:
+    dev = reports.get("dev")
+    text = ""
+    if train_event:
+      term_text = " ".join(f"{t} {_fmt(train_event.get(f'term/{t}'))}" for t in terms)
+      text = (f"λ_entity {train_event['lambda_entity']:.2f} | loss "
+              f"{_fmt(train_event['loss'])} ({term_text})")
+    if dev is not None:
+      text += (f" | dev intent {100 * dev['intent_accuracy']:5.2f} slot F1 "
+               f"{100 * dev['slot_f1']:5.2f} sentence {100 * dev['sentence_accuracy']:5.2f}"
+               f" | pred non-O {100 * dev['pred_non_o_share']:4.1f}%")
+    return text
+
+  def figures(workdir, record) -> None:
+    from jaxloss import plots  # pylint: disable=g-import-not-at-top
+    plots.plot_nlu_curves(record.streams[0], os.path.join(workdir, "curves.png"),
+                          terms=terms, title=config.name)
+
+  def report(summary) -> list:
+    lines = [f"{config.name}: Test intent acc {100 * summary['intent_accuracy']:.2f}  "
+             f"slot F1 {100 * summary['slot_f1']:.2f}  sentence acc "
+             f"{100 * summary['sentence_accuracy']:.2f}  (Dev-selected epoch "
+             f"{summary['selected_epoch']:g})  pred non-O "
+             f"{100 * summary['pred_non_o_share']:.1f}% (gold "
+             f"{100 * (summary['true_non_o_share'] or 0):.1f}%)  top intent share "
+             f"{100 * summary['top_intent_share']:.1f}%"]
+    for a in anchors:
+      lines.append(f"  {a['model']}: {100 * a['intent_accuracy']:.1f} / "
+                   f"{100 * a['slot_f1']:.1f} / {100 * a['sentence_accuracy']:.1f}")
+    wc = summary.get("weight_corrected_decoding")
+    if wc:
+      lines.append(f"  decoded with z - log(class weight): slot F1 "
+                   f"{100 * wc['slot_f1']:.2f}  sentence acc "
+                   f"{100 * wc['sentence_accuracy']:.2f}  pred non-O "
+                   f"{100 * wc['pred_non_o_share']:.1f}%")
+    return lines
+
+  describe = (f"{len(splits['train']['ids'])} train / {len(splits['dev']['ids'])} dev / "
+              f"{len(splits['test']['ids'])} test sentences from {data['manual_dir']} "
+              f"({data['layout']}), heads {list(fields)} + {len(tag_names)} tags, "
+              f"vocabulary {len(words)} words / {len(chars)} characters\n  λ per epoch: "
+              + ", ".join(f"{k} {v}" for k, v in lambda_values.items())
+              + (f" ({', '.join(defaulted)}: config.default_lambda)" if defaulted else "")
+              + f"; masks: {config.mask_fill}, constrained decoding {constrained}")
+  inputs = ("ids", "chars", "lengths")
+  return Recipe(
+      name=config.name,
+      train={**{k: train[k] for k in inputs},
+             "label": {"tags": train["tags"], **{f: train[f] for f in fields}}},
+      eval_splits={"dev": splits["dev"], "test": splits["test"]},
+      input_keys=inputs, eval_input_keys=inputs, init=init, objective=loss_fn,
+      curriculum=curriculum, compiled=compiled, batch_size=config.batch_size,
+      num_epochs=config.num_epochs, predict=predict,
+      evaluate=lambda split, out: nlu_eval_report(nlu_data, split, out), meta=meta,
+      summarize=summarize, seed=config.seed, sampler=sampler,
+      max_grad_norm=config.max_grad_norm, monitor=monitor_spec,
+      selection=Selection("dev", "score"), checkpoint_every_epoch=True,
+      progress=progress, on_evaluation=on_evaluation, figures=figures, report=report,
+      anchors=anchors, describe=describe)
