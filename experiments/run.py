@@ -1,7 +1,7 @@
 """The one entry point: ``python -m experiments.run [--config=FILE[:variant]] [--workdir=DIR]``.
 
 With no arguments it trains the four-stage imbalance curriculum on digits-LT
-(``experiments/configs/digits_lt.py``) into ``workdirs/<config name>``. A config's
+(``experiments/imbalance/configs/digits_lt.py``) into ``workdirs/<config name>``. A config's
 ``trainer`` field picks the recipe (:data:`experiments.recipes.RECIPES`, or a module of
 your own with ``build(config, workdir)``); every recipe runs in the same loop,
 :func:`jaxloss.training.train_and_evaluate`. Any config field can be overridden, e.g.
@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "digits_lt.py")
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "imbalance", "configs",
+                               "digits_lt.py")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", _DEFAULT_CONFIG, "Experiment config file, optionally FILE:variant.",
@@ -32,6 +34,18 @@ _ALLOW_CHANGE = flags.DEFINE_bool(
 
 # Errors in the user's config or data: printed as one message, exit status 2.
 EXIT_USAGE = 2
+
+
+def _exit_if_several_processes(message: str, status: int) -> None:
+  """With several processes, a failing one exits at once: the normal exit would wait
+  in JAX's shutdown barrier for peers that wait on it, while its heartbeat goes on.
+  Exiting stops the heartbeat, so every peer stops within its peer_timeout_s, naming
+  this process (jaxloss.distributed's watchdog)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    print(f"process {jax.process_index()}: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(status)  # pylint: disable=protected-access
 
 
 def main(argv):
@@ -48,9 +62,14 @@ def main(argv):
     summary = recipes.run(config, workdir, allow_config_change=_ALLOW_CHANGE.value)
   except (ValueError, FileNotFoundError) as e:
     if os.environ.get("JAXLOSS_TRACEBACK"):
+      _exit_if_several_processes(traceback.format_exc(), 1)
       raise
+    _exit_if_several_processes(f"error: {e}", EXIT_USAGE)
     print(f"error: {e}\n(set JAXLOSS_TRACEBACK=1 for the traceback)", file=sys.stderr)
     sys.exit(EXIT_USAGE)
+  except BaseException:  # pylint: disable=broad-except
+    _exit_if_several_processes(traceback.format_exc(), 1)
+    raise
   if summary is not None and summary.get("exit_status"):
     sys.exit(summary["exit_status"])
 

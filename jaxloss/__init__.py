@@ -44,16 +44,9 @@ from jaxloss.train_state import TrainState
 from jaxloss import monitors
 from jaxloss.monitors import Finding, HeadSpec, Monitor, MonitorSpec, diagnose
 from jaxloss.train_step import (
-    add_contrastive_term,
-    aspect_alpha_table,
-    bio_class_weights,
     class_mix_indices,
     make_eval_step,
-    make_imbalance_loss,
-    make_joint_nlu_loss,
-    make_multi_aspect_loss,
     make_optimizer,
-    make_rerank_loss,
     make_train_step,
 )
 from jaxloss.parallel import DataParallel, make_mesh
@@ -67,14 +60,11 @@ __version__ = "0.1.0"
 __all__ = [
     "CompiledCurriculum", "Curriculum", "CurriculumState", "Checkpointer",
     "DataParallel", "Finding", "HeadSpec", "Monitor", "MonitorSpec", "Stage",
-    "TrainState", "add_contrastive_term", "aspect_alpha_table", "classification_report",
-    "bio_class_weights", "class_mix_indices", "constant", "decoding",
+    "TrainState", "classification_report", "class_mix_indices", "constant", "decoding",
     "deferred_reweighting", "distributed",
-    "make_joint_nlu_loss",
-    "make_multi_aspect_loss",
     "diagnose", "monitors",
-    "four_stage", "make_eval_step", "make_imbalance_loss", "make_mesh",
-    "make_optimizer", "make_rerank_loss", "make_train_step", "milestone_lr", "per_class_recall", "uar",
+    "four_stage", "make_eval_step", "make_mesh",
+    "make_optimizer", "make_train_step", "milestone_lr", "per_class_recall", "uar",
     "war", "warmup_milestone_lr",
     # losses (the same names as jaxloss.losses.__all__)
     "balanced_softmax_cross_entropy", "class_priors_from_counts",

@@ -10,7 +10,7 @@ import pytest
 
 from jaxloss import losses
 from jaxloss.models.sequential import SASRec
-from jaxloss.train_step import make_rerank_loss
+from experiments.rerank.objective import make_rerank_loss
 
 NUM_ITEMS = 40
 

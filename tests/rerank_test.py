@@ -1,12 +1,11 @@
 """Reranking recipe end to end on the real Games file: the smoke run with its sanity
-checks, an exact resume, 1 vs 8 devices (shard_map and pmap), a scorer by position
-alone on the stored lists, and the errors of corrupt lists and bad configs."""
+checks, a scorer by position alone on the stored lists, and the errors of corrupt lists
+and bad configs (resume and 1 vs 8 devices are the loop's: tests/training)."""
 
 import json
 import math
 import os
 
-import jax
 import numpy as np
 import pytest
 
@@ -14,7 +13,6 @@ from experiments import recipes
 from experiments.rerank import recipe as rerank
 from experiments.rerank.configs import rerank as rerank_config
 from jaxloss import metrics
-from jaxloss.checkpoint import Checkpointer
 from tools import rerank_table
 
 GAMES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
@@ -40,13 +38,8 @@ def _smoke(tfds_dir, **overrides):
   return c
 
 
-def _params(config, workdir):
-  del config
-  return Checkpointer(os.path.join(workdir, "checkpoints")).restore_host()["params"]
-
-
 @needs_games
-def test_smoke_run_sanity_checks_and_exact_resume(tfds_dir, tmp_path):
+def test_smoke_run_sanity_checks(tfds_dir, tmp_path):
   config = _smoke(tfds_dir)
   workdir = str(tmp_path / "run")
   summary = recipes.run(config, workdir)
@@ -71,38 +64,6 @@ def test_smoke_run_sanity_checks_and_exact_resume(tfds_dir, tmp_path):
     events = [json.loads(line) for line in f]
   assert [e["epoch"] for e in events if e["split"] == "validation"] == [1.0, 2.0]
   assert os.path.exists(os.path.join(workdir, "curves.png"))
-
-  # Interrupted after the first epoch and resumed: the same parameters, bitwise.
-  resumed_dir = str(tmp_path / "resumed")
-  assert recipes.run(
-      _smoke(tfds_dir, interrupt_at_step=summary["steps_per_epoch"]), resumed_dir) is None
-  resumed = recipes.run(_smoke(tfds_dir), resumed_dir)
-  assert resumed["ndcg@10"] == summary["ndcg@10"]
-  for x, y in zip(jax.tree.leaves(_params(config, workdir)),
-                  jax.tree.leaves(_params(config, resumed_dir))):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-@needs_games
-@pytest.mark.parametrize("parallel", ["shard_map", "pmap"])
-def test_one_and_eight_devices_train_the_same_parameters(tfds_dir, tmp_path, parallel):
-  # Without dropout the step is the same computation on any number of devices: the
-  # negatives are keyed by each user's global position in the batch.
-  params = []
-  for n in (1, 8):
-    config = _smoke(tfds_dir, num_devices=n, parallel=parallel, dropout_rate=0.0,
-                    num_epochs=1, max_train_users=512, max_eval_users=64)
-    workdir = str(tmp_path / f"{parallel}_{n}")
-    summary = recipes.run(config, workdir)
-    assert summary["num_devices"] == n and summary["parallel"] == parallel
-    params.append(_params(config, workdir))
-  # atol 1e-5: the attention key bias has an exactly zero gradient (it adds the same
-  # q·b to every key's logit), so Adam turns the summation-order rounding of its
-  # gradient into updates of the size of the learning rate (values ~1e-6 here).
-  flat = [jax.tree_util.tree_leaves_with_path(p) for p in params]
-  for (path, x), (_, y) in zip(*flat):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5,
-                               err_msg=jax.tree_util.keystr(path))
 
 
 @needs_games

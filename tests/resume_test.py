@@ -10,7 +10,7 @@ import pytest
 
 from experiments import recipes
 from jaxloss.training import MetricsLog
-from experiments.configs import digits_lt
+from experiments.imbalance.configs import digits_lt
 from jaxloss.checkpoint import Checkpointer
 
 

@@ -1,5 +1,5 @@
-"""tools.soak on the smoke config: SIGKILLed runs resume to the uninterrupted result,
-and its comparison does catch a run that differs."""
+"""tools.soak on the loop's tiny recipe: SIGKILLed runs resume to the uninterrupted
+result, and its comparison does catch a run that differs."""
 
 import json
 import os
@@ -7,17 +7,16 @@ import re
 import subprocess
 import sys
 
-from experiments import recipes
-from experiments.configs import digits_lt
+from jaxloss.training import train_and_evaluate
+from tests.training import tiny_recipe
 from tools import soak
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_soak_smoke_two_kills(tfds_dir, tmp_path):
+def test_soak_two_kills(tmp_path):
   root = str(tmp_path / "soak")
-  args = ["--config=experiments/configs/digits_lt.py:smoke",
-          f"--config.data_dir={tfds_dir}"]
+  args = ["--config=tests/training/tiny_recipe.py", "--config.num_epochs=8"]
   cwd = os.getcwd()
   os.chdir(REPO)
   try:
@@ -29,20 +28,20 @@ def test_soak_smoke_two_kills(tfds_dir, tmp_path):
   assert code == 0 and out["ok"], out
   assert out["kills"] == 2 and len(out["kill_records"]) == 2
   assert all(r["exit"] == -9 for r in out["kill_records"] if r["killed"])
-  assert out["final_step"] == out["total_steps"] == 32
+  assert out["final_step"] == out["total_steps"] == 40
   assert out["final_state_bitwise_equal"] and out["events_equal"]
   assert out["checkpoints_restored"] == len(out["soak_checkpoint_steps"]) >= 1
   assert re.search(r"\| final state bitwise equal +\| True \|", soak.format_report(out))
 
   # A run that differs (another seed) fails the same comparison.
-  c = digits_lt.get_config("smoke")
-  c.data_dir, c.progress, c.seed = tfds_dir, False, 1
+  c = tiny_recipe.get_config()
+  c.num_epochs, c.seed = 8, 1
   other = str(tmp_path / "other")
-  recipes.run(c, other)
+  train_and_evaluate(c, other, tiny_recipe.build)
   bad = soak.compare(os.path.join(root, "reference"), other)
   assert not bad["final_state_bitwise_equal"]
   assert bad["final_state_difference"].endswith(" differs")
-  assert not bad["events_equal"] and "uar" in bad["summary_keys_differing"]
+  assert not bad["events_equal"] and "best_uar" in bad["summary_keys_differing"]
 
 
 def test_soak_rejects_negative_kills():

@@ -12,7 +12,8 @@ from jaxloss.data import augment
 from jaxloss.models import SmallCNN
 from jaxloss.parallel import DATA_AXIS, DataParallel
 from jaxloss.train_state import TrainState
-from jaxloss.train_step import (make_imbalance_loss, make_optimizer, make_train_step)
+from experiments.imbalance.objective import make_imbalance_loss
+from jaxloss.train_step import make_optimizer, make_train_step
 
 BATCH = 32
 

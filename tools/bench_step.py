@@ -44,7 +44,7 @@ def _step_and_state(config, monitor: bool):
 def run(variants=("main", "supcon"), steps: int = 50, repeats: int = 15) -> list[dict]:
   """Median per-step wall time (ms) with monitors off and on, per variant."""
   import jax
-  from experiments.configs import digits_lt
+  from experiments.imbalance.configs import digits_lt
   rows = []
   for name in variants:
     config = digits_lt.get_config(VARIANTS[name])

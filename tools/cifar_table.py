@@ -3,14 +3,14 @@
 ``python -m tools.cifar_table --vsfc``.
 
 CIFAR-10-LT (ρ = 100): runs, one after the other and each into its own workdir under
-``--root``, the five methods of ``experiments/configs/cifar10_lt.py`` at one size
+``--root``, the five methods of ``experiments/imbalance/configs/cifar10_lt.py`` at one size
 (``cpu``: ResNet-8, 30 epochs, this machine; ``full``: ResNet-32, 200 epochs, an
 accelerator), as one series. Prints a Markdown table of WAR, UAR, balanced error
 (100 − UAR), many / medium / few-shot accuracy and the monitors' findings beside the
 published ResNet-32 rows, and writes ``docs/cifar10_lt_<size>.md`` / ``.json``.
 
 ``--vsfc`` runs ERM and the four-stage curriculum on UIT-VSFC sentiment and topic
-(``experiments/configs/vsfc.py``) and writes ``docs/vsfc.md`` / ``.json``.
+(``experiments/imbalance/configs/vsfc.py``) and writes ``docs/vsfc.md`` / ``.json``.
 
 A run whose ``summary.json`` exists is reused; a partly trained one resumes.
 """
@@ -137,13 +137,13 @@ def main(argv=None):
   args = parser.parse_args(argv)
   t0 = time.time()
   if args.vsfc:
-    from experiments.configs import vsfc  # pylint: disable=g-import-not-at-top
+    from experiments.imbalance.configs import vsfc  # pylint: disable=g-import-not-at-top
     rows = run_rows(VSFC_ROWS, vsfc.get_config, args.root or "workdirs/vsfc_table",
                     args.seed)
     table, out = vsfc_markdown(rows), args.out or "docs/vsfc"
     payload = {"seed": args.seed, "rows": rows}
   else:
-    from experiments.configs import cifar10_lt  # pylint: disable=g-import-not-at-top
+    from experiments.imbalance.configs import cifar10_lt  # pylint: disable=g-import-not-at-top
     root = args.root or f"workdirs/cifar10_lt_{args.size}"
     series = run_rows(tuple((label, f"{m},{args.size}", o) for label, m, o in CIFAR_METHODS),
                       cifar10_lt.get_config, root, args.seed)

@@ -1,6 +1,6 @@
 """ERM vs four-stage over several seeds, as a table: ``python -m tools.compare``.
 
-Runs ``experiments/configs/digits_lt.py`` (variants ``erm`` and ``four_stage``) for each
+Runs ``experiments/imbalance/configs/digits_lt.py`` (variants ``erm`` and ``four_stage``) for each
 seed in one process, then prints a Markdown table of WAR and UAR (mean ± std over the
 seeds), the WAR/UAR at the end of each curriculum stage, and writes everything to
 ``OUT/results.json``. Workdirs are ``OUT/<variant>_seed<k>``; finished runs are reused
@@ -33,7 +33,7 @@ def _fmt(ms):
 def run(seeds, out, num_epochs=None, variants=("erm", "four_stage"), data_dir=None):
   """Trains every (variant, seed) and returns the aggregated results dict."""
   from experiments import recipes
-  from experiments.configs import digits_lt
+  from experiments.imbalance.configs import digits_lt
 
   runs = {v: [] for v in variants}
   for variant in variants:

@@ -1,4 +1,4 @@
-"""Provoke every failure mode of ``experiments/configs/failures.py`` on real data and
+"""Provoke every failure mode of ``experiments/imbalance/configs/failures.py`` on real data and
 check that its monitor reports it; then the healthy reference runs report silence.
 
   python -m tools.failure_modes [--only VARIANT ...] [--workdir-root DIR] [--json PATH]
@@ -23,8 +23,8 @@ import time
 
 from tqdm import tqdm
 
-HEALTHY = {"main_job": "experiments/configs/digits_lt.py",
-           "main_job_supcon": "experiments/configs/digits_lt.py:supcon"}
+HEALTHY = {"main_job": "experiments/imbalance/configs/digits_lt.py",
+           "main_job_supcon": "experiments/imbalance/configs/digits_lt.py:supcon"}
 
 
 def _train(config, workdir):
@@ -42,7 +42,7 @@ def _diagnosis(workdir):
 
 def run(variants, root, healthy=True) -> list[dict]:
   """Trains (or re-reads) each run and returns one row per run."""
-  from experiments.configs import digits_lt, failures
+  from experiments.imbalance.configs import digits_lt, failures
   rows = []
   jobs = [(v, failures.get_config(v), failures.EXPECTED[v]) for v in variants]
   if healthy:
@@ -94,7 +94,7 @@ def markdown(rows) -> str:
 
 
 def main(argv=None) -> int:
-  from experiments.configs import failures
+  from experiments.imbalance.configs import failures
   parser = argparse.ArgumentParser(prog="python -m tools.failure_modes",
                                    description=__doc__.splitlines()[0])
   parser.add_argument("--only", nargs="*", choices=failures.VARIANTS,

@@ -1,7 +1,7 @@
 """Crash-resume soak: kill the main job with SIGKILL K times, resume, compare.
 
   python -m tools.soak --kills 10 --seed 0            # the main job (digits-LT)
-  python -m tools.soak --kills 3 -- --config=experiments/configs/digits_lt.py:smoke
+  python -m tools.soak --kills 3 -- --config=experiments/imbalance/configs/digits_lt.py:smoke
 
 1. Runs the job once uninterrupted into ``<root>/reference`` and times its compile
    (from ``metrics.jsonl`` being written, after restore, to the first step's event)
@@ -124,9 +124,9 @@ def _events(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f]
 
 
-# Facts about the last process, not the run's result: a run resumed at its final
-# checkpoint compiles no train step.
-PROCESS_FACTS = ("wall_s", "train_step_compilations")
+# Facts about how the run got there (summed over its restarts), not its result: a
+# killed and resumed run takes more time, segments and compilations.
+PROCESS_FACTS = ("wall_s", "train_step_compilations", "segments")
 
 
 def _summary(workdir: str) -> dict:

@@ -40,9 +40,9 @@ from jaxloss.data.text import Vocabulary, tokenize
 from jaxloss.data.uit_visfd import load_uit_visfd
 from jaxloss.models.text import AspectSentimentModel
 from jaxloss.train_state import TrainState
-from jaxloss.train_step import (aspect_alpha_table, make_multi_aspect_loss,
-                                make_optimizer, make_train_step)
+from jaxloss.train_step import make_optimizer
 from jaxloss.training import Member, Recipe, Selection
+from experiments.absa.objective import aspect_alpha_table, make_multi_aspect_loss
 
 PROJECTIONS = ("tsne", "pca")
 SPLITS = ("train", "dev", "test")

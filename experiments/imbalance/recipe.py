@@ -30,8 +30,9 @@ from jaxloss.models.resnet import CifarResNet
 from jaxloss.models.text import TextClassifier
 from jaxloss.parallel import DATA_AXIS
 from jaxloss.train_state import TrainState
-from jaxloss.train_step import add_contrastive_term, make_imbalance_loss, make_optimizer
+from jaxloss.train_step import make_optimizer
 from jaxloss.training import Recipe
+from experiments.imbalance.objective import add_contrastive_term, make_imbalance_loss
 
 CURRICULA = ("four_stage", "erm", "la", "drw")
 WAR_WEIGHTS = ("train", "test")
@@ -217,6 +218,12 @@ def validate(config) -> None:
     raise ValueError(f"config.logit_scale must be > 0, got {config.logit_scale}")
   if not 0 <= config.dropout_rate < 1:
     raise ValueError(f"config.dropout_rate must be in [0, 1), got {config.dropout_rate}")
+  # Names checked before any data is read (the builders raise the same errors later).
+  for field, choices in (("dataset", DATASETS), ("curriculum", CURRICULA)):
+    if config[field] not in choices:
+      raise ValueError(f"config.{field} must be one of {choices}, got {config[field]!r}")
+  if config.get("model", "small_cnn") not in MODELS:
+    raise ValueError(f"config.model must be one of {MODELS}, got {config.model!r}")
 
 
 def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Recipe:

@@ -40,9 +40,9 @@ from jaxloss.data.sampler import epoch_permutation_indices
 from jaxloss.data.text import UNK, Vocabulary
 from jaxloss.models.text import JointNluModel
 from jaxloss.train_state import TrainState
-from jaxloss.train_step import (bio_class_weights, make_joint_nlu_loss, make_optimizer,
-                                make_train_step)
+from jaxloss.train_step import make_optimizer
 from jaxloss.training import Recipe, Selection
+from experiments.nlu.objective import bio_class_weights, make_joint_nlu_loss
 
 SPLITS = ("train", "dev", "test")
 # Published SNIPS numbers (test split of the JointBERT layout); reported only for SNIPS.
@@ -395,7 +395,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   ref_labels = {"tags": jnp.asarray(train["tags"][:n_ref]),
                 **{f: jnp.asarray(train[f][:n_ref]) for f in fields}}
   knobs0 = compiled.host_values(0)
-  with jax.default_device(jax.devices("cpu")[0]):
+  with jax.default_device(jax.local_devices(backend="cpu")[0]):
     _, _, aux0 = loss_fn(zero_out, ref_labels, knobs0)
   initial_terms = {t: float(np.mean(np.asarray(aux0["terms"][t]))) for t in terms}
   initial_reference = float(sum(knobs0[f"lambda_{t}"] * initial_terms[t] for t in terms))

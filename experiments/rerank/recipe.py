@@ -55,8 +55,9 @@ from jaxloss.data.interactions import load_interactions, pad_left
 from jaxloss.data.sampler import epoch_permutation_indices
 from jaxloss.models.sequential import SASRec
 from jaxloss.train_state import TrainState
-from jaxloss.train_step import RERANK_LOSSES, make_optimizer, make_rerank_loss
+from jaxloss.train_step import make_optimizer
 from jaxloss.training import Recipe, Selection
+from experiments.rerank.objective import RERANK_LOSSES, make_rerank_loss
 
 EVAL_SPLITS = ("validation", "test")
 KEYS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr")

@@ -5,7 +5,8 @@ config stops and names the fields (DESIGN.md convention 17).
 new config with it, field by field (nested blocks flattened to dotted names). Fields
 that change only how the run is executed — devices, processes, progress bars, the
 interrupt used by tests, the halting codes, checkpoint cadence and the eval batch size —
-may change freely; any other change raises :class:`ConfigChangedError`, unless the
+may change freely, and so may the fields a config lists in its own
+``runtime_fields``; any other change raises :class:`ConfigChangedError`, unless the
 caller opts in, in which case the change is appended to ``config_changes.jsonl`` and
 ``config.json`` is rewritten.
 """
@@ -21,7 +22,7 @@ from typing import Any, Iterable, Mapping
 RUNTIME_FIELDS = (
     "progress", "interrupt_at_step", "distributed.", "num_devices", "parallel",
     "train_input", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
-    "monitor.halt_on", "tfds_data_dir", "fail_on_errors",
+    "monitor.halt_on", "tfds_data_dir", "fail_on_errors", "runtime_fields",
 )
 
 
@@ -87,6 +88,7 @@ def check_resume(workdir: str, config, *, started: bool, allow_change: bool = Fa
   """
   path = os.path.join(workdir, "config.json")
   new = config_dict(config)
+  runtime = tuple(runtime) + tuple(new.get("runtime_fields") or ())
   changes = {}
   if started and os.path.exists(path):
     with open(path) as f:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import recipes
-from experiments.configs import digits_lt, failures
+from experiments.imbalance.configs import digits_lt, failures
 from jaxloss import monitors
 from jaxloss.checkpoint import Checkpointer
 from tools import diagnose

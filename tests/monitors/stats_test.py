@@ -16,8 +16,8 @@ from jaxloss.monitors.stats import (BASE_SUM_KEYS, HeadSpec, MonitorSpec, accumu
                                     predicted_class_counts, zero_sums)
 from jaxloss.parallel import DataParallel
 from jaxloss.train_state import TrainState
-from jaxloss.train_step import (add_contrastive_term, make_imbalance_loss,
-                                make_optimizer, make_train_step)
+from experiments.imbalance.objective import add_contrastive_term, make_imbalance_loss
+from jaxloss.train_step import make_optimizer, make_train_step
 
 
 # --- predicted_class_counts, nonfinite_count ----------------------------------------

@@ -3,8 +3,8 @@ long-tailed to ρ = 25, balanced test split).
 
 Run (from the repository root):
   python -m experiments.run                                   # four-stage (default)
-  python -m experiments.run --config=experiments/configs/digits_lt.py:erm
-  python -m experiments.run --config=experiments/configs/digits_lt.py:smoke
+  python -m experiments.run --config=experiments/imbalance/configs/digits_lt.py:erm
+  python -m experiments.run --config=experiments/imbalance/configs/digits_lt.py:smoke
   python -m experiments.run --config.seed=1 --workdir=/tmp/ds1  # overrides
 
 Variants: ``four_stage`` (default), ``erm`` (plain cross-entropy, data-distribution
@@ -15,7 +15,7 @@ contrastive term on a projection head, weights 0.8 / 0.2), ``smoke``, ``erm_smok
 
 import ml_collections
 
-from jaxloss.monitors import checks as monitors
+from experiments.configs.runtime import add_runtime
 
 VARIANTS = ("four_stage", "erm", "supcon", "smoke", "erm_smoke", "supcon_smoke")
 
@@ -37,7 +37,7 @@ def get_config(arg=None):
   c.test_per_class = 30
   c.war_weights = "train"  # "train": weight recall by the training distribution; "test"
 
-  # experiments/configs/cifar10_lt.py sets these for CIFAR-10-LT.
+  # experiments/imbalance/configs/cifar10_lt.py sets these for CIFAR-10-LT.
   c.manual_dir = ml_collections.config_dict.placeholder(str)  # raw files (CIFAR archive)
   c.subsample = 1  # keep every k-th example of each class (smoke runs)
   c.shot_thresholds = ml_collections.config_dict.placeholder(tuple)  # (many, few)
@@ -84,42 +84,14 @@ def get_config(arg=None):
   c.contrastive_temperature = 0.1
   c.projection_dim = 32
   c.dropout_rate = 0.0
-  # Data faults, only for the failure-mode configs (experiments/configs/failures.py).
+  # Data faults, only for the failure-mode configs (experiments/imbalance/configs/failures.py).
   c.shuffle_train_labels = False
   c.eval_dropout = False  # dropout left on in evaluation (a bug the monitors catch)
   # Multiplies the curriculum's logit-adjustment tau in the loss (-1: the sign bug).
   c.tau_scale = 1.0
 
-  # Training-health monitors (jaxloss.monitors): thresholds and the codes that stop
-  # the run cleanly (checkpoint written) when they fire, e.g. ("non_finite",).
-  c.monitor = ml_collections.ConfigDict(monitors.default_thresholds())
-  c.monitor.enabled = True
-  c.monitor.halt_on = ()
-
-  # Runtime.
-  c.parallel = "shard_map"  # or "pmap" (single process)
-  c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
-  # "auto": "host" with several processes (each gathers its rows of the batch), else
-  # "device" (the training set on every device, batches drawn in the step).
-  c.train_input = "auto"
-  # Several processes (jaxloss.distributed): set all three, or the JAXLOSS_* variables,
-  # or auto_detect=True for JAX's detection on TPU pods / SLURM / Open MPI.
-  c.distributed = ml_collections.ConfigDict({
-      "coordinator_address": ml_collections.config_dict.placeholder(str),  # host:port
-      "num_processes": ml_collections.config_dict.placeholder(int),
-      "process_id": ml_collections.config_dict.placeholder(int),
-      "auto_detect": False,
-      "peer_timeout_s": 10.0,  # a silent peer for this long ends every process
-      "heartbeat_timeout_s": 30,  # JAX's own coordination-service heartbeat
-      "initialization_timeout_s": 120,
-      "shutdown_timeout_s": 120,  # a finished process waits this long for the others
-  })
-  c.eval_batch_size = 512
-  c.checkpoint_every_steps = 200
-  c.keep_checkpoints = 3
-  c.progress = True
-  # Stop (as if killed) before this step, leaving only the checkpoints saved so far.
-  c.interrupt_at_step = ml_collections.config_dict.placeholder(int)
+  # Monitors, devices, processes, input path, checkpoints, progress.
+  add_runtime(c, eval_batch_size=512, checkpoint_every_steps=200, keep_checkpoints=3)
 
   if variant in ("erm", "erm_smoke"):
     c.curriculum = "erm"

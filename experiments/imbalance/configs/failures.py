@@ -2,7 +2,7 @@
 caught by a training-health monitor (jaxloss.monitors) with its advice.
 
 Run one (from the repository root) and read its diagnosis:
-  python -m experiments.run --config=experiments/configs/failures.py:lr_far_too_high \
+  python -m experiments.run --config=experiments/imbalance/configs/failures.py:lr_far_too_high \
       --workdir=workdirs/failures/lr_far_too_high
   python -m tools.diagnose workdirs/failures/lr_far_too_high
 or all of them, with the README table: ``python -m tools.failure_modes``.
@@ -13,7 +13,7 @@ with one thing broken; ``EXPECTED[variant]`` is the code its monitor must report
 
 import ml_collections
 
-from experiments.configs import digits_lt
+from experiments.imbalance.configs import digits_lt
 
 # variant -> (code that must be reported, how the failure is provoked)
 EXPECTED = {

@@ -2,9 +2,9 @@
 sentence sentiment (neutral is 4 % of Train) and topic (16 : 1).
 
 Run (from the repository root):
-  python -m experiments.run --config=experiments/configs/vsfc.py                # four_stage,sentiment
-  python -m experiments.run --config=experiments/configs/vsfc.py:erm,sentiment
-  python -m experiments.run --config=experiments/configs/vsfc.py:four_stage,topic
+  python -m experiments.run --config=experiments/imbalance/configs/vsfc.py                # four_stage,sentiment
+  python -m experiments.run --config=experiments/imbalance/configs/vsfc.py:erm,sentiment
+  python -m experiments.run --config=experiments/imbalance/configs/vsfc.py:four_stage,topic
   python -m tools.cifar_table --vsfc     # the four README rows, one after the other
 
 Variants are ``METHOD[,TASK]`` (or ``smoke``): METHOD ``four_stage`` (the curriculum of
@@ -21,7 +21,7 @@ UAR the mean per-class recall, both at the last epoch.
 
 import ml_collections
 
-from experiments.configs import digits_lt, variants
+from experiments.imbalance.configs import digits_lt, variants
 
 METHODS = ("four_stage", "erm")
 TASKS = ("sentiment", "topic")

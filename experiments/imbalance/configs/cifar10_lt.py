@@ -2,10 +2,10 @@
 logit-adjusted loss and LDAM-DRW.
 
 Run (from the repository root):
-  python -m experiments.run --config=experiments/configs/cifar10_lt.py:four_stage,cpu
-  python -m experiments.run --config=experiments/configs/cifar10_lt.py:erm,cpu
-  python -m experiments.run --config=experiments/configs/cifar10_lt.py:ldam_drw   # full
-  python -m experiments.run --config=experiments/configs/cifar10_lt.py:la,cpu \\
+  python -m experiments.run --config=experiments/imbalance/configs/cifar10_lt.py:four_stage,cpu
+  python -m experiments.run --config=experiments/imbalance/configs/cifar10_lt.py:erm,cpu
+  python -m experiments.run --config=experiments/imbalance/configs/cifar10_lt.py:ldam_drw   # full
+  python -m experiments.run --config=experiments/imbalance/configs/cifar10_lt.py:la,cpu \\
       --config.imbalance_ratio=10 --config.manual_dir=path/to/folder
   python -m tools.cifar_table            # the five cpu rows of the README, one series
 
@@ -39,7 +39,7 @@ published balanced error); many / medium / few are the classes with > 1000, 200â
 
 import ml_collections
 
-from experiments.configs import digits_lt, variants
+from experiments.imbalance.configs import digits_lt, variants
 
 METHODS = ("four_stage", "erm", "focal", "la", "ldam_drw")  # the first is the default
 SIZES = ("full", "cpu")

@@ -1,0 +1,272 @@
+"""The monitors' vocabulary: codes, thresholds, :class:`Finding`, and the reading of a
+run's metric stream that every check shares.
+
+Every monitor is a pure function of the events of a ``metrics.jsonl`` stream (the
+``meta`` header, the first-step ``init`` event, one ``train`` event per log period and
+one ``test`` event per evaluation) and the thresholds; :func:`diagnose` runs them all.
+Because they need nothing but the stream, the same findings come out live during
+training (:class:`Monitor`), at the end (``diagnosis.json``) and afterwards from
+``python -m tools.diagnose WORKDIR``.
+
+A finding has a ``code``, a ``severity`` (``error``, ``warning``, ``info``), the
+``step`` at which it first held, a ``message`` with the numbers and ``advice`` with the
+concrete change. Conditions that last (clipping on every step, a stalled term) are
+reported once per episode, with the episode's last step in ``until``.
+
+The default thresholds are the rules of thumb practitioners use when they read these
+logs by hand: a gradient norm above 10 is explosion; clipping on every batch means the
+threshold is too tight; a first loss far from ln C (ln of the number of candidates for a
+listwise loss) means a bad initialisation or label encoding; one class taking more than
+80 % of the predictions, or a tagger at 0 % / 100 % non-``O``, is collapse; a
+classification loss under 0.08 early in training has saturated; when one term of a
+combined loss is flat while another falls, raise its weight by 0.1 (0.8/0.2 -> 0.7/0.3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+SEVERITIES = ("error", "warning", "info")
+
+CODES = ("non_finite", "grad_explosion", "grad_vanishing", "clipping_every_step",
+         "not_learning", "loss_oscillating", "term_stalled", "term_saturated",
+         "prediction_collapse", "initial_loss_off", "eval_nondeterministic",
+         "stage_expectation")
+
+# name -> (default, meaning). Windows count log periods (train events).
+THRESHOLDS: dict[str, tuple[Any, str]] = {
+    "grad_explosion": (10.0, "pre-clip global gradient norm above this is explosion"),
+    "grad_vanishing": (1e-4, "mean global gradient norm below this is vanishing"),
+    "grad_vanishing_patience": (2, "consecutive log periods of vanishing gradients"),
+    "clipping_share": (0.99, "share of steps clipped that counts as every step"),
+    "clipping_patience": (3, "consecutive log periods clipped on every step"),
+    "window": (10, "log periods in a window (not_learning, oscillating, stalled)"),
+    "flat_rel": (0.02, "relative change over a window below which a loss is flat"),
+    "not_learning_level": (0.7, "flat and still above this share of the first loss"),
+    "oscillation_flips": (0.6, "share of direction changes between log periods"),
+    "oscillation_amplitude": (0.3, "mean |change| per period over the mean loss"),
+    "oscillation_min_abs": (0.1, "mean |change| per period, absolute (nats)"),
+    "stall_fall_rel": (0.1, "relative fall of another term while one is flat"),
+    "weight_step": (0.1, "how much weight the advice moves to a stalled term"),
+    "saturated_loss": (0.08, "a term below this early in training has saturated"),
+    "saturated_before": (0.25, "'early': this share of the total steps"),
+    "saturated_rel": (0.05, "a term of a combined loss must also be below this share "
+                            "of its first value (terms have different scales)"),
+    "collapse_share": (0.8, "top predicted class share above this is collapse"),
+    "collapse_non_o_low": (0.001, "tagger non-O share at or below this is collapse"),
+    "collapse_non_o_high": (0.999, "tagger non-O share at or above this is collapse"),
+    "collapse_grace": (0.1, "share of the total steps ignored by prediction_collapse"),
+    "collapse_patience": (2, "consecutive log periods of collapse"),
+    "initial_loss_tolerance": (0.25, "relative distance of the first loss from ln C"),
+    "eval_tolerance": (0.0, "largest difference allowed between repeated evaluations"),
+    "stage_evals": (3, "evaluations averaged at each end of a stage"),
+    "stage_tolerance": (0.01, "change in WAR/UAR (fraction) that counts as a move"),
+}
+
+INTENTS = ("up", "down", "not_down", "not_up")
+
+
+def default_thresholds() -> dict[str, Any]:
+  """The default thresholds as a plain dict (put it in the config under ``monitor``)."""
+  return {k: v for k, (v, _) in THRESHOLDS.items()}
+
+
+def resolve_thresholds(overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+  """Defaults updated with ``overrides``; keys that are not thresholds are ignored if
+  they are known config fields (``halt_on``, ``enabled``).
+
+  Raises:
+    ValueError: an unknown threshold name, or a negative value.
+  """
+  out = default_thresholds()
+  for key, value in dict(overrides or {}).items():
+    if key in ("halt_on", "enabled"):
+      continue
+    if key not in out:
+      raise ValueError(f"unknown monitor threshold {key!r}; known: {sorted(out)}")
+    if value is None or float(value) < 0:
+      raise ValueError(f"monitor threshold {key} must be >= 0, got {value!r}")
+    out[key] = type(out[key])(value)
+  return out
+
+
+def validate_halt_on(codes: Iterable[str]) -> tuple[str, ...]:
+  """Checks a ``halt_on`` list.
+
+  Raises:
+    ValueError: a code that no monitor emits.
+  """
+  codes = tuple(codes or ())
+  unknown = [c for c in codes if c not in CODES]
+  if unknown:
+    raise ValueError(f"halt_on has unknown codes {unknown}; known: {list(CODES)}")
+  return codes
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+  """One diagnosis.
+
+  Attributes:
+    code: one of :data:`CODES`.
+    severity: ``"error"``, ``"warning"`` or ``"info"``.
+    step: the train step at which the condition first held (a log step).
+    message: what was seen, with the numbers.
+    advice: the concrete change to make.
+    subject: the term, head or stage concerned ("" for the whole run).
+    until: last step of the episode (same as ``step`` for a one-off).
+  """
+  code: str
+  severity: str
+  step: int
+  message: str
+  advice: str
+  subject: str = ""
+  until: Optional[int] = None
+
+  @property
+  def key(self) -> tuple:
+    """Identity of the episode, stable while the run goes on."""
+    return (self.code, self.subject, self.step)
+
+  def to_dict(self) -> dict:
+    """JSON-ready dict."""
+    d = dataclasses.asdict(self)
+    if d["until"] is None:
+      d["until"] = d["step"]
+    return d
+
+
+# --- Reading the stream ------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Run:
+  meta: dict
+  init: Optional[dict]
+  train: list
+  test: list
+  th: dict
+
+  @property
+  def total_steps(self) -> Optional[int]:
+    return self.meta.get("total_steps")
+
+  @property
+  def last_step(self) -> int:
+    steps = [e["step"] for e in self.train + self.test]
+    return max(steps) if steps else 0
+
+  @property
+  def finished(self) -> bool:
+    return self.total_steps is not None and self.last_step >= self.total_steps
+
+  def terms(self) -> list[dict]:
+    return list(self.meta.get("terms") or [])
+
+  def lr(self, event: Optional[dict] = None) -> Optional[float]:
+    if event is not None and event.get("learning_rate") is not None:
+      return float(event["learning_rate"])
+    return self.meta.get("learning_rate")
+
+  def field(self, name: str, default: str) -> str:
+    return (self.meta.get("config_fields") or {}).get(name, default)
+
+
+def _split_events(events: Sequence[Mapping], thresholds) -> _Run:
+  meta, init, train, test = {}, None, [], []
+  for e in events:
+    split = e.get("split")
+    if split == "meta":
+      meta = dict(e)
+    elif split == "init":
+      init = dict(e)
+    elif split == "train":
+      train.append(dict(e))
+    elif split == "test":
+      test.append(dict(e))
+  train.sort(key=lambda e: e["step"])
+  test.sort(key=lambda e: e["step"])
+  th = resolve_thresholds({**(meta.get("thresholds") or {}), **dict(thresholds or {})})
+  return _Run(meta, init, train, test, th)
+
+
+def _episodes(events: list, predicate: Callable[[dict], bool]) -> list[list[dict]]:
+  """Maximal runs of consecutive events satisfying ``predicate``."""
+  out, current = [], []
+  for e in events:
+    if predicate(e):
+      current.append(e)
+    elif current:
+      out.append(current)
+      current = []
+  if current:
+    out.append(current)
+  return out
+
+
+def _stage_segments(events: list) -> list[list[dict]]:
+  """Consecutive events of the same stage (a stage change changes what a loss means)."""
+  out = []
+  for e in events:
+    if out and out[-1][-1].get("stage") == e.get("stage"):
+      out[-1].append(e)
+    else:
+      out.append([e])
+  return out
+
+
+def _windows(events: list, size: int):
+  """Sliding windows of ``size`` events inside each stage."""
+  for segment in _stage_segments(events):
+    for i in range(0, len(segment) - size + 1):
+      yield segment[i:i + size]
+
+
+def _window_episodes(events: list, size: int, flagged: Callable[[list], bool]
+                     ) -> list[list[list[dict]]]:
+  """Runs of consecutive flagged windows (same stage, each one period after the last):
+  one episode per run, so a lasting condition is reported once."""
+  out, prev_start = [], None
+  for segment in _stage_segments(events):
+    prev_start = None
+    for i in range(0, len(segment) - size + 1):
+      w = segment[i:i + size]
+      if flagged(w):
+        if prev_start is not None and prev_start == i - 1:
+          out[-1].append(w)
+        else:
+          out.append([w])
+        prev_start = i
+  return out
+
+
+def _rel_fall(values: Sequence[float]) -> float:
+  """(mean of the first third - mean of the last third) / |mean of the first third|."""
+  k = max(len(values) // 3, 1)
+  first, last = float(np.mean(values[:k])), float(np.mean(values[-k:]))
+  return (first - last) / max(abs(first), 1e-12)
+
+
+def _num(x, fmt=".3g") -> str:
+  return "n/a" if x is None else format(x, fmt)
+
+
+def _pct(x) -> str:
+  return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _signed_pct(fraction: float) -> str:
+  """``+1.5%`` / ``-0.4%``; never ``-0.0%``."""
+  value = round(100 * fraction, 1)
+  return f"{value + 0.0:+.1f}%"
+
+
+def _values(events: list, key: str) -> Optional[list[float]]:
+  vals = [e.get(key) for e in events]
+  if any(v is None or not math.isfinite(v) for v in vals):
+    return None
+  return [float(v) for v in vals]

@@ -1,0 +1,217 @@
+"""The one training loop, on a tiny recipe (iris softmax regression, a second a run):
+exact resume after an interruption and after a SIGKILL, halting, the resume guard and
+the run's own facts, 1 vs 8 devices, host vs device input, ensemble members, and 2
+processes vs 1."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxloss.checkpoint import Checkpointer
+from jaxloss.training import ConfigChangedError, train_and_evaluate
+from jaxloss.training import guard
+from jaxloss.training.recipe import Selection, select
+from jaxloss.training.run_files import RunFacts
+from tests.training import tiny_recipe
+from tools import launch_local
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _config(**overrides):
+  c = tiny_recipe.get_config()
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def _run(workdir, **overrides):
+  return train_and_evaluate(_config(**overrides), str(workdir), tiny_recipe.build)
+
+
+def _state(workdir):
+  ckpt = Checkpointer(os.path.join(str(workdir), "checkpoints"))
+  try:
+    return ckpt.restore_host()
+  finally:
+    ckpt.close()
+
+
+def _events(workdir):
+  with open(os.path.join(str(workdir), "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _max_diff(a, b):
+  return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _facts_free(summary):
+  return {k: v for k, v in summary.items()
+          if k not in ("wall_s", "train_step_compilations", "segments")}
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+  straight = _run(tmp_path / "a")
+  # Stopped at step 7 (checkpoints at 5): the resume redoes steps 6-7.
+  assert _run(tmp_path / "b", interrupt_at_step=7) is None
+  resumed = _run(tmp_path / "b")
+  jax.tree.map(np.testing.assert_array_equal, _state(tmp_path / "a"),
+               _state(tmp_path / "b"))
+  assert _events(tmp_path / "a") == _events(tmp_path / "b")
+  assert _facts_free(straight) == _facts_free(resumed)
+  assert resumed["segments"] == 2 and resumed["train_step_compilations"] == 2
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+  """SIGKILL during the last evaluation, 10 steps after the last checkpoint and after
+  epoch 3's events were written: the re-run drops those events, redoes the steps and
+  ends exactly as an uninterrupted run."""
+  _run(tmp_path / "straight")
+  workdir = tmp_path / "killed"
+  args = [sys.executable, "-m", "experiments.run", "--config=tests/training/tiny_recipe.py",
+          f"--workdir={workdir}", "--config.sleep_at_epoch=4",
+          "--config.checkpoint_every_steps=10"]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.monotonic() + 120
+    while not os.path.exists(workdir / "sleeping"):
+      assert proc.poll() is None, "the run ended before the kill"
+      assert time.monotonic() < deadline, "the run did not reach epoch 4"
+      time.sleep(0.1)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  assert max(e["step"] for e in _events(workdir)) == 15  # written after checkpoint 10
+  assert _state(workdir)["step"] == 10
+  resumed = _run(workdir)
+  jax.tree.map(np.testing.assert_array_equal, _state(tmp_path / "straight"),
+               _state(workdir))
+  assert _events(tmp_path / "straight") == _events(workdir)
+  assert resumed["steps"] == 20
+
+
+def test_halt_on_a_finding_saves_a_checkpoint_and_says_so(tmp_path, capsys):
+  config = _config(nan_at_epoch=5.0, num_epochs=8)
+  config.monitor.halt_on = ("non_finite",)
+  summary = train_and_evaluate(config, str(tmp_path), tiny_recipe.build)
+  assert summary["halted"]["code"] == "non_finite"
+  assert summary["steps"] == 30 and summary["skipped_steps"] == 5  # epoch 6 all NaN
+  state = _state(tmp_path)
+  assert int(state["step"]) == 30  # of 40
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+  assert "Halted at step 30: non_finite is in config.monitor.halt_on" in capsys.readouterr().out
+
+
+def test_resume_guard_names_changed_fields_and_keeps_the_runs_facts(tmp_path):
+  first = _run(tmp_path)
+  with pytest.raises(ConfigChangedError, match=r"changed: seed \(0 -> 1\)"):
+    _run(tmp_path, seed=1)
+  with pytest.raises(ConfigChangedError,
+                     match=r"learning_rate \(0.1 -> 0.01\), num_epochs \(4 -> 6\)"):
+    _run(tmp_path, learning_rate=0.01, num_epochs=6)
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["seed"] == 0  # the record is not rewritten by a refused run
+  # Fields that only change how the run executes may change; a no-op re-run keeps
+  # the run's own wall time and compilations.
+  again = _run(tmp_path, eval_batch_size=8, num_devices=2, checkpoint_every_steps=3)
+  assert again["wall_s"] == first["wall_s"]
+  assert again["train_step_compilations"] == first["train_step_compilations"] == 1
+  assert _facts_free(again) == {**_facts_free(first), "num_devices": 2}
+  # Opting in continues the run with the new values and records the change.
+  longer = train_and_evaluate(_config(num_epochs=6), str(tmp_path), tiny_recipe.build,
+                              allow_config_change=True)
+  assert longer["steps"] == 30 and longer["segments"] == 2
+  with open(tmp_path / "config_changes.jsonl") as f:
+    assert json.loads(f.readline())["changed"] == {"num_epochs": [4, 6]}
+
+
+def test_changed_fields_flattens_and_skips_runtime_fields():
+  old = {"seed": 0, "monitor": {"halt_on": [], "enabled": True}, "distributed": {"a": 1},
+         "lambdas": {"entity": "0.3"}}
+  new = {"seed": 0, "monitor": {"halt_on": ["non_finite"], "enabled": False},
+         "distributed": {"a": 2}, "lambdas": {"entity": "0.3", "scenario": 0.2}}
+  assert guard.changed_fields(old, new) == {"monitor.enabled": (True, False),
+                                            "lambdas.scenario": ("<absent>", 0.2)}
+
+
+def test_run_facts_add_segments_and_survive_a_lost_record(tmp_path):
+  path = str(tmp_path / "facts.json")
+  f = RunFacts(path, None)
+  f.record(5, 1.0, 1)
+  f.record(10, 2.0, 1)
+  resumed = RunFacts(path, 10)
+  assert resumed.totals(0.5, 1) == {"wall_s": 2.5, "train_step_compilations": 2,
+                                    "segments": 2}
+  # A checkpoint at 15 whose facts were never written: the newest before it count.
+  assert RunFacts(path, 15).prior["wall_s"] == 2.0
+  assert RunFacts(path, 5).totals(0.0, 0)["wall_s"] == 1.0
+
+
+def test_select_takes_the_best_and_the_earliest_of_ties():
+  events = [{"step": 0, "split": "meta"}]
+  for step, dev in ((1, 0.5), (2, 0.7), (3, 0.7), (4, 0.6)):
+    events += [{"step": step, "split": "dev", "score": dev},
+               {"step": step, "split": "test", "score": step}]
+  best, last = select(events, Selection("dev", "score"))
+  assert best["test"]["score"] == 2 and last["test"]["score"] == 4
+  assert select(events, None)[0]["test"]["score"] == 4
+
+
+@pytest.mark.parametrize("sampler", ["class_mix", "permutation"])
+def test_one_and_eight_devices_and_host_input_agree(tmp_path, sampler):
+  kw = dict(dropout_rate=0.0, sampler=sampler)
+  _run(tmp_path / "one", num_devices=1, **kw)
+  _run(tmp_path / "eight", num_devices=8, **kw)
+  _run(tmp_path / "host", num_devices=8, train_input="host", **kw)
+  one, eight, host = (_state(tmp_path / n) for n in ("one", "eight", "host"))
+  # Sums of 16 float32 terms in another order: a few ulps of the O(1) parameters.
+  assert _max_diff(one["params"], eight["params"]) < 1e-6
+  jax.tree.map(np.testing.assert_array_equal, eight, host)  # the same computation
+
+
+def test_members_train_like_single_runs(tmp_path):
+  summary = _run(tmp_path / "ens", members="0.5,1.0", dropout_rate=0.0)
+  assert summary["train_step_compilations"] == 1
+  for k in (0, 1):
+    assert os.path.exists(tmp_path / "ens" / f"member_{k}" / "metrics.jsonl")
+  ens_events = _events(tmp_path / "ens")
+  assert {e["split"] for e in ens_events} == {"meta", "test"}
+  ens = _state(tmp_path / "ens")
+  # Member 1: seed 1, loss scale 1 = the single run with seed 1.
+  _run(tmp_path / "single", seed=1, dropout_rate=0.0)
+  single = _state(tmp_path / "single")
+  member_1 = jax.tree.map(lambda x: x[1], ens["params"])
+  assert _max_diff(member_1, single["params"]) < 1e-6
+  # Host input: every member draws its own batch, as on device.
+  _run(tmp_path / "ens_host", members="0.5,1.0", dropout_rate=0.0, train_input="host")
+  jax.tree.map(np.testing.assert_array_equal, ens, _state(tmp_path / "ens_host"))
+
+
+def test_two_processes_equal_one(tmp_path):
+  """2 processes x 4 devices (gloo, per-process input and evaluation rows) train the
+  parameters and report the metrics of 1 process x 8 devices with host input."""
+  two = tmp_path / "two"
+  logs = launch_local.start(
+      ["-m", "experiments.run", "--config=tests/training/tiny_recipe.py",
+       f"--workdir={two}", "--config.members=0.5,1.0"], num_processes=2,
+      devices_per_process=4, log_dir=str(tmp_path / "logs"), cwd=REPO)
+  codes = launch_local.wait(logs, 180)
+  assert codes == [0, 0], open(tmp_path / "logs" / "process_0.log").read()[-3000:]
+  one = _run(tmp_path / "one", members="0.5,1.0", train_input="host", num_devices=8)
+  assert _max_diff(_state(two)["params"], _state(tmp_path / "one")["params"]) < 1e-6
+  with open(two / "summary.json") as f:
+    summary_two = json.load(f)
+  assert summary_two["num_processes"] == 2
+  assert summary_two["members"] == one["members"]
