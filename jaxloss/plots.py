@@ -41,7 +41,7 @@ def plot_curves(metrics_path: str, out_path: str, title: str | None = None) -> s
   """Draws WAR/UAR (test) and loss (train) per epoch with the stages shaded.
 
   Args:
-    metrics_path: a ``metrics.jsonl`` written by ``experiments.train``.
+    metrics_path: a ``metrics.jsonl`` written by the training loop (``jaxloss.training``).
     out_path: PNG path to write.
     title: figure title.
 

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from experiments import recipes
 from experiments.absa import recipe as absa
 from experiments.absa.configs import visfd_absa
 from jaxloss.data.sampler import epoch_permutation_indices
@@ -229,16 +228,6 @@ def _smoke(**overrides):
   return c
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  """The two-member ensemble (0.7/0.3 seed 0, 0.8/0.2 seed 1) in one vmapped step."""
-  if not HAVE_DATA:
-    pytest.skip(f"UIT-ViSFD not found at {default_manual_dir()}")
-  workdir = str(tmp_path_factory.mktemp("absa_smoke"))
-  summary = recipes.run(_smoke(ensemble_focal_weights="0.7,0.8"), workdir)
-  return workdir, summary
-
-
 def _stream(path):
   with open(path) as f:
     return [json.loads(line) for line in f]
@@ -246,7 +235,8 @@ def _stream(path):
 
 @needs_data
 def test_smoke_ensemble_writes_everything(smoke_run):
-  workdir, summary = smoke_run
+  """The two-member ensemble (0.7/0.3 seed 0, 0.8/0.2 seed 1) in one vmapped step."""
+  workdir, summary = smoke_run("absa")
   for key in ("aspect_f1", "sentiment_f1", "per_aspect_f1", "macro_f1_4class",
               "members", "selected_epoch", "contrastive_reference"):
     assert key in summary

@@ -14,3 +14,44 @@ def tfds_dir(tmp_path_factory):
 def digits(tfds_dir):
   """Default digits-LT (ρ = 25, 30 test images a class), as numpy arrays."""
   return load_digits_lt(data_dir=tfds_dir)
+
+
+# The reference recipes' smoke runs, shared: each recipe's own test asserts on its run,
+# and tests/recipes_multiprocess_test.py compares it with the same config on 2 processes.
+# Host input on the 8 simulated devices (the path several processes take).
+SMOKE_RUNS = {
+    # recipe: (config file, overrides, the config field of the TFDS data dir)
+    "absa": ("experiments/absa/configs/visfd_absa.py:smoke",
+             {"ensemble_focal_weights": "0.7,0.8"}, "data_dir"),
+    "nlu": ("experiments/nlu/configs/joint_nlu.py:smoke", {}, "tfds_data_dir"),
+    "rerank": ("experiments/rerank/configs/rerank.py:smoke", {}, "tfds_data_dir"),
+}
+
+
+def smoke_settings(name, tfds_dir):
+  """``(config file, {field: value})`` of a shared smoke run (also its command line)."""
+  path, overrides, data_field = SMOKE_RUNS[name]
+  return path, {**overrides, data_field: tfds_dir, "progress": False,
+                "train_input": "host"}
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tfds_dir, tmp_path_factory):
+  """``smoke_run(name) -> (workdir, summary)``: the recipe's smoke run, trained once."""
+  import importlib  # pylint: disable=g-import-not-at-top
+
+  from experiments import recipes  # pylint: disable=g-import-not-at-top
+  cache = {}
+
+  def run(name):
+    if name not in cache:
+      path, settings = smoke_settings(name, tfds_dir)
+      file, _, variant = path.partition(":")
+      module = importlib.import_module(file[:-3].replace("/", "."))
+      config = module.get_config(variant or None)
+      for k, v in settings.items():
+        config[k] = v
+      workdir = str(tmp_path_factory.mktemp(f"smoke_{name}"))
+      cache[name] = (workdir, recipes.run(config, workdir))
+    return cache[name]
+  return run

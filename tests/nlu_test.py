@@ -189,10 +189,10 @@ def test_loss_errors():
 
 # --- End to end -----------------------------------------------------------------------------
 
-def _smoke(tmp_path, **overrides):
+def _smoke(tfds_dir, **overrides):
   c = nlu_config.get_config("smoke")
   c.progress = False
-  c.tfds_data_dir = str(tmp_path / "tfds")
+  c.tfds_data_dir = tfds_dir
   for k, v in overrides.items():
     if "." in k:
       outer, inner = k.split(".")
@@ -208,10 +208,8 @@ def _events(workdir):
 
 
 @needs_snips
-def test_smoke_run_on_snips(tmp_path):
-  config = _smoke(tmp_path)
-  workdir = str(tmp_path / "run")
-  summary = recipes.run(config, workdir)
+def test_smoke_run_on_snips(smoke_run):
+  workdir, summary = smoke_run("nlu")
   for key in ("intent_accuracy", "slot_f1", "sentence_accuracy", "pred_non_o_share",
               "top_intent_share"):
     assert 0.0 <= summary[key] <= 1.0, key
@@ -220,6 +218,7 @@ def test_smoke_run_on_snips(tmp_path):
   assert summary["eval_repeat_max_diff"] == 0.0
   assert summary["diagnosis"]["error"] == 0
   assert summary["dataset"]["num_tags"] == 74
+  assert len(summary["anchors"]) == 3  # SNIPS: its published rows apply
   # The first loss of an untrained model is near the loss at zero logits.
   assert summary["initial_loss"] == pytest.approx(summary["initial_reference"], rel=0.1)
   # The λ warm-up, read back from the train events (the knob values of each epoch's
@@ -235,10 +234,10 @@ def test_smoke_run_on_snips(tmp_path):
 
 
 @needs_snips
-def test_collapse_variant_reproduces_the_nan_on_real_data(tmp_path):
+def test_collapse_variant_reproduces_the_nan_on_real_data(tmp_path, tfds_dir):
   config = nlu_config.get_config("collapse")
   config.progress = False
-  config.tfds_data_dir = str(tmp_path / "tfds")
+  config.tfds_data_dir = tfds_dir
   config.max_train_examples = 256
   config.max_eval_examples = 64
   config.num_epochs = 1
@@ -294,13 +293,13 @@ def _write_jsonl(folder, seed=0):
                             "command": command, "scenario": scenario}) + "\n")
 
 
-def test_jsonl_dataset_with_extra_label_fields_trains_a_head_for_each(tmp_path):
+def test_jsonl_dataset_with_extra_label_fields_trains_a_head_for_each(tmp_path, tfds_dir):
   """A JSONL set with intent, command and an extra sentence-level field (scenario) the
   config does not name: every field gets a head, scenario with config.default_lambda,
   and the README's command trains it with no flag."""
   data = str(tmp_path / "assistant")
   _write_jsonl(data)
-  config = _smoke(tmp_path, data_dir=data, num_epochs=8, max_train_examples=None,
+  config = _smoke(tfds_dir, data_dir=data, num_epochs=8, max_train_examples=None,
                   max_eval_examples=None, learning_rate=1e-2)
   config.lambdas.entity = "0.3,0.4,0.5"
   # Plain CE on the tags: on 80 steps of this toy set the recipe's O = 0.1 focal weights
@@ -311,6 +310,7 @@ def test_jsonl_dataset_with_extra_label_fields_trains_a_head_for_each(tmp_path):
   summary = recipes.run(config, workdir)
   assert summary["dataset"]["label_fields"] == ["command", "intent", "scenario"]
   assert summary["default_lambda_fields"] == ["scenario"]
+  assert summary["anchors"] == []  # the SNIPS rows do not apply to this dataset
   params = Checkpointer(os.path.join(workdir, "checkpoints")).restore_host()["params"]
   assert {"command_head", "intent_head", "scenario_head", "tag_head"} <= set(params)
   train = [e for e in _events(workdir) if e["split"] == "train"]

@@ -22,13 +22,6 @@ needs_games = pytest.mark.skipif(
     "(../shared/data/sasrec_games beside the repository)")
 
 
-@pytest.fixture(scope="module")
-def tfds_dir(tmp_path_factory):
-  # One prepared copy of the splits for the whole module (the builder's own tests
-  # cover preparing it).
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 def _smoke(tfds_dir, **overrides):
   c = rerank_config.get_config("smoke")
   c.progress = False
@@ -39,10 +32,8 @@ def _smoke(tfds_dir, **overrides):
 
 
 @needs_games
-def test_smoke_run_sanity_checks(tfds_dir, tmp_path):
-  config = _smoke(tfds_dir)
-  workdir = str(tmp_path / "run")
-  summary = recipes.run(config, workdir)
+def test_smoke_run_sanity_checks(smoke_run):
+  workdir, summary = smoke_run("rerank")
   for key in rerank.KEYS:
     assert 0.0 <= summary[key] <= 1.0, key
   assert summary["hr@1"] <= summary["hr@5"] <= summary["hr@10"]

@@ -3,6 +3,8 @@ boundary and resumed by fresh objects equals the uninterrupted run, bitwise."""
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -12,6 +14,8 @@ from experiments import recipes
 from jaxloss.training import MetricsLog
 from experiments.imbalance.configs import digits_lt
 from jaxloss.checkpoint import Checkpointer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(tfds_dir, **overrides):
@@ -93,6 +97,15 @@ def test_smoke_run_writes_every_artifact(tfds_dir, tmp_path):
   # A no-op resume keeps the run's own facts (not the 0 compilations of the re-run).
   assert again["train_step_compilations"] == summary["train_step_compilations"] == 1
   assert again["wall_s"] == summary["wall_s"]
+  # The command line: a re-run with another seed stops at once, naming the field.
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.run",
+       "--config=experiments/imbalance/configs/digits_lt.py:smoke",
+       f"--workdir={workdir}", f"--config.data_dir={tfds_dir}", "--config.seed=1"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "seed (0 -> 1)" in proc.stderr and "--allow_config_change" in proc.stderr
+  assert "Traceback" not in proc.stderr
 
 
 def test_bad_config_raises(tfds_dir, tmp_path):

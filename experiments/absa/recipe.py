@@ -35,7 +35,7 @@ import optax
 from jaxloss import curriculum as curriculum_lib
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
-from jaxloss.data.sampler import epoch_permutation_indices
+from jaxloss.data.sampler import epoch_permutation_sampler
 from jaxloss.data.text import Vocabulary, tokenize
 from jaxloss.data.uit_visfd import load_uit_visfd
 from jaxloss.models.text import AspectSentimentModel
@@ -270,10 +270,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              rng=state_key, train_sums=monitors.zero_sums(monitor_spec))
 
-  def sampler(rng, step, data, knobs):
-    del data, knobs
-    return epoch_permutation_indices(jax.random.fold_in(rng, 1), step, num_train,
-                                     config.batch_size)
+  sampler = epoch_permutation_sampler(num_train, config.batch_size)
 
   def predict(state, batch):
     out = model.apply({"params": state.params}, batch["ids"],

@@ -36,7 +36,7 @@ from jaxloss import decoding
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
 from jaxloss.data.joint_nlu import load_joint_nlu
-from jaxloss.data.sampler import epoch_permutation_indices
+from jaxloss.data.sampler import epoch_permutation_sampler
 from jaxloss.data.text import UNK, Vocabulary
 from jaxloss.models.text import JointNluModel
 from jaxloss.train_state import TrainState
@@ -343,10 +343,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              rng=state_key, train_sums=monitors.zero_sums(monitor_spec))
 
-  def sampler(rng, step, data, knobs):
-    del data, knobs
-    return epoch_permutation_indices(jax.random.fold_in(rng, 1), step, num_train,
-                                     config.batch_size)
+  sampler = epoch_permutation_sampler(num_train, config.batch_size)
 
   tag_valid_j = jnp.asarray(tag_valid)
   allowed_j, start_j = jnp.asarray(allowed), jnp.asarray(start_allowed)

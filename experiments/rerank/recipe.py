@@ -52,7 +52,7 @@ from jaxloss import curriculum as curriculum_lib
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
 from jaxloss.data.interactions import load_interactions, pad_left
-from jaxloss.data.sampler import epoch_permutation_indices
+from jaxloss.data.sampler import epoch_permutation_sampler
 from jaxloss.models.sequential import SASRec
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import make_optimizer
@@ -245,10 +245,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              rng=state_key, train_sums=monitors.zero_sums(monitor_spec))
 
-  def sampler(rng, step, data, knobs):
-    del data, knobs
-    return epoch_permutation_indices(jax.random.fold_in(rng, 1), step, num_train,
-                                     config.batch_size)
+  sampler = epoch_permutation_sampler(num_train, config.batch_size)
 
   def sample_negatives(key, placeholder, positions, strength):
     """``[b, K]`` item ids uniform over 1..num_items, keyed by global position; a drawn

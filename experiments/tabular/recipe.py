@@ -19,7 +19,7 @@ import optax
 from sklearn import datasets, metrics, model_selection
 
 from jaxloss import curriculum, monitors, sigmoid_focal_loss
-from jaxloss.data.sampler import epoch_permutation_indices
+from jaxloss.data.sampler import epoch_permutation_sampler
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import make_optimizer
 from jaxloss.training import Recipe
@@ -74,8 +74,7 @@ def build(config, workdir=None) -> Recipe:
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=state_key,
                              train_sums=monitors.zero_sums(spec))
 
-  def sampler(rng, step, data, knobs):
-    return epoch_permutation_indices(rng, step, len(train["label"]), config.batch_size)
+  sampler = epoch_permutation_sampler(len(train["label"]), config.batch_size)
 
   def predict(state, batch):
     return {"p": jax.nn.sigmoid(state.apply_fn({"params": state.params},

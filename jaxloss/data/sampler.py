@@ -99,3 +99,22 @@ def epoch_permutation_indices(key: jax.Array, step: jax.Array, num_examples: int
   perm_b = jax.random.permutation(jax.random.fold_in(key, first_epoch + 1), num_examples)
   in_first = positions // num_examples == first_epoch
   return jnp.where(in_first, perm_a[within], perm_b[within]).astype(jnp.int32)
+
+
+def epoch_permutation_sampler(num_examples: int, batch_size: int):
+  """A recipe's ``sampler`` (``(rng, step, data, knobs) -> [batch_size]`` indices, see
+  :class:`jaxloss.training.Recipe`): :func:`epoch_permutation_indices` keyed by the
+  run's key folded with 1 (a stream of its own, apart from the step's other draws).
+
+  Raises:
+    ValueError: ``batch_size`` < 1 or > ``num_examples``.
+  """
+  if not 1 <= batch_size <= num_examples:
+    raise ValueError(f"batch_size must be in [1, num_examples={num_examples}], got "
+                     f"{batch_size}")
+
+  def sampler(rng, step, data, knobs):
+    del data, knobs
+    return epoch_permutation_indices(jax.random.fold_in(rng, 1), step, num_examples,
+                                     batch_size)
+  return sampler

@@ -1,25 +1,7 @@
-"""The monitors' vocabulary: codes, thresholds, :class:`Finding`, and the reading of a
-run's metric stream that every check shares.
-
-Every monitor is a pure function of the events of a ``metrics.jsonl`` stream (the
-``meta`` header, the first-step ``init`` event, one ``train`` event per log period and
-one ``test`` event per evaluation) and the thresholds; :func:`diagnose` runs them all.
-Because they need nothing but the stream, the same findings come out live during
-training (:class:`Monitor`), at the end (``diagnosis.json``) and afterwards from
-``python -m tools.diagnose WORKDIR``.
-
-A finding has a ``code``, a ``severity`` (``error``, ``warning``, ``info``), the
-``step`` at which it first held, a ``message`` with the numbers and ``advice`` with the
-concrete change. Conditions that last (clipping on every step, a stalled term) are
-reported once per episode, with the episode's last step in ``until``.
-
-The default thresholds are the rules of thumb practitioners use when they read these
-logs by hand: a gradient norm above 10 is explosion; clipping on every batch means the
-threshold is too tight; a first loss far from ln C (ln of the number of candidates for a
-listwise loss) means a bad initialisation or label encoding; one class taking more than
-80 % of the predictions, or a tagger at 0 % / 100 % non-``O``, is collapse; a
-classification loss under 0.08 early in training has saturated; when one term of a
-combined loss is flat while another falls, raise its weight by 0.1 (0.8/0.2 -> 0.7/0.3).
+"""The monitors' vocabulary and their reading of a stream: codes, severities, the
+default thresholds, :class:`Finding`, and the helpers every check shares (episodes,
+windows, stage segments, number formatting). The checks themselves are in
+``checks_training``, ``checks_terms`` and ``checks_predictions``; :mod:`.checks` runs them.
 """
 
 from __future__ import annotations

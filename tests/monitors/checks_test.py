@@ -30,7 +30,7 @@ HEALTHY = [2.2, 2.0, 1.85, 1.7, 1.6, 1.5, 1.4, 1.3, 1.2, 1.1, 1.0, 0.9]
 def make_stream(losses, *, grad_norms=None, grad_norm_max=None, clipped=None,
                 skipped=None, nonfinite=None, stages=None, fields=None, tests=(),
                 init=None, meta=None):
-  """A metrics.jsonl stream as experiments/train.py writes it.
+  """A metrics.jsonl stream as the training loop writes it.
 
   Args:
     losses: the train loss of each log period (event i at step 8 * (i + 1)).
