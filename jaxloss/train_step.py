@@ -285,6 +285,23 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
   return body
 
 
+def eval_logits(state: TrainState, inputs: Sequence[jax.Array], *,
+                eval_call: Optional[jax.Array] = None) -> jax.Array:
+  """The model's logits in inference mode (running BN statistics, no dropout), inside a
+  mapped eval body. With ``eval_call`` (an evaluation's ordinal) dropout stays on, keyed
+  by it and the device: the classic bug the ``eval_nondeterministic`` monitor catches
+  (the failure-mode configs only)."""
+  variables = {"params": state.params, **state.model_state}
+  if eval_call is not None:
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, eval_call),
+                             jax.lax.axis_index(DATA_AXIS))
+    out = state.apply_fn(variables, *inputs, train=False, dropout=True,
+                         rngs={"dropout": key})
+  else:
+    out = state.apply_fn(variables, *inputs, train=False)
+  return out["logits"] if isinstance(out, Mapping) else out
+
+
 def make_eval_step(num_classes: int, *, dropout_in_eval: bool = False,
                    input_keys: Sequence[str] = ("image",)) -> Callable:
   """Builds the per-device eval body ``(state, batch) -> sums``.
@@ -306,16 +323,8 @@ def make_eval_step(num_classes: int, *, dropout_in_eval: bool = False,
   input_keys = tuple(input_keys)
 
   def body(state: TrainState, batch):
-    variables = {"params": state.params, **state.model_state}
-    inputs = [batch[k] for k in input_keys]
-    if dropout_in_eval:
-      key = jax.random.fold_in(jax.random.fold_in(state.rng, batch["eval_call"][0]),
-                               jax.lax.axis_index(DATA_AXIS))
-      out = state.apply_fn(variables, *inputs, train=False, dropout=True,
-                           rngs={"dropout": key})
-    else:
-      out = state.apply_fn(variables, *inputs, train=False)
-    logits = out["logits"] if isinstance(out, Mapping) else out
+    logits = eval_logits(state, [batch[k] for k in input_keys],
+                         eval_call=batch["eval_call"][0] if dropout_in_eval else None)
     mask = batch["mask"]
     labels = jnp.where(mask, batch["label"], 0)
     predictions = jnp.argmax(logits, axis=-1)

@@ -30,7 +30,7 @@ from jaxloss.models.resnet import CifarResNet
 from jaxloss.models.text import TextClassifier
 from jaxloss.parallel import DATA_AXIS
 from jaxloss.train_state import TrainState
-from jaxloss.train_step import make_optimizer
+from jaxloss.train_step import eval_logits, make_optimizer
 from jaxloss.training import Recipe
 from experiments.imbalance.objective import add_contrastive_term, make_imbalance_loss
 
@@ -305,18 +305,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   # --- Evaluation ---------------------------------------------------------------------
   def predict(state, batch):
     """Predicted class and cross-entropy per example (inference mode)."""
-    variables = {"params": state.params, **state.model_state}
-    inputs = [batch[k] for k in input_keys]
-    if config.eval_dropout:
-      # The bug the eval_nondeterministic monitor catches: dropout left on in
-      # evaluation with a fresh key per evaluation.
-      key = jax.random.fold_in(jax.random.fold_in(state.rng, batch["eval_call"][0]),
-                               jax.lax.axis_index(DATA_AXIS))
-      out = state.apply_fn(variables, *inputs, train=False, dropout=True,
-                           rngs={"dropout": key})
-    else:
-      out = state.apply_fn(variables, *inputs, train=False)
-    logits = out["logits"] if isinstance(out, dict) else out
+    # config.eval_dropout: dropout left on with a fresh key per evaluation (a fault).
+    logits = eval_logits(state, [batch[k] for k in input_keys],
+                         eval_call=batch["eval_call"][0] if config.eval_dropout else None)
     ce = losses.softmax_cross_entropy_with_integer_labels(
         logits, jnp.where(batch["mask"], batch["label"], 0))
     return {"prediction": jnp.argmax(logits, axis=-1).astype(jnp.int32),
