@@ -106,8 +106,18 @@ def epoch_permutation_sampler(num_examples: int, batch_size: int):
   :class:`jaxloss.training.Recipe`): :func:`epoch_permutation_indices` keyed by the
   run's key folded with 1 (a stream of its own, apart from the step's other draws).
 
+  Returns:
+    ``sampler(rng, step, data, knobs) -> int32 [batch_size]``; ``data`` and ``knobs``
+    are unused.
+
   Raises:
     ValueError: ``batch_size`` < 1 or > ``num_examples``.
+
+  Examples:
+    >>> sampler = epoch_permutation_sampler(6, 2)
+    >>> key = jax.random.PRNGKey(0)
+    >>> sorted(int(i) for s in range(3) for i in sampler(key, s, None, None))
+    [0, 1, 2, 3, 4, 5]
   """
   if not 1 <= batch_size <= num_examples:
     raise ValueError(f"batch_size must be in [1, num_examples={num_examples}], got "

@@ -57,7 +57,13 @@ def config_dict(config) -> dict:
 def changed_fields(old: Mapping, new: Mapping, runtime: Iterable[str] = RUNTIME_FIELDS
                    ) -> dict[str, tuple[Any, Any]]:
   """``{dotted name: (old, new)}`` of the training fields that differ (a field present
-  in only one of them counts, with ``"<absent>"`` for the missing side)."""
+  in only one of them counts, with ``"<absent>"`` for the missing side).
+
+  Examples:
+    >>> changed_fields({"seed": 0, "progress": True, "monitor": {"halt_on": []}},
+    ...                {"seed": 1, "progress": False, "monitor": {"halt_on": ["x"]}})
+    {'seed': (0, 1)}
+  """
   a, b = flatten(old), flatten(new)
   out = {}
   for name in sorted(set(a) | set(b)):
