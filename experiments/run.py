@@ -28,6 +28,11 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory (metrics, checkpoints, plots). Default: "
     "workdirs/<config name>; an existing workdir is resumed.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", None, "Folder of JAX's persistent compilation cache, so that a "
+    "rerun or a resumed run does not compile again; 'off' turns it off. Default: "
+    "$JAXLOSS_COMPILATION_CACHE, else ~/.cache/jaxloss/jax_compilation_cache "
+    "(jaxloss.training.compile_cache).")
 _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir with a config that changes "
     "training fields (recorded in WORKDIR/config_changes.jsonl).")
@@ -54,6 +59,14 @@ def main(argv):
   # orbax reports every save step through absl logging at INFO; keep the console for
   # the progress bar and the per-epoch lines.
   logging.set_verbosity(logging.WARNING)
+  # Before anything compiles: JAX decides once per process whether the cache is used.
+  from jaxloss.training import compile_cache  # pylint: disable=g-import-not-at-top
+  try:
+    compile_cache.enable(compile_cache.default_dir() if _CACHE.value is None
+                         else _CACHE.value)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("workdirs", config.name)
   # Imported here so that --help is fast and XLA flags set by the caller apply.

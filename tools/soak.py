@@ -125,8 +125,9 @@ def _events(workdir: str) -> list[dict]:
 
 
 # Facts about how the run got there (summed over its restarts), not its result: a
-# killed and resumed run takes more time, segments and compilations.
-PROCESS_FACTS = ("wall_s", "train_step_compilations", "segments")
+# killed and resumed run takes more time, segments and compilations (and its last
+# segment compiles, or loads from the compilation cache, what that segment needed).
+PROCESS_FACTS = ("wall_s", "train_step_compilations", "segments", "compilation")
 
 
 def _summary(workdir: str) -> dict:

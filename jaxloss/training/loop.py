@@ -36,7 +36,7 @@ from jaxloss import monitors
 from jaxloss.checkpoint import Checkpointer
 from jaxloss.parallel import DataParallel, TraceCounter, pad_to_multiple
 from jaxloss.train_step import class_mix_indices, make_train_step
-from jaxloss.training import guard
+from jaxloss.training import compile_cache, guard
 from jaxloss.training.recipe import Recipe, RunRecord
 from jaxloss.training.run_files import MetricsLog, RunFacts, read_json, write_json
 
@@ -157,6 +157,7 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
   distributed.initialize(config.get("distributed"))
   main = distributed.is_main_process()
   t_start = time.time()
+  xla_work = compile_cache.XlaWork()
   os.makedirs(workdir, exist_ok=True)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   started = (os.path.exists(os.path.join(workdir, "metrics.jsonl"))
@@ -431,6 +432,9 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
       "diagnosis": diagnosis,
       "findings": sorted({f.code for f in all_findings}),
       "anchors": list(recipe.anchors),
+      # This process' XLA work in this segment (not summed over restarts): 0
+      # xla_compilations on a rerun with a warm persistent cache.
+      "compilation": xla_work.read(),
   })
   if not ensemble:
     summary["skipped_steps"] = summary["skipped_steps"][0]
@@ -445,8 +449,12 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
       print(f"figures not written: {e}")
   for line in (recipe.report(summary) if recipe.report else []):
     print(line)
+  work = summary["compilation"]
   print(f"{recipe.name}: steps {step}  compilations {summary['train_step_compilations']}"
         f"  wall {summary['wall_s']:.1f}s -> {workdir}")
+  print(f"XLA: {work['programs']} programs in {work['compile_s']:.1f}s: "
+        f"{work['xla_compilations']} compiled, {work['compile_cache_hits']} loaded from "
+        f"the compilation cache ({work['compile_cache'] or 'off'})")
   print(f"diagnosis: {diagnosis['error']} error, {diagnosis['warning']} warning, "
         f"{diagnosis['info']} info {summary['findings']} "
         f"(python -m tools.diagnose {member_dirs[0]})")

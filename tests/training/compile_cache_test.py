@@ -1,0 +1,89 @@
+"""JAX's persistent compilation cache through ``python -m experiments.run``: a rerun with
+a warm cache compiles nothing and trains the same parameters, ``off`` turns it off, and
+a folder that cannot be made is a one-line error."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from jaxloss.checkpoint import Checkpointer
+from jaxloss.training import compile_cache
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(workdir, cache):
+  # The test session's own cache (conftest.py) is left out of this process' env.
+  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.run", "--config=tests/training/tiny_recipe.py",
+       f"--workdir={workdir}", f"--compilation_cache={cache}", "--config.progress=False"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+  return proc
+
+
+def _summary_and_params(workdir):
+  with open(os.path.join(workdir, "summary.json")) as f:
+    summary = json.load(f)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    return summary, ckpt.restore_host()["params"]
+  finally:
+    ckpt.close()
+
+
+def test_a_warm_cache_compiles_nothing_and_trains_the_same(tmp_path):
+  cache = str(tmp_path / "cache")
+  runs = {}
+  for name in ("cold", "warm"):
+    proc = _run(str(tmp_path / name), cache)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs[name] = (*_summary_and_params(str(tmp_path / name)), proc.stdout)
+  cold, warm = (runs[k][0]["compilation"] for k in ("cold", "warm"))
+  assert cold["compile_cache"] == cache and cold["compile_cache_hits"] == 0
+  assert cold["xla_compilations"] == cold["programs"] > 0
+  assert os.listdir(cache)
+  # The same programs, every one of them loaded from the cache, and the same training.
+  assert warm["programs"] == cold["programs"]
+  assert warm["xla_compilations"] == 0
+  assert warm["compile_cache_hits"] == warm["programs"]
+  assert f"0 compiled, {warm['programs']} loaded" in runs["warm"][2]
+  jax.tree.map(np.testing.assert_array_equal, runs["cold"][1], runs["warm"][1])
+  assert runs["warm"][0]["last_uar"] == runs["cold"][0]["last_uar"]
+
+
+def test_off_leaves_the_cache_off_and_jaxs_own_folder_wins(tmp_path):
+  chosen = jax.config.jax_compilation_cache_dir
+  try:
+    jax.config.update("jax_compilation_cache_dir", None)
+    for off in (None, "", "off", "OFF"):
+      assert compile_cache.enable(off) is None
+    assert jax.config.jax_compilation_cache_dir is None
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax_own"))
+    assert compile_cache.enable(str(tmp_path / "ours")) == str(tmp_path / "jax_own")
+    assert not (tmp_path / "ours").exists()
+  finally:
+    jax.config.update("jax_compilation_cache_dir", chosen)
+
+
+def test_a_cache_folder_that_cannot_be_made_is_a_short_error(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  proc = _run(str(tmp_path / "run"), str(blocker / "cache"))
+  assert proc.returncode == 2
+  assert proc.stderr.startswith("error: compilation cache folder")
+  assert "--compilation_cache=off" in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_default_folder_follows_the_environment(monkeypatch, tmp_path):
+  monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "mine"))
+  assert compile_cache.default_dir() == str(tmp_path / "mine")
+  monkeypatch.delenv(compile_cache.ENV)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  assert compile_cache.default_dir() == str(
+      tmp_path / "xdg" / "jaxloss" / "jax_compilation_cache")
