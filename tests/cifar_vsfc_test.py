@@ -16,7 +16,7 @@ from experiments.imbalance.configs import cifar10_lt, vsfc
 from jaxloss.checkpoint import Checkpointer
 from jaxloss.data import cifar10_lt as cifar_data
 from jaxloss.data import uit_vsfc
-from tools import cifar_table
+from tools.reports import cifar_table
 
 needs_cifar = pytest.mark.skipif(
     not os.path.isfile(os.path.join(cifar_data.default_manual_dir(), cifar_data.ARCHIVE)),

@@ -24,7 +24,7 @@ from jaxloss.checkpoint import Checkpointer
 from jaxloss.parallel import DataParallel
 from jaxloss.training import train_and_evaluate
 from tests.training import tiny_recipe
-from tools import launch_local
+from tools.ops import launch_local
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

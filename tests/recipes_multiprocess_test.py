@@ -1,4 +1,4 @@
-"""Every recipe on several processes: 2 processes x 4 devices (``tools.launch_local``,
+"""Every recipe on several processes: 2 processes x 4 devices (``tools.ops.launch_local``,
 gloo, each process feeding its own rows of every batch and of every evaluation) train
 the parameters of 1 process x 8 devices with the same host-drawn input, to 1e-6, and
 report the same evaluation metrics. The single-process side of ABSA, NLU and reranking
@@ -17,7 +17,7 @@ from experiments.imbalance.configs import digits_lt
 from experiments.tabular.configs import breast_cancer
 from jaxloss.checkpoint import Checkpointer
 from tests.conftest import smoke_settings
-from tools import launch_local
+from tools.ops import launch_local
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "..", "shared", "data")

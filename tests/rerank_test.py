@@ -13,7 +13,7 @@ from experiments import recipes
 from experiments.rerank import recipe as rerank
 from experiments.rerank.configs import rerank as rerank_config
 from jaxloss import metrics
-from tools import rerank_table
+from tools.reports import rerank_table
 
 GAMES = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                      "sasrec_games", "Video.txt")

@@ -6,7 +6,7 @@
   stream that return :class:`Finding` s (``code``, ``severity``, ``step``, ``message``,
   ``advice``); :func:`diagnose` runs them all, :class:`Monitor` does it live.
 * :mod:`~jaxloss.monitors.report` — progress lines, ``diagnosis.json``, the table that
-  ``python -m tools.diagnose WORKDIR`` prints.
+  ``python -m tools.ops.diagnose WORKDIR`` prints.
 """
 
 from jaxloss.monitors.checks import (

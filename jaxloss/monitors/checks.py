@@ -6,7 +6,7 @@ Every monitor is a pure function of the events of a ``metrics.jsonl`` stream (th
 one ``test`` event per evaluation) and the thresholds; :func:`diagnose` runs them all.
 Because they need nothing but the stream, the same findings come out live during
 training (:class:`Monitor`), at the end (``diagnosis.json``) and afterwards from
-``python -m tools.diagnose WORKDIR``.
+``python -m tools.ops.diagnose WORKDIR``.
 
 A finding has a ``code``, a ``severity`` (``error``, ``warning``, ``info``), the
 ``step`` at which it first held, a ``message`` with the numbers and ``advice`` with the

@@ -457,5 +457,5 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
         f"the compilation cache ({work['compile_cache'] or 'off'})")
   print(f"diagnosis: {diagnosis['error']} error, {diagnosis['warning']} warning, "
         f"{diagnosis['info']} info {summary['findings']} "
-        f"(python -m tools.diagnose {member_dirs[0]})")
+        f"(python -m tools.ops.diagnose {member_dirs[0]})")
   return summary

@@ -15,7 +15,7 @@ from experiments import recipes
 from experiments.imbalance.configs import digits_lt, failures
 from jaxloss import monitors
 from jaxloss.checkpoint import Checkpointer
-from tools import diagnose
+from tools.ops import diagnose
 
 STREAMS = os.path.join(os.path.dirname(__file__), "streams")
 
@@ -158,7 +158,7 @@ def test_dropout_left_on_in_eval_is_caught(tfds_dir, tmp_path):
 
 
 # --- Recorded streams: the metrics.jsonl of the full 100-epoch runs of
-# `python -m tools.failure_modes` (README table), replayed through the monitors.
+# `python -m tools.reports.failure_modes` (README table), replayed through the monitors.
 
 def _recorded(name):
   with gzip.open(os.path.join(STREAMS, f"{name}.jsonl.gz"), "rt") as f:

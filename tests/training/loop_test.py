@@ -20,7 +20,7 @@ from jaxloss.training import guard
 from jaxloss.training.recipe import Selection, select
 from jaxloss.training.run_files import RunFacts
 from tests.training import tiny_recipe
-from tools import launch_local
+from tools.ops import launch_local
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

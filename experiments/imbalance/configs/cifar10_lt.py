@@ -7,7 +7,7 @@ Run (from the repository root):
   python -m experiments.run --config=experiments/imbalance/configs/cifar10_lt.py:ldam_drw   # full
   python -m experiments.run --config=experiments/imbalance/configs/cifar10_lt.py:la,cpu \\
       --config.imbalance_ratio=10 --config.manual_dir=path/to/folder
-  python -m tools.cifar_table            # the five cpu rows of the README, one series
+  python -m tools.reports.cifar_table            # the five cpu rows of the README, one series
 
 Variants are ``METHOD[,SIZE]`` (or ``smoke``):
 

@@ -4,8 +4,8 @@ caught by a training-health monitor (jaxloss.monitors) with its advice.
 Run one (from the repository root) and read its diagnosis:
   python -m experiments.run --config=experiments/imbalance/configs/failures.py:lr_far_too_high \
       --workdir=workdirs/failures/lr_far_too_high
-  python -m tools.diagnose workdirs/failures/lr_far_too_high
-or all of them, with the README table: ``python -m tools.failure_modes``.
+  python -m tools.ops.diagnose workdirs/failures/lr_far_too_high
+or all of them, with the README table: ``python -m tools.reports.failure_modes``.
 
 Every variant is the main job (``digits_lt.py``, four-stage curriculum, 100 epochs)
 with one thing broken; ``EXPECTED[variant]`` is the code its monitor must report.

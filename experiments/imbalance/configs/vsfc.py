@@ -5,7 +5,7 @@ Run (from the repository root):
   python -m experiments.run --config=experiments/imbalance/configs/vsfc.py                # four_stage,sentiment
   python -m experiments.run --config=experiments/imbalance/configs/vsfc.py:erm,sentiment
   python -m experiments.run --config=experiments/imbalance/configs/vsfc.py:four_stage,topic
-  python -m tools.cifar_table --vsfc     # the four README rows, one after the other
+  python -m tools.reports.cifar_table --vsfc     # the four README rows, one after the other
 
 Variants are ``METHOD[,TASK]`` (or ``smoke``): METHOD ``four_stage`` (the curriculum of
 jaxloss.curriculum.four_stage: class-weight caps, the class-balanced sampler and logit

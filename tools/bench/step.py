@@ -1,6 +1,6 @@
 """Cost of the training-health monitors: the train step with monitors on vs off.
 
-  python -m tools.bench_step [--variants main supcon] [--steps 50] [--repeats 15]
+  python -m tools.bench.step [--variants main supcon] [--steps 50] [--repeats 15]
                              [--json PATH]
 
 Builds the main job's jitted, data-parallel train step (``experiments.imbalance.build``,
@@ -84,7 +84,7 @@ def format_table(rows) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m tools.bench_step",
+  parser = argparse.ArgumentParser(prog="python -m tools.bench.step",
                                    description=__doc__.splitlines()[0])
   parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
                       default=["main", "supcon"])

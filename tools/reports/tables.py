@@ -1,6 +1,6 @@
 """What the results-table tools share: one workdir per row, reuse or resume, output.
 
-``tools.visfd_table``, ``tools.nlu_table`` and ``tools.rerank_table`` each list their
+``tools.reports.visfd_table``, ``tools.reports.nlu_table`` and ``tools.reports.rerank_table`` each list their
 rows as ``(label, variant, config overrides)``; a row trains into
 ``<root>/<variant>_<k=v ...>_seed=<seed>``, a finished row (its ``summary.json``
 exists) is reused and a partly trained one resumes from its checkpoints.

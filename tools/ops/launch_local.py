@@ -1,6 +1,6 @@
 """Plays several hosts on one machine: N local processes of one jaxloss command.
 
-  python -m tools.launch_local --processes 2 --devices_per_process 4 -- \\
+  python -m tools.ops.launch_local --processes 2 --devices_per_process 4 -- \\
       -m experiments.run --workdir=/tmp/mp --config.num_epochs=2
 
 Each process gets ``JAXLOSS_COORDINATOR_ADDRESS`` (``localhost:<free port>``),

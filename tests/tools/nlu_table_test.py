@@ -1,7 +1,7 @@
-"""tools.nlu_table: workdir names and the Markdown table (the runs themselves are the
+"""tools.reports.nlu_table: workdir names and the Markdown table (the runs themselves are the
 experiment; tests/nlu_test.py trains the smoke and collapse configs)."""
 
-from tools import nlu_table
+from tools.reports import nlu_table
 
 
 def _row(label, i, s, a, skipped=0, findings=()):

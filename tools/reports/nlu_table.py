@@ -1,4 +1,4 @@
-"""The joint NLU results table: ``python -m tools.nlu_table [--root DIR] [--seed S]``.
+"""The joint NLU results table: ``python -m tools.reports.nlu_table [--root DIR] [--seed S]``.
 
 Runs, one after the other and each into its own workdir under ``--root``, the rows of the
 README table on SNIPS: the recipe (finite masks, λ warm-up, focal entity loss with class
@@ -15,7 +15,7 @@ import argparse
 import os
 import time
 
-from tools import tables
+from tools.reports import tables
 
 # label, variant, config overrides
 ROWS = (

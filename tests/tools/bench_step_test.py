@@ -1,6 +1,6 @@
-"""tools.bench_step runs end to end on a tiny budget and reports a sane comparison."""
+"""tools.bench.step runs end to end on a tiny budget and reports a sane comparison."""
 
-from tools import bench_step
+from tools.bench import step as bench_step
 
 
 def test_bench_step_runs_and_formats():

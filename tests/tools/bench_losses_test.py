@@ -1,4 +1,4 @@
-"""Tests for tools/bench_losses.py: the --small run, like-with-like checks."""
+"""Tests for tools/bench/losses.py: the --small run, like-with-like checks."""
 
 import contextlib
 import dataclasses
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from tools import bench_losses as bench
+from tools.bench import losses as bench
 
 EXPECTED_ROWS = (
     ("softmax_focal_loss", "[16,3,4]"),

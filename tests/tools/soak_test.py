@@ -1,4 +1,4 @@
-"""tools.soak on the loop's tiny recipe: SIGKILLed runs resume to the uninterrupted
+"""tools.ops.soak on the loop's tiny recipe: SIGKILLed runs resume to the uninterrupted
 result, and its comparison does catch a run that differs."""
 
 import json
@@ -9,9 +9,9 @@ import sys
 
 from jaxloss.training import train_and_evaluate
 from tests.training import tiny_recipe
-from tools import soak
+from tools.ops import soak
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_soak_two_kills(tmp_path):
@@ -45,6 +45,6 @@ def test_soak_two_kills(tmp_path):
 
 
 def test_soak_rejects_negative_kills():
-  proc = subprocess.run([sys.executable, "-m", "tools.soak", "--kills", "-1"],
+  proc = subprocess.run([sys.executable, "-m", "tools.ops.soak", "--kills", "-1"],
                         cwd=REPO, capture_output=True, text=True)
   assert proc.returncode == 2 and "--kills must be >= 0, got -1" in proc.stderr

@@ -1,7 +1,7 @@
 """Provoke every failure mode of ``experiments/imbalance/configs/failures.py`` on real data and
 check that its monitor reports it; then the healthy reference runs report silence.
 
-  python -m tools.failure_modes [--only VARIANT ...] [--workdir-root DIR] [--json PATH]
+  python -m tools.reports.failure_modes [--only VARIANT ...] [--workdir-root DIR] [--json PATH]
                                 [--markdown PATH] [--no-healthy]
 
 Each variant trains the main job with one thing broken (see ``failures.EXPECTED``) into
@@ -95,7 +95,7 @@ def markdown(rows) -> str:
 
 def main(argv=None) -> int:
   from experiments.imbalance.configs import failures
-  parser = argparse.ArgumentParser(prog="python -m tools.failure_modes",
+  parser = argparse.ArgumentParser(prog="python -m tools.reports.failure_modes",
                                    description=__doc__.splitlines()[0])
   parser.add_argument("--only", nargs="*", choices=failures.VARIANTS,
                       default=list(failures.VARIANTS))

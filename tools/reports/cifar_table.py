@@ -1,6 +1,6 @@
 """The CIFAR-10-LT and UIT-VSFC results tables:
-``python -m tools.cifar_table [--size cpu|full] [--root DIR] [--seed S]`` and
-``python -m tools.cifar_table --vsfc``.
+``python -m tools.reports.cifar_table [--size cpu|full] [--root DIR] [--seed S]`` and
+``python -m tools.reports.cifar_table --vsfc``.
 
 CIFAR-10-LT (ρ = 100): runs, one after the other and each into its own workdir under
 ``--root``, the five methods of ``experiments/imbalance/configs/cifar10_lt.py`` at one size
@@ -21,7 +21,7 @@ import argparse
 import os
 import time
 
-from tools import tables
+from tools.reports import tables
 
 # Balanced error % of ResNet-32 on CIFAR-10-LT, ρ = 100, 200 epochs (published).
 ANCHORS = (

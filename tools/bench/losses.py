@@ -1,4 +1,4 @@
-"""Loss benchmark (jaxloss, optax, PyTorch): ``python -m tools.bench_losses``.
+"""Loss benchmark (jaxloss, optax, PyTorch): ``python -m tools.bench.losses``.
 
 Every row times one training-style call of a loss: the scalar ``loss.mean()``
 and its gradient with respect to the logits / scores / embeddings, i.e.
@@ -33,9 +33,9 @@ places every input on ``jax.devices()[0]``; ``JAX_PLATFORMS`` defaults to
 
 Example::
 
-  python -m tools.bench_losses                          # full sizes
-  python -m tools.bench_losses --only supervised --repeats 30
-  python -m tools.bench_losses --small --json /tmp/bench.json   # smoke test
+  python -m tools.bench.losses                          # full sizes
+  python -m tools.bench.losses --only supervised --repeats 30
+  python -m tools.bench.losses --small --json /tmp/bench.json   # smoke test
 """
 
 from __future__ import annotations
@@ -704,7 +704,7 @@ def format_table(results: dict) -> str:
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(
-      prog="python -m tools.bench_losses", description=__doc__.split("\n")[0])
+      prog="python -m tools.bench.losses", description=__doc__.split("\n")[0])
   parser.add_argument("--repeats", type=int, default=None,
                       help="timed repeats per measurement (default 15, "
                       "3 with --small); the median is reported")

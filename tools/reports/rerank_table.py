@@ -1,4 +1,4 @@
-"""The reranking results table: ``python -m tools.rerank_table [--root DIR] [--seeds S ...]``.
+"""The reranking results table: ``python -m tools.reports.rerank_table [--root DIR] [--seeds S ...]``.
 
 Runs, one after the other and each into its own workdir under ``--root``, the rows of
 the README table on Amazon Games: BPR and the listwise softmax at 50 candidates, then at
@@ -15,7 +15,7 @@ With several ``--seeds`` (training seeds; the evaluation lists stay those of
 ``data_seed`` 0) every row is run once per seed and the table gives mean ± sample std
 over the seeds, with each seed's HR@10 / NDCG@10; ``--candidates 101`` keeps only the
 rows of that candidate count, e.g.
-``python -m tools.rerank_table --seeds 0 1 2 --candidates 101 --out docs/rerank_seeds``.
+``python -m tools.reports.rerank_table --seeds 0 1 2 --candidates 101 --out docs/rerank_seeds``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from tools import tables
+from tools.reports import tables
 
 KEYS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr")
 

@@ -1,4 +1,4 @@
-"""ERM vs four-stage over several seeds, as a table: ``python -m tools.compare``.
+"""ERM vs four-stage over several seeds, as a table: ``python -m tools.reports.compare``.
 
 Runs ``experiments/imbalance/configs/digits_lt.py`` (variants ``erm`` and ``four_stage``) for each
 seed in one process, then prints a Markdown table of WAR and UAR (mean ± std over the
@@ -8,8 +8,8 @@ seeds), the WAR/UAR at the end of each curriculum stage, and writes everything t
 
 Example::
 
-  python -m tools.compare --seeds 0 1 2 --out workdirs/compare
-  python -m tools.compare --seeds 0 --num_epochs 20   # quicker look
+  python -m tools.reports.compare --seeds 0 1 2 --out workdirs/compare
+  python -m tools.reports.compare --seeds 0 --num_epochs 20   # quicker look
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Crash-resume soak: kill the main job with SIGKILL K times, resume, compare.
 
-  python -m tools.soak --kills 10 --seed 0            # the main job (digits-LT)
-  python -m tools.soak --kills 3 -- --config=experiments/imbalance/configs/digits_lt.py:smoke
+  python -m tools.ops.soak --kills 10 --seed 0            # the main job (digits-LT)
+  python -m tools.ops.soak --kills 3 -- --config=experiments/imbalance/configs/digits_lt.py:smoke
 
 1. Runs the job once uninterrupted into ``<root>/reference`` and times its compile
    (from ``metrics.jsonl`` being written, after restore, to the first step's event)

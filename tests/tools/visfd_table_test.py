@@ -1,7 +1,7 @@
-"""tools.visfd_table: workdir names and the Markdown table (the runs themselves are the
+"""tools.reports.visfd_table: workdir names and the Markdown table (the runs themselves are the
 experiment; tests/absa_test.py trains the smoke config)."""
 
-from tools import visfd_table
+from tools.reports import visfd_table
 
 
 def _row(label, a, s, members=None):

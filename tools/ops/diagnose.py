@@ -1,6 +1,6 @@
 """Re-derive a run's training-health findings from its metrics alone.
 
-  python -m tools.diagnose WORKDIR [--json] [--threshold NAME=VALUE ...] [--write]
+  python -m tools.ops.diagnose WORKDIR [--json] [--threshold NAME=VALUE ...] [--write]
 
 Reads ``WORKDIR/metrics.jsonl`` (never the model or a checkpoint), runs every monitor of
 :mod:`jaxloss.monitors` with the thresholds recorded in the stream (overridable here),
@@ -57,7 +57,7 @@ def run(workdir: str, thresholds=None) -> tuple[list, dict]:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
-      prog="python -m tools.diagnose",
+      prog="python -m tools.ops.diagnose",
       description="Training-health findings re-derived from WORKDIR/metrics.jsonl.")
   parser.add_argument("workdir")
   parser.add_argument("--json", action="store_true", help="print diagnosis.json instead")

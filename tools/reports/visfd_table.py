@@ -1,4 +1,4 @@
-"""The UIT-ViSFD results table: ``python -m tools.visfd_table [--root DIR] [--seed S]``.
+"""The UIT-ViSFD results table: ``python -m tools.reports.visfd_table [--root DIR] [--seed S]``.
 
 Runs, one after the other and each into its own workdir under ``--root``, the rows of
 the README table: per-aspect CE, focal, focal + SupCon 0.7/0.3, and the two-member
@@ -15,7 +15,7 @@ import argparse
 import os
 import time
 
-from tools import tables
+from tools.reports import tables
 
 ANCHOR = ("Bi-LSTM + fastText (Phan et al., KSEM 2021, published)", 84.48, 63.06)
 

@@ -1,0 +1,2 @@
+"""Reports: the results tables, comparisons and failure-mode table of the docs pages
+(``python -m tools.reports.<name>``)."""
