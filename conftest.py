@@ -4,7 +4,7 @@ compilation cache for the session (jaxloss.training.compile_cache), which the
 subprocesses the tests start inherit: a program compiled by one test (the tiny
 recipe's step, a smoke run's evaluation, the many small eager operations of an
 initialisation) is loaded from it by the next, instead of compiled again. The cache
-folder is made fresh for each session and removed at its end, so no test reads a
+folders are made fresh for each session and removed at its end, so no test reads a
 program an earlier session wrote."""
 
 import atexit
@@ -14,10 +14,15 @@ import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  # pytest-xdist workers inherit the folder from the controller, which removes it.
-  _cache = tempfile.mkdtemp(prefix="jaxloss-test-compilation-cache-")
-  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+if "JAXLOSS_TEST_CACHE_ROOT" not in os.environ and not os.environ.get(
+    "JAX_COMPILATION_CACHE_DIR"):  # the session's first process; a folder of the user's wins
+  _root = tempfile.mkdtemp(prefix="jaxloss-test-compilation-cache-")
+  atexit.register(shutil.rmtree, _root, ignore_errors=True)
+  os.environ["JAXLOSS_TEST_CACHE_ROOT"] = _root
+if os.environ.get("JAXLOSS_TEST_CACHE_ROOT"):
+  # One folder per pytest-xdist worker (and the processes it starts): JAX writes an
+  # entry in place, so a reader in another worker could see it half-written.
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(
+      os.environ["JAXLOSS_TEST_CACHE_ROOT"], os.environ.get("PYTEST_XDIST_WORKER", "main"))
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"

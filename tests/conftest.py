@@ -55,3 +55,25 @@ def smoke_run(tfds_dir, tmp_path_factory):
       cache[name] = (workdir, recipes.run(config, workdir))
     return cache[name]
   return run
+
+
+# With pytest-xdist (the README's `-n 2`), the tests that share a session fixture's
+# expensive product run on one worker, so that it is built once: a recipe's smoke run
+# and its prepared TFDS data (each worker has its own session, and tfds_dir).
+_GROUPS = {
+    "absa_test.py": "absa", "data/uit_visfd_test.py": "absa",
+    "nlu_test.py": "nlu", "data/joint_nlu_test.py": "nlu",
+    "rerank_test.py": "rerank", "data/interactions_test.py": "rerank",
+    "cifar_vsfc_test.py": "cifar", "data/cifar10_lt_test.py": "cifar",
+}
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    path = item.nodeid.split("::")[0].removeprefix("tests/")
+    group = _GROUPS.get(path)
+    if path == "recipes_multiprocess_test.py":
+      name = item.callspec.params.get("name") if hasattr(item, "callspec") else None
+      group = name if name in SMOKE_RUNS else None
+    if group:
+      item.add_marker(pytest.mark.xdist_group(group))

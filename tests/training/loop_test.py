@@ -86,7 +86,10 @@ def test_killed_run_resumes_exactly(tmp_path):
                           stderr=subprocess.DEVNULL)
   try:
     deadline = time.monotonic() + 120
-    while not os.path.exists(workdir / "sleeping"):
+    # Asleep in epoch 4's evaluation, with the step-10 checkpoint finalized (orbax
+    # finalizes it in the background, which under load can take longer).
+    while not (os.path.exists(workdir / "sleeping")
+               and os.path.isdir(workdir / "checkpoints" / "10")):
       assert proc.poll() is None, "the run ended before the kill"
       assert time.monotonic() < deadline, "the run did not reach epoch 4"
       time.sleep(0.1)
