@@ -68,7 +68,15 @@ _GROUPS = {
 }
 
 
+# Tests of a minute or more in all (several processes, kills, the loop's many short
+# runs), handed out right after the groups, so that the last minutes of a parallel run
+# are its many short tests, which the two workers share evenly.
+_LONG = ("recipes_multiprocess_test.py", "distributed_test.py", "tools/soak_test.py",
+         "training/loop_test.py", "resume_test.py", "monitors/integration_test.py")
+
+
 def pytest_collection_modifyitems(items):
+  order = {}
   for item in items:
     path = item.nodeid.split("::")[0].removeprefix("tests/")
     group = _GROUPS.get(path)
@@ -77,3 +85,5 @@ def pytest_collection_modifyitems(items):
       group = name if name in SMOKE_RUNS else None
     if group:
       item.add_marker(pytest.mark.xdist_group(group))
+    order[item.nodeid] = 0 if group else 1 if path in _LONG else 2
+  items.sort(key=lambda item: order[item.nodeid])  # stable: file order within each
