@@ -255,7 +255,11 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
     return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), out)  # [b, M, ...]
 
   predict_step = dp.launch_predict_step(predict_one)
-  eval_batch = -(-config.eval_batch_size // dp.num_devices) * dp.num_devices
+  # One evaluation batch shape for every split (one compilation), no larger than the
+  # largest split: a 200-example test set is not padded to 1,000 rows.
+  largest = max(len(s[recipe.eval_input_keys[0]]) for s in recipe.eval_splits.values())
+  eval_batch = min(config.eval_batch_size, largest)
+  eval_batch = -(-eval_batch // dp.num_devices) * dp.num_devices
   eval_calls = [0]
 
   def predict(state, split: str) -> list[dict]:
