@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import recipes
+from experiments.imbalance import recipe as imbalance_recipe
 from experiments.imbalance.configs import cifar10_lt, vsfc
 from jaxloss.checkpoint import Checkpointer
 from jaxloss.data import cifar10_lt as cifar_data
@@ -80,17 +81,23 @@ def test_cifar_smoke_summary_and_figures(tfds_dir, tmp_path):
 
 
 @needs_cifar
-def test_full_size_resnet32_schedule_trains(tfds_dir, tmp_path):
-  # The accelerator schedule as configured (ResNet-32, warm-up, batch 128), for 4 steps
-  # on every 50th image; only the length is cut.
+def test_full_size_resnet32_schedule_as_configured(tfds_dir):
+  # The accelerator config as it stands (ResNet-32, batch 128, 200 epochs, 5 warm-up
+  # epochs, LR x0.1 at epochs 160 and 180), on every 50th image: its parameter count
+  # (traced, not compiled; ResNet-8 of the same module trains in the smoke tests) and
+  # its learning-rate schedule at the boundaries.
   c = cifar10_lt.get_config("four_stage")
   c.data_dir, c.progress, c.subsample = tfds_dir, False, 50
-  c.num_epochs, c.warmup_epochs, c.checkpoint_every_steps = 2, 0.1, 100
-  summary = recipes.run(c, str(tmp_path / "full"))
-  assert summary["steps"] == 4 and summary["skipped_steps"] == 0
-  assert summary["train_step_compilations"] == 1
-  params = _params(str(tmp_path / "full"))
-  assert sum(np.asarray(x).size for x in jax.tree.leaves(params)) == 464_154
+  recipe = imbalance_recipe.build(c)
+  assert (recipe.batch_size, recipe.num_epochs) == (128, 200)
+  state = jax.eval_shape(recipe.init, jax.random.PRNGKey(0))
+  assert sum(x.size for x in jax.tree.leaves(state.params)) == 464_154
+  per_epoch = math.ceil(len(recipe.train["label"]) / 128)
+  lr = {e: recipe.compiled.host_values(int(e * per_epoch))["learning_rate"]
+        for e in (0, 5, 159, 160, 179, 180, 199)}
+  assert lr[0] < 0.1 * 0.25 and lr[5] == pytest.approx(0.1) and lr[159] == pytest.approx(0.1)
+  assert lr[160] == pytest.approx(0.01) and lr[179] == pytest.approx(0.01)
+  assert lr[180] == pytest.approx(0.001) and lr[199] == pytest.approx(0.001)
 
 
 @needs_cifar

@@ -65,6 +65,7 @@ _GROUPS = {
     "nlu_test.py": "nlu", "data/joint_nlu_test.py": "nlu",
     "rerank_test.py": "rerank", "data/interactions_test.py": "rerank",
     "cifar_vsfc_test.py": "cifar", "data/cifar10_lt_test.py": "cifar",
+    "data/uit_vsfc_test.py": "cifar",
 }
 
 

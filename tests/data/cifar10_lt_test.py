@@ -21,8 +21,10 @@ RHO100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 
 @pytest.fixture(scope="module")
-def rho100(tmp_path_factory):
-  return cifar10_lt.load_cifar10_lt(data_dir=str(tmp_path_factory.mktemp("tfds")))
+def rho100(tfds_dir):
+  # The session's TFDS folder (conftest.py): the recipe tests on this worker read the
+  # same prepared data.
+  return cifar10_lt.load_cifar10_lt(data_dir=tfds_dir)
 
 
 def _plain_decode(split, name, number):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from jaxloss import metrics
 from jaxloss.data import interactions
 
 MANUAL = interactions.default_manual_dir()
@@ -23,8 +24,10 @@ EVAL_SPLITS = ("validation", "test")
 
 
 @pytest.fixture(scope="module")
-def games(tmp_path_factory):
-  return interactions.load_interactions(data_dir=str(tmp_path_factory.mktemp("tfds")))
+def games(tfds_dir):
+  """The real file, prepared in the session's TFDS folder (conftest.py), which the
+  reranking smoke run on this worker prepares too (the same builder config)."""
+  return interactions.load_interactions(data_dir=tfds_dir)
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +205,15 @@ def test_games_at_101_candidates_sample_without_error(raw):
   assert interacted.sum() == NUM_EVALUATED
   assert np.array_equal(test["candidates"][np.arange(NUM_EVALUATED), test["label_index"]],
                         test["target"])
+  # The true item's position is uniform, so scoring by position (first = best) gets
+  # chance HR@1 and HR@10 (4 binomial standard errors).
+  p = 1 / 101
+  for split in EVAL_SPLITS:
+    n = splits[split]["label_index"].size
+    scores = np.tile(-np.arange(101, dtype=np.float64), (n, 1))
+    m = metrics.ranking_metrics(scores, splits[split]["label_index"])
+    assert abs(m["hr@1"] - p) < 4 * np.sqrt(p * (1 - p) / n), (split, m["hr@1"])
+    assert abs(m["hr@10"] - 10 * p) < 4 * np.sqrt(10 * p * (1 - 10 * p) / n)
 
 
 # -------------------------------------------------------------------------- fixtures

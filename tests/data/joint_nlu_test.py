@@ -19,8 +19,10 @@ needs_data = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def snips(tmp_path_factory):
-  return joint_nlu.load_joint_nlu(data_dir=str(tmp_path_factory.mktemp("tfds")))
+def snips(tfds_dir):
+  # The session's TFDS folder (conftest.py): the recipe tests on this worker read the
+  # same prepared data.
+  return joint_nlu.load_joint_nlu(data_dir=tfds_dir)
 
 
 def _raw_lines(*parts):

@@ -16,8 +16,10 @@ needs_data = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def visfd(tmp_path_factory):
-  return uit_visfd.load_uit_visfd(data_dir=str(tmp_path_factory.mktemp("tfds")))
+def visfd(tfds_dir):
+  # The session's TFDS folder (conftest.py): the recipe tests on this worker read the
+  # same prepared data.
+  return uit_visfd.load_uit_visfd(data_dir=tfds_dir)
 
 
 def _raw_rows(split_file):

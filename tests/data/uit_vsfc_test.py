@@ -16,8 +16,10 @@ needs_data = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def vsfc(tmp_path_factory):
-  return uit_vsfc.load_uit_vsfc(data_dir=str(tmp_path_factory.mktemp("tfds")))
+def vsfc(tfds_dir):
+  # The session's TFDS folder (conftest.py): the recipe tests on this worker read the
+  # same prepared data.
+  return uit_vsfc.load_uit_vsfc(data_dir=tfds_dir)
 
 
 @needs_data

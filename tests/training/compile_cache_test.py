@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _run(workdir, cache):
   # The test session's own cache (conftest.py) is left out of this process' env.
   env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env.update(JAX_PLATFORMS="cpu")  # and the session's XLA_FLAGS (8 devices)
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.run", "--config=tests/training/tiny_recipe.py",
        f"--workdir={workdir}", f"--compilation_cache={cache}", "--config.progress=False"],

@@ -5,7 +5,8 @@
 
 Each process gets ``JAXLOSS_COORDINATOR_ADDRESS`` (``localhost:<free port>``),
 ``JAXLOSS_NUM_PROCESSES`` and ``JAXLOSS_PROCESS_ID``, ``JAX_PLATFORMS=cpu`` and
-``XLA_FLAGS=--xla_force_host_platform_device_count=<devices_per_process>``, so
+``--xla_force_host_platform_device_count=<devices_per_process>`` in ``XLA_FLAGS`` (in
+place of any device count there; the caller's other XLA flags are kept), so
 ``jaxloss.distributed.initialize`` joins them into one run of N × devices CPU devices
 with gloo collectives (what ``tests/distributed_test.py`` does). Output goes to
 ``<log_dir>/process_<i>.log``; the exit status is the first non-zero status of any
@@ -32,6 +33,14 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def with_device_count(xla_flags: str, devices_per_process: int) -> str:
+  """``xla_flags`` with its ``--xla_force_host_platform_device_count`` (if any) replaced
+  by ``devices_per_process``; every other flag is kept in its place."""
+  flag = "--xla_force_host_platform_device_count"
+  kept = [f for f in xla_flags.split() if f.split("=")[0] != flag]
+  return " ".join([*kept, f"{flag}={devices_per_process}"])
+
+
 def process_env(process_id: int, num_processes: int, port: int,
                 devices_per_process: int, base: Optional[dict] = None) -> dict:
   """The environment of local process ``process_id`` of ``num_processes``."""
@@ -41,7 +50,7 @@ def process_env(process_id: int, num_processes: int, port: int,
       distributed.ENV_NUM_PROCESSES: str(num_processes),
       distributed.ENV_PROCESS_ID: str(process_id),
       "JAX_PLATFORMS": "cpu",
-      "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
+      "XLA_FLAGS": with_device_count(env.get("XLA_FLAGS", ""), devices_per_process),
       "PYTHONUNBUFFERED": "1",
   })
   return env
