@@ -34,8 +34,15 @@ def free_port() -> int:
 
 
 def with_device_count(xla_flags: str, devices_per_process: int) -> str:
-  """``xla_flags`` with its ``--xla_force_host_platform_device_count`` (if any) replaced
-  by ``devices_per_process``; every other flag is kept in its place."""
+  """``xla_flags`` (a space-separated ``XLA_FLAGS`` string) without its
+  ``--xla_force_host_platform_device_count`` (if any), the other flags in their order,
+  and that flag set to ``devices_per_process`` at the end.
+
+  >>> with_device_count("--xla_force_host_platform_device_count=8 --xla_dump_to=/tmp/d", 4)
+  '--xla_dump_to=/tmp/d --xla_force_host_platform_device_count=4'
+  >>> with_device_count("", 2)
+  '--xla_force_host_platform_device_count=2'
+  """
   flag = "--xla_force_host_platform_device_count"
   kept = [f for f in xla_flags.split() if f.split("=")[0] != flag]
   return " ".join([*kept, f"{flag}={devices_per_process}"])
