@@ -3,7 +3,7 @@ data-parallel tests can compare 1 and 8 devices in one process, and one persiste
 compilation cache for the session (jaxloss.training.compile_cache), which the
 subprocesses the tests start inherit: a program compiled by one test (the tiny
 recipe's step, a smoke run's evaluation, the many small eager operations of an
-initialisation) is loaded from it by the next, instead of compiled again. The cache
+initialisation) is loaded from it by the next, in any worker, instead of compiled again. The cache
 folders are made fresh for each session and removed at its end, so no test reads a
 program an earlier session wrote."""
 
@@ -20,9 +20,12 @@ if "JAXLOSS_TEST_CACHE_ROOT" not in os.environ and not os.environ.get(
   atexit.register(shutil.rmtree, _root, ignore_errors=True)
   os.environ["JAXLOSS_TEST_CACHE_ROOT"] = _root
 if os.environ.get("JAXLOSS_TEST_CACHE_ROOT"):
-  # One folder per pytest-xdist worker (and the processes it starts): JAX writes an
-  # entry in place, so a reader in another worker could see it half-written.
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(
-      os.environ["JAXLOSS_TEST_CACHE_ROOT"], os.environ.get("PYTEST_XDIST_WORKER", "main"))
+  # One folder for the whole session: every pytest-xdist worker and the processes
+  # they start read and write it. jaxloss writes each entry atomically
+  # (jaxloss.training.compile_cache.atomic_writes, installed below and
+  # by experiments.run), so no reader sees an entry half-written.
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["JAXLOSS_TEST_CACHE_ROOT"]
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+  from jaxloss.training import compile_cache  # pylint: disable=g-import-not-at-top
+  compile_cache.atomic_writes()

@@ -62,7 +62,7 @@ def smoke_run(tfds_dir, tmp_path_factory):
 # and its prepared TFDS data (each worker has its own session, and tfds_dir).
 _GROUPS = {
     "absa_test.py": "absa", "data/uit_visfd_test.py": "absa",
-    "nlu_test.py": "nlu", "data/joint_nlu_test.py": "nlu",
+    "nlu_test.py": "nlu", "data/joint_nlu_test.py": "nlu", "nlu_encoder_test.py": "nlu",
     "rerank_test.py": "rerank", "data/interactions_test.py": "rerank",
     "cifar_vsfc_test.py": "cifar", "data/cifar10_lt_test.py": "cifar",
     "data/uit_vsfc_test.py": "cifar",

@@ -33,6 +33,7 @@ import optax
 
 from jaxloss import curriculum as curriculum_lib
 from jaxloss import decoding
+from jaxloss import finetune
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
 from jaxloss.data.joint_nlu import load_joint_nlu
@@ -42,6 +43,8 @@ from jaxloss.models.text import JointNluModel
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import make_optimizer
 from jaxloss.training import Recipe, Selection
+from jaxloss.training.recipe import SequenceBuckets
+from experiments.nlu import encoder as nlu_encoder
 from experiments.nlu.objective import bio_class_weights, make_joint_nlu_loss
 
 SPLITS = ("train", "dev", "test")
@@ -116,6 +119,15 @@ def validate(config) -> None:
   parse_lambda(config.get("default_lambda", 0.2), name="default_lambda")
   if "entity" not in config.lambdas:
     raise ValueError("config.lambdas must have an 'entity' weight")
+  if config.get("encoder") is not None:
+    if not 0 < config.layer_decay <= 1:
+      raise ValueError(f"config.layer_decay must be in (0, 1], got {config.layer_decay}")
+    if config.sentence_pooling not in ("auto", "pooler", "cls", "mean"):
+      raise ValueError("config.sentence_pooling must be auto, pooler, cls or mean, got "
+                       f"{config.sentence_pooling!r}")
+    if not 0 <= config.head_dropout_rate < 1:
+      raise ValueError(f"config.head_dropout_rate must be in [0, 1), got "
+                       f"{config.head_dropout_rate}")
 
 
 # --- Data --------------------------------------------------------------------------------
@@ -306,9 +318,14 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
 
   steps_per_epoch = math.ceil(num_train / config.batch_size)
   warmup = min(float(config.warmup_epochs), float(config.num_epochs) / 2)
-  lr = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
-      decay_steps=float(config.num_epochs), end_value=config.learning_rate * 0.01)
+  use_encoder = config.get("encoder") is not None
+  if use_encoder:  # BERT's schedule: linear warm-up, linear decay to 0
+    lr = finetune.warmup_linear_decay(config.learning_rate, warmup=warmup,
+                                      total=float(config.num_epochs))
+  else:
+    lr = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
+        decay_steps=float(config.num_epochs), end_value=config.learning_rate * 0.01)
   lambdas, lambda_values = {}, {}
   for name in ("entity",) + fields:
     field_name = f"lambdas.{name}" if name in config.lambdas else "default_lambda"
@@ -317,15 +334,31 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   curriculum = curriculum_lib.constant(learning_rate=lr, **lambdas)
   compiled = curriculum.compile(steps_per_epoch)
 
-  model = JointNluModel(
-      vocab_size=len(words), char_vocab_size=len(chars), num_tags=len(tag_names),
-      sentence_classes=tuple((f, len(data["label_names"][f])) for f in fields),
-      embed_dim=config.embed_dim, char_embed_dim=config.char_embed_dim,
-      char_features=config.char_features, hidden=config.hidden,
-      num_layers=config.num_layers, dropout_rate=config.dropout_rate,
-      word_dropout_rate=config.word_dropout_rate)
-  tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
-                      weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm)
+  sentence_classes = tuple((f, len(data["label_names"][f])) for f in fields)
+  if use_encoder:
+    pre = nlu_encoder.load(config)
+    sub, encoder_facts = nlu_encoder.encode_splits(
+        pre, raw, max_len, max_length=config.encoder_max_length,
+        buckets=tuple(config.sequence_buckets))
+    for name in SPLITS:
+      splits[name].update(sub[name])
+    model = nlu_encoder.make_model(config, pre, len(tag_names), sentence_classes)
+    encoder_facts.update({"path": str(pre.path), "model_type": pre.config.model_type,
+                          "num_layers": pre.config.num_hidden_layers,
+                          "pooling": model.pooling,
+                          "freeze_encoder": bool(config.freeze_encoder)})
+  else:
+    encoder_facts = None
+    model = JointNluModel(
+        vocab_size=len(words), char_vocab_size=len(chars), num_tags=len(tag_names),
+        sentence_classes=sentence_classes,
+        embed_dim=config.embed_dim, char_embed_dim=config.char_embed_dim,
+        char_features=config.char_features, hidden=config.hidden,
+        num_layers=config.num_layers, dropout_rate=config.dropout_rate,
+        word_dropout_rate=config.word_dropout_rate)
+    tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
+                        weight_decay=config.weight_decay,
+                        max_grad_norm=config.max_grad_norm)
   terms = ("entity",) + fields
   o_index = tag_names.index("O")
   monitor_spec = None
@@ -342,6 +375,11 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                            jnp.ones((1,), jnp.int32), train=False)
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              rng=state_key, train_sums=monitors.zero_sums(monitor_spec))
+
+  if use_encoder:
+    init, tx = nlu_encoder.make_init(config, pre, model,
+                                     splits["train"]["subword_ids"].shape[1], max_len,
+                                     monitors.zero_sums(monitor_spec), TrainState)
 
   sampler = epoch_permutation_sampler(num_train, config.batch_size)
 
@@ -369,10 +407,12 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                                          start_allowed=start_j, static_valid=tag_valid_j)
     return decoding.greedy_decode(logits, tag_valid_j)
 
+  inputs = nlu_encoder.INPUTS if use_encoder else ("ids", "chars", "lengths")
+
   def predict(state, batch):
     lengths = jnp.maximum(batch["lengths"], 1)  # padding rows: one token
-    out = model.apply({"params": state.params}, batch["ids"], batch["chars"], lengths,
-                      train=False)
+    out = model.apply({"params": state.params}, *[batch[k] for k in inputs[:-1]],
+                      lengths, train=False)
     result = {"tag_logits": out["tags"]}
     for prefix, tau in taus.items():
       adjusted = out["tags"] - tau * log_w_j if tau else out["tags"]
@@ -454,6 +494,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                         for t in terms},
         "eval_repeat_max_diff": last_test.get("eval_repeat_max_diff"),
         "vocab_size": len(words), "char_vocab_size": len(chars),
+        "encoder": encoder_facts,
         "dataset": {"manual_dir": data["manual_dir"], "layout": data["layout"],
                     "label_fields": list(fields), "num_tags": len(tag_names)},
     })
@@ -496,14 +537,25 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                    f"{100 * wc['pred_non_o_share']:.1f}%")
     return lines
 
+  model_text = (f"vocabulary {len(words)} words / {len(chars)} characters"
+                if not use_encoder else
+                f"encoder {encoder_facts['path']} ({encoder_facts['num_layers']} layers"
+                f"{', frozen' if config.freeze_encoder else ''}), sentences padded to "
+                f"{encoder_facts['subword_length']} sub-words, truncated "
+                f"{sum(encoder_facts['truncated'].values())}, words lost "
+                f"{sum(encoder_facts['words_lost'].values())}")
   describe = (f"{len(splits['train']['ids'])} train / {len(splits['dev']['ids'])} dev / "
               f"{len(splits['test']['ids'])} test sentences from {data['manual_dir']} "
               f"({data['layout']}), heads {list(fields)} + {len(tag_names)} tags, "
-              f"vocabulary {len(words)} words / {len(chars)} characters\n  λ per epoch: "
+              f"{model_text}\n  λ per epoch: "
               + ", ".join(f"{k} {v}" for k, v in lambda_values.items())
               + (f" ({', '.join(defaulted)}: config.default_lambda)" if defaulted else "")
               + f"; masks: {config.mask_fill}, constrained decoding {constrained}")
-  inputs = ("ids", "chars", "lengths")
+  sequence_buckets = None
+  if use_encoder:
+    sequence_buckets = SequenceBuckets(
+        keys=("subword_ids", "subword_mask"), lengths=train["subword_lengths"],
+        buckets=tuple(config.sequence_buckets))
   return Recipe(
       name=config.name,
       train={**{k: train[k] for k in inputs},
@@ -517,4 +569,4 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
       max_grad_norm=config.max_grad_norm, monitor=monitor_spec,
       selection=Selection("dev", "score"), checkpoint_every_epoch=True,
       progress=progress, on_evaluation=on_evaluation, figures=figures, report=report,
-      anchors=anchors, describe=describe)
+      anchors=anchors, describe=describe, sequence_buckets=sequence_buckets)

@@ -9,8 +9,10 @@
 
 from jaxloss.training.guard import ConfigChangedError
 from jaxloss.training.loop import train_and_evaluate
-from jaxloss.training.recipe import Member, Recipe, RunRecord, Selection, select
+from jaxloss.training.recipe import (Member, Recipe, RunRecord, Selection,
+                                     SequenceBuckets, select)
 from jaxloss.training.run_files import MetricsLog, write_json
 
 __all__ = ["ConfigChangedError", "Member", "MetricsLog", "Recipe", "RunRecord",
-           "Selection", "select", "train_and_evaluate", "write_json"]
+           "Selection", "SequenceBuckets", "select", "train_and_evaluate",
+           "write_json"]

@@ -12,6 +12,12 @@ off. A cache folder already chosen through JAX's own ``JAX_COMPILATION_CACHE_DIR
 kept. JAX writes each entry once and never evicts: delete the folder to reclaim its
 space (the main job adds about 2 MB). Source: JAX, "Persistent compilation cache"
 (https://docs.jax.dev/en/latest/persistent_compilation_cache.html).
+
+Entries are written atomically (:func:`atomic_writes`): JAX writes an entry in place, so
+a process killed mid-write leaves a truncated entry that JAX never rewrites (it warns
+and recompiles that program on every later run), and a process reading the folder
+while another writes can load half a program. With atomic writes, several processes
+(the hosts of a local multi-process run, pytest's workers) can share one folder.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import uuid
 
 import jax
 
@@ -40,6 +47,49 @@ def default_dir() -> str:
   return os.path.join(root, "jaxloss", "jax_compilation_cache")
 
 
+def atomic_writes() -> bool:
+  """Makes JAX's file cache write each new entry to a temporary file in the cache
+  folder and rename it into place (``os.replace``, atomic on POSIX), so that an entry
+  is either absent or whole. Applies to caches JAX creates after the call; idempotent.
+
+  It replaces the ``put`` of JAX's private ``jax._src.lru_cache.LRUCache`` for caches
+  without eviction (the default, ``jax_compilation_cache_max_size=-1``; with eviction
+  JAX's own file lock serialises access) in a local folder (a remote one, such as
+  ``gs://``, keeps JAX's write). Returns False, changing nothing, if that
+  class is not found in this JAX version.
+  """
+  try:
+    from jax._src import lru_cache  # pylint: disable=g-import-not-at-top
+    cls, suffix = lru_cache.LRUCache, lru_cache._CACHE_SUFFIX  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return False
+  if getattr(cls.put, "_jaxloss_atomic", False):
+    return True
+  original = cls.put
+
+  def put(self, key: str, value: bytes) -> None:
+    folder = os.fspath(self.path)
+    if (getattr(self, "eviction_enabled", True) or not key
+        or "://" in folder):  # eviction's file lock, or a remote (epath) folder
+      return original(self, key, value)
+    path = os.path.join(folder, f"{key}{suffix}")
+    if os.path.exists(path):
+      return None
+    tmp = os.path.join(folder, f".{key}.{uuid.uuid4().hex}.tmp")
+    try:
+      with open(tmp, "wb") as f:
+        f.write(value)
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
+    return None
+
+  put._jaxloss_atomic = True  # pylint: disable=protected-access
+  cls.put = put
+  return True
+
+
 def enable(path: str | None) -> str | None:
   """Turns on JAX's persistent compilation cache in folder ``path`` (created if
   missing) for every program, however short its compile; ``None``, ``""`` or
@@ -49,9 +99,12 @@ def enable(path: str | None) -> str | None:
   A folder set through ``JAX_COMPILATION_CACHE_DIR`` (or ``jax.config``) before the
   call wins over ``path``. Returns the folder in use, or ``None`` when off.
 
+  Entries are written atomically (:func:`atomic_writes`), in either folder.
+
   Raises:
     ValueError: ``path`` exists and is not a folder, or cannot be created.
   """
+  atomic_writes()
   chosen = jax.config.jax_compilation_cache_dir
   if chosen:
     return chosen

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from jaxloss import distributed
 from jaxloss import monitors
 from jaxloss.checkpoint import Checkpointer
+from jaxloss.data.subword import bucket_length
 from jaxloss.parallel import DataParallel, TraceCounter, pad_to_multiple
 from jaxloss.train_step import class_mix_indices, make_train_step
 from jaxloss.training import compile_cache, guard
@@ -175,7 +176,8 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
   dp = DataParallel(config.get("parallel", "shard_map"), config.get("num_devices"))
   train_input = config.get("train_input", "auto")
   if train_input == "auto":
-    train_input = "host" if jax.process_count() > 1 else "device"
+    train_input = ("host" if jax.process_count() > 1 or recipe.sequence_buckets
+                   else "device")
   host = train_input == "host"
   progress = bool(config.get("progress", True)) and main
 
@@ -237,13 +239,21 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
     rows = dp.process_rows(recipe.batch_size)
     rngs = np.asarray(jax.device_get(dp.unreplicate(state).rng))  # [2] or [M, 2]
 
+    buckets = recipe.sequence_buckets
+
     def next_batch(step: int):
       if not ensemble:
-        local = np.asarray(draw(rngs, np.int32(step)))[rows]
-        part = {k: jax.tree.map(lambda x: x[local], recipe.train[k]) for k in fields}
+        drawn = np.asarray(draw(rngs, np.int32(step)))
       else:  # [B, M]: each member draws its own batch
-        local = np.stack([np.asarray(draw(r, np.int32(step))) for r in rngs], 1)[rows]
-        part = {k: jax.tree.map(lambda x: x[local], recipe.train[k]) for k in fields}
+        drawn = np.stack([np.asarray(draw(r, np.int32(step))) for r in rngs], 1)
+      local = drawn[rows]
+      part = {k: jax.tree.map(lambda x: x[local], recipe.train[k]) for k in fields}
+      if buckets is not None:  # the global batch's bucket: the same on every process
+        longest = int(np.max(np.asarray(buckets.lengths)[drawn]))
+        axis = 2 if ensemble else 1  # an ensemble's rows are [b, M, ...]
+        for k in buckets.keys:
+          width = min(bucket_length(longest, buckets.buckets), part[k].shape[axis])
+          part[k] = part[k][:, :, :width] if ensemble else part[k][:, :width]
       return dp.assemble_batch(part, recipe.batch_size)
   else:
     train_data = dp.replicate({k: recipe.train[k] for k in fields})

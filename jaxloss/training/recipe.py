@@ -32,6 +32,28 @@ class Member:
 
 
 @dataclasses.dataclass(frozen=True)
+class SequenceBuckets:
+  """Cut each host-input training batch to the bucket of its longest sequence.
+
+  The step then runs on ``[B, T_bucket]`` instead of the dataset's full width and
+  compiles once per bucket used (counted in ``summary.json``'s
+  ``train_step_compilations``). The bucket is chosen from the *global* batch, so
+  every process of a multi-process run cuts to the same width. With the training set
+  on the device (``config.train_input="device"``) batches keep the full width.
+
+  Attributes:
+    keys: the input fields whose axis 1 is the sequence axis (e.g. sub-word ids and
+      their mask).
+    lengths: int ``[N]``, each training example's real length along that axis.
+    buckets: increasing widths (:func:`jaxloss.data.subword.bucket_length`); a width
+      is capped at the fields' full width.
+  """
+  keys: tuple[str, ...]
+  lengths: np.ndarray
+  buckets: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Selection:
   """Model selection: the evaluation whose ``split`` metric ``key`` is highest (ties:
   the earliest). The reported numbers of every split are those of that evaluation."""
@@ -85,6 +107,9 @@ class Recipe:
     describe: a line printed at the start (data sizes, vocabulary ...).
     eval_call_counter: pass ``batch["eval_call"]`` (the evaluation's ordinal) to
       ``predict`` (reproduces dropout left on in evaluation; failure-mode configs).
+    sequence_buckets: cut host-input training batches to the bucket of their longest
+      sequence (:class:`SequenceBuckets`); None: full width. With it, the loop's
+      ``train_input="auto"`` picks host input.
   """
   name: str
   train: Mapping[str, Any]
@@ -119,6 +144,7 @@ class Recipe:
   anchors: tuple = ()
   describe: Optional[str] = None
   eval_call_counter: bool = False
+  sequence_buckets: Optional[SequenceBuckets] = None
 
   def __post_init__(self):
     for field in ("batch_size", "num_epochs", "eval_every_epochs"):
@@ -140,6 +166,13 @@ class Recipe:
         raise ValueError(f"recipe {self.name!r}: eval split {split!r} lacks {absent}")
     if self.sampler is None and self.class_counts is None:
       raise ValueError(f"recipe {self.name!r}: give a sampler or class_counts")
+    sb = self.sequence_buckets
+    if sb is not None:
+      absent = [k for k in sb.keys if k not in self.input_keys]
+      if absent or len(sb.lengths) != n:
+        raise ValueError(f"recipe {self.name!r}: sequence_buckets needs input fields "
+                         f"(not {absent}) and one length per training example "
+                         f"({len(sb.lengths)} for {n})")
     if self.selection is not None and self.selection.split not in self.eval_splits:
       raise ValueError(f"recipe {self.name!r}: selection split "
                        f"{self.selection.split!r} is not one of {list(self.eval_splits)}")

@@ -9,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 from jaxloss.checkpoint import Checkpointer
 from jaxloss.training import compile_cache
 
@@ -87,3 +88,28 @@ def test_default_folder_follows_the_environment(monkeypatch, tmp_path):
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
   assert compile_cache.default_dir() == str(
       tmp_path / "xdg" / "jaxloss" / "jax_compilation_cache")
+
+
+def test_entries_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+  from jax._src import lru_cache  # pylint: disable=g-import-not-at-top
+  assert compile_cache.atomic_writes() and compile_cache.atomic_writes()  # idempotent
+  cache = lru_cache.LRUCache(str(tmp_path / "c"), max_size=-1)
+  cache.put("k", b"program")
+  assert cache.get("k") == b"program"
+  cache.put("k", b"other")  # an existing key is kept, as JAX does
+  assert cache.get("k") == b"program"
+  assert sorted(os.listdir(tmp_path / "c")) == ["k-cache"]
+  # The entry appears by one rename of a whole file; a write that dies before it (as a
+  # killed process would) leaves no entry behind, and no temporary file.
+  renames = []
+
+  def rename_dies(src, dst):
+    renames.append((open(src, "rb").read(), os.path.exists(dst)))
+    raise OSError("killed")
+  monkeypatch.setattr(compile_cache.os, "replace", rename_dies)
+  with pytest.raises(OSError, match="killed"):
+    cache.put("j", b"program")
+  monkeypatch.undo()
+  assert renames == [(b"program", False)]
+  assert cache.get("j") is None
+  assert sorted(os.listdir(tmp_path / "c")) == ["k-cache"]

@@ -18,6 +18,11 @@ Variants:
   of all positions averaged under the token mask, entity λ 0.8 from the start, no O
   down-weighting; reproduces the failure (NaN loss from the first step).
 * ``smoke``: 512 sentences, small model, two epochs; used by the tests.
+* ``jointbert``: JointBERT on a pretrained encoder (``config.encoder``, default
+  ``all-MiniLM-L6-v2`` from ``../shared/models``), fine-tuned: CE on the intent (pooler)
+  and on each word's tag at its first sub-word, λ 1 : 1, AdamW 1e-4 with warm-up and
+  linear decay, 4 epochs; ``jointbert_frozen`` trains the heads on the frozen encoder;
+  ``jointbert_smoke`` is one encoder layer, 256 sentences, one epoch (the tests).
 
 Data: ``config.data_dir`` is the folder of a dataset in the JointBERT layout
 (``{train,dev,test}/seq.in``, ``seq.out``, ``label`` and optionally
@@ -30,7 +35,8 @@ import ml_collections
 
 from experiments.configs.runtime import add_runtime
 
-VARIANTS = ("recipe", "ce", "collapse", "smoke")
+VARIANTS = ("recipe", "ce", "collapse", "smoke", "jointbert", "jointbert_frozen",
+            "jointbert_smoke")
 
 
 def get_config(arg=None):
@@ -61,7 +67,19 @@ def get_config(arg=None):
   c.dropout_rate = 0.3
   c.word_dropout_rate = 0.1  # words replaced by UNK in training (unseen-word practice)
 
-  # Optimisation: AdamW, linear warm-up then cosine decay (in epochs).
+  # A pretrained encoder instead of the BiLSTM (JointBERT): a Hugging Face folder, or
+  # the name of one in ../shared/models (e.g. "all-MiniLM-L6-v2"); None: from scratch.
+  c.encoder = ml_collections.config_dict.placeholder(str)
+  c.encoder_num_layers = ml_collections.config_dict.placeholder(int)  # None: all
+  c.encoder_max_length = 128  # sub-words a sentence, special tokens included
+  c.sequence_buckets = (16, 24, 32, 48, 64, 96, 128)  # padded widths of a batch
+  c.freeze_encoder = False  # train the heads only
+  c.layer_decay = 1.0  # LR factor per layer below the top (1: none)
+  c.sentence_pooling = "auto"  # "pooler", "cls", "mean"; auto: pooler if it has one
+  c.head_dropout_rate = 0.1
+
+  # Optimisation: AdamW, linear warm-up then cosine decay (in epochs); with an encoder,
+  # linear warm-up then linear decay to 0 (BERT's schedule).
   c.num_epochs = 20
   c.batch_size = 64
   c.optimizer = "adamw"
@@ -102,6 +120,30 @@ def get_config(arg=None):
     c.entity_loss = "ce"
     c.entity_class_weights = False
     c.num_epochs = 3
+  elif variant.startswith("jointbert"):
+    # JointBERT (Chen et al. 2019): CE on intent and on each word's first sub-word,
+    # λ 1 : 1, AdamW, dropout 0.1; MiniLM in place of BERT-base.
+    c.encoder = "all-MiniLM-L6-v2"
+    c.entity_loss = "ce"
+    c.entity_class_weights = False
+    c.lambdas = ml_collections.ConfigDict({"intent": 1.0, "entity": 1.0,
+                                           "command": 1.0})
+    c.default_lambda = 1.0
+    c.batch_size = 32
+    c.learning_rate = 1e-4
+    c.weight_decay = 0.01
+    c.max_grad_norm = 1.0
+    c.warmup_epochs = 0.1
+    c.num_epochs = 4
+    c.eval_batch_size = 256
+    if variant == "jointbert_frozen":  # the heads on frozen features
+      c.freeze_encoder = True
+      c.learning_rate = 2e-3
+    elif variant == "jointbert_smoke":
+      c.encoder_num_layers = 1
+      c.max_train_examples = 256
+      c.max_eval_examples = 64
+      c.num_epochs = 1
   elif variant == "smoke":
     c.max_train_examples = 512
     c.max_eval_examples = 128
