@@ -66,6 +66,8 @@ _GROUPS = {
     "rerank_test.py": "rerank", "data/interactions_test.py": "rerank",
     "cifar_vsfc_test.py": "cifar", "data/cifar10_lt_test.py": "cifar",
     "data/uit_vsfc_test.py": "cifar",
+    # A module-scoped fixture that runs a benchmark (25 s): once, on one worker.
+    "tools/bench_losses_test.py": "bench_losses",
 }
 
 

@@ -72,3 +72,31 @@ def test_jointbert_smoke_fine_tunes_and_resumes_exactly(tmp_path, tfds_dir):
   assert resumed["intent_accuracy"] == summary["intent_accuracy"]
   for a, b in zip(jax.tree.leaves(_params(parts)), jax.tree.leaves(trained)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_frozen_encoder_trains_heads_on_cached_features(tmp_path, tfds_dir):
+  """``freeze_encoder`` with ``cache_features``: the encoder runs once per split and the
+  heads alone train on its features, which equal the fine-tuning model's own."""
+  config = _config(tfds_dir, freeze_encoder=True, train_input="host",
+                   max_train_examples=64)
+  workdir = str(tmp_path / "frozen")
+  summary = recipes.run(config, workdir)
+  enc = summary["encoder"]
+  assert enc["freeze_encoder"] and enc["cached_features"] and enc["feature_seconds"] >= 0
+  params = _params(workdir)
+  assert sorted(params) == ["intent", "tags"]  # no encoder in the train state
+  assert summary["skipped_steps"] == 0 and summary["steps"] == 2
+
+  # The cached features are what the full model computes for the same sentences.
+  from experiments.nlu import encoder as nlu_encoder  # pylint: disable=g-import-not-at-top
+  pre = nlu_encoder.load(config)
+  model = nlu_encoder.make_model(config, pre, num_tags=74, sentence_classes=(("intent", 7),))
+  ids = np.array([[101, 2377, 1996, 2299, 102, 0]], np.int32)
+  split = {"subword_ids": ids, "subword_mask": (ids != 0).astype(np.int32),
+           "word_index": np.array([[1, 2, 3]], np.int32)}
+  cached = nlu_encoder.cache_features(model, pre.params, split, batch_size=4)
+  words, pooled = model.apply({"params": {"encoder": pre.params}}, split["subword_ids"],
+                              split["subword_mask"], split["word_index"],
+                              method="features")
+  np.testing.assert_allclose(cached["word_features"], words, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(cached["sentence_features"], pooled, rtol=1e-5, atol=1e-5)

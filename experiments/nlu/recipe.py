@@ -43,7 +43,6 @@ from jaxloss.models.text import JointNluModel
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import make_optimizer
 from jaxloss.training import Recipe, Selection
-from jaxloss.training.recipe import SequenceBuckets
 from experiments.nlu import encoder as nlu_encoder
 from experiments.nlu.objective import bio_class_weights, make_joint_nlu_loss
 
@@ -335,20 +334,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   compiled = curriculum.compile(steps_per_epoch)
 
   sentence_classes = tuple((f, len(data["label_names"][f])) for f in fields)
-  if use_encoder:
-    pre = nlu_encoder.load(config)
-    sub, encoder_facts = nlu_encoder.encode_splits(
-        pre, raw, max_len, max_length=config.encoder_max_length,
-        buckets=tuple(config.sequence_buckets))
-    for name in SPLITS:
-      splits[name].update(sub[name])
-    model = nlu_encoder.make_model(config, pre, len(tag_names), sentence_classes)
-    encoder_facts.update({"path": str(pre.path), "model_type": pre.config.model_type,
-                          "num_layers": pre.config.num_hidden_layers,
-                          "pooling": model.pooling,
-                          "freeze_encoder": bool(config.freeze_encoder)})
-  else:
-    encoder_facts = None
+  encoder_facts, sequence_buckets = None, None
+  if not use_encoder:
     model = JointNluModel(
         vocab_size=len(words), char_vocab_size=len(chars), num_tags=len(tag_names),
         sentence_classes=sentence_classes,
@@ -376,10 +363,12 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              rng=state_key, train_sums=monitors.zero_sums(monitor_spec))
 
+  inputs = ("ids", "chars", "lengths")
   if use_encoder:
-    init, tx = nlu_encoder.make_init(config, pre, model,
-                                     splits["train"]["subword_ids"].shape[1], max_len,
-                                     monitors.zero_sums(monitor_spec), TrainState)
+    enc = nlu_encoder.setup(config, raw, splits, max_len, len(tag_names),
+                            sentence_classes, monitors.zero_sums(monitor_spec), TrainState)
+    model, inputs, init, tx = enc.model, enc.inputs, enc.init, enc.tx
+    sequence_buckets, encoder_facts = enc.sequence_buckets, enc.facts
 
   sampler = epoch_permutation_sampler(num_train, config.batch_size)
 
@@ -406,8 +395,6 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
       return decoding.constrained_decode(logits, lengths, allowed=allowed_j,
                                          start_allowed=start_j, static_valid=tag_valid_j)
     return decoding.greedy_decode(logits, tag_valid_j)
-
-  inputs = nlu_encoder.INPUTS if use_encoder else ("ids", "chars", "lengths")
 
   def predict(state, batch):
     lengths = jnp.maximum(batch["lengths"], 1)  # padding rows: one token
@@ -540,7 +527,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   model_text = (f"vocabulary {len(words)} words / {len(chars)} characters"
                 if not use_encoder else
                 f"encoder {encoder_facts['path']} ({encoder_facts['num_layers']} layers"
-                f"{', frozen' if config.freeze_encoder else ''}), sentences padded to "
+                f"{', frozen' if config.freeze_encoder else ''}"
+                f"{', features cached' if encoder_facts['cached_features'] else ''}), "
+                f"sentences padded to "
                 f"{encoder_facts['subword_length']} sub-words, truncated "
                 f"{sum(encoder_facts['truncated'].values())}, words lost "
                 f"{sum(encoder_facts['words_lost'].values())}")
@@ -551,11 +540,6 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
               + ", ".join(f"{k} {v}" for k, v in lambda_values.items())
               + (f" ({', '.join(defaulted)}: config.default_lambda)" if defaulted else "")
               + f"; masks: {config.mask_fill}, constrained decoding {constrained}")
-  sequence_buckets = None
-  if use_encoder:
-    sequence_buckets = SequenceBuckets(
-        keys=("subword_ids", "subword_mask"), lengths=train["subword_lengths"],
-        buckets=tuple(config.sequence_buckets))
   return Recipe(
       name=config.name,
       train={**{k: train[k] for k in inputs},

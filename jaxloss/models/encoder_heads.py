@@ -36,6 +36,43 @@ def sentence_vector(encoder: BertEncoder, hidden: jax.Array, attention_mask: jax
   return mean_pool(hidden, attention_mask).astype(hidden.dtype)
 
 
+def _joint_heads(words, pooled, *, num_tags: int, sentence_classes: tuple,
+                 dropout_rate: float, train: bool) -> dict:
+  """The tag head on word states ``[B, T, H]`` and one head per sentence field on the
+  sentence vector ``[B, H]``, as Dense layers named ``tags`` and ``<field>`` in the
+  calling module's scope (so both models below have the same head parameters)."""
+  names = [name for name, _ in sentence_classes]
+  if "tags" in names or len(set(names)) != len(names):
+    raise ValueError(f"sentence_classes names must be unique and not 'tags', got "
+                     f"{names}")
+  drop = nn.Dropout(dropout_rate, deterministic=not train)
+  out = {"tags": nn.Dense(num_tags, name="tags")(drop(words)).astype(jnp.float32)}
+  pooled = drop(pooled)
+  for name, k in sentence_classes:
+    out[name] = nn.Dense(k, name=name)(pooled).astype(jnp.float32)
+  return out
+
+
+class JointNluHeads(nn.Module):
+  """The heads of :class:`EncoderJointNluModel` alone, on cached encoder features (a
+  frozen encoder run once over the data): the same parameters, without ``encoder``.
+
+  Call: ``word_features [B, T, H]`` (each word's first sub-word state),
+  ``sentence_features [B, H]`` (the pooled vector), ``lengths [B]`` (unused), ``train``
+  -> ``{"tags": [B, T, C], field: [B, K_field]}`` float32 logits.
+  """
+  num_tags: int
+  sentence_classes: tuple = (("intent", 7),)
+  dropout_rate: float = 0.1
+
+  @nn.compact
+  def __call__(self, word_features, sentence_features, lengths, *, train: bool):
+    del lengths
+    return _joint_heads(word_features, sentence_features, num_tags=self.num_tags,
+                        sentence_classes=self.sentence_classes,
+                        dropout_rate=self.dropout_rate, train=train)
+
+
 class EncoderJointNluModel(nn.Module):
   """Joint sentence labels + BIO tags on a pretrained encoder (JointBERT).
 
@@ -71,21 +108,20 @@ class EncoderJointNluModel(nn.Module):
   @nn.compact
   def __call__(self, subword_ids, subword_mask, word_index, lengths, *, train: bool):
     del lengths
+    words, pooled = self.features(subword_ids, subword_mask, word_index, train=train)
+    return _joint_heads(words, pooled, num_tags=self.num_tags,
+                        sentence_classes=self.sentence_classes,
+                        dropout_rate=self.dropout_rate, train=train)
+
+  def features(self, subword_ids, subword_mask, word_index, *, train: bool = False):
+    """``(word_features [B, T, H], sentence_features [B, H])``: what the heads read
+    (the input of :class:`JointNluHeads`; ``apply(..., method="features")``)."""
     if self.pooling not in POOLINGS:
       raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-    names = [name for name, _ in self.sentence_classes]
-    if "tags" in names or len(set(names)) != len(names):
-      raise ValueError(f"sentence_classes names must be unique and not 'tags', got "
-                       f"{names}")
     hidden = self.encoder(subword_ids, subword_mask,
                           deterministic=not train or self.freeze_encoder)
-    drop = nn.Dropout(self.dropout_rate, deterministic=not train)
     words = jnp.take_along_axis(hidden, word_index[..., None].astype(jnp.int32), axis=1)
     pooled = sentence_vector(self.encoder, hidden, subword_mask, self.pooling)
     if self.freeze_encoder:
       words, pooled = jax.lax.stop_gradient((words, pooled))
-    pooled = drop(pooled)
-    out = {"tags": nn.Dense(self.num_tags, name="tags")(drop(words)).astype(jnp.float32)}
-    for name, k in self.sentence_classes:
-      out[name] = nn.Dense(k, name=name)(pooled).astype(jnp.float32)
-    return out
+    return words, pooled

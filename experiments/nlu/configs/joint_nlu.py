@@ -21,7 +21,8 @@ Variants:
 * ``jointbert``: JointBERT on a pretrained encoder (``config.encoder``, default
   ``all-MiniLM-L6-v2`` from ``../shared/models``), fine-tuned: CE on the intent (pooler)
   and on each word's tag at its first sub-word, λ 1 : 1, AdamW 1e-4 with warm-up and
-  linear decay, 4 epochs; ``jointbert_frozen`` trains the heads on the frozen encoder;
+  linear decay, 4 epochs; ``jointbert_frozen`` trains the heads (10 epochs, LR 2e-3)
+  on features the frozen encoder computed once;
   ``jointbert_smoke`` is one encoder layer, 256 sentences, one epoch (the tests).
 
 Data: ``config.data_dir`` is the folder of a dataset in the JointBERT layout
@@ -74,6 +75,7 @@ def get_config(arg=None):
   c.encoder_max_length = 128  # sub-words a sentence, special tokens included
   c.sequence_buckets = (16, 24, 32, 48, 64, 96, 128)  # padded widths of a batch
   c.freeze_encoder = False  # train the heads only
+  c.cache_features = True  # frozen: run the encoder once, train the heads on its features
   c.layer_decay = 1.0  # LR factor per layer below the top (1: none)
   c.sentence_pooling = "auto"  # "pooler", "cls", "mean"; auto: pooler if it has one
   c.head_dropout_rate = 0.1
@@ -136,9 +138,11 @@ def get_config(arg=None):
     c.warmup_epochs = 0.1
     c.num_epochs = 4
     c.eval_batch_size = 256
-    if variant == "jointbert_frozen":  # the heads on frozen features
+    if variant == "jointbert_frozen":  # the heads on the frozen encoder's features
       c.freeze_encoder = True
       c.learning_rate = 2e-3
+      c.num_epochs = 10
+      c.train_input = "host"  # features stay on the host; batches gathered there
     elif variant == "jointbert_smoke":
       c.encoder_num_layers = 1
       c.max_train_examples = 256
