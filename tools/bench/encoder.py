@@ -8,8 +8,9 @@ One *step* is a forward and backward pass of a pretrained BERT-family encoder (a
 name under ``../shared/models``, resolved with
 ``jaxloss.models.pretrained.resolve_model_dir``, or the path of a Hugging Face folder):
 the scalar ``sum(mean_pool(last_hidden_state) ** 2)`` and its gradient with respect to
-every parameter, on ``--batch`` x ``--length`` random token ids (seed 0, attention mask
-all ones, no padding), float32, no dropout on either side. The contenders:
+every parameter, on ``--batch`` x ``--length`` random token ids (seed 0, never the
+padding id, attention mask all ones), float32, no dropout on either side. The
+contenders:
 
 * ``jaxloss``: ``jax.jit(jax.value_and_grad(loss))`` of
   ``jaxloss.models.load_pretrained(folder).module`` with ``deterministic=True``, the
@@ -18,8 +19,9 @@ all ones, no padding), float32, no dropout on either side. The contenders:
 * ``torch eager``: ``transformers.AutoModel.from_pretrained(folder)`` in float32,
   ``eval()`` (no dropout) with gradients on, then ``zero_grad(set_to_none=True)``, the
   same loss, ``loss.backward()``.
-* ``torch.compile``: the same with ``torch.compile(model)`` (after a few warm-up calls);
-  a row ``failed: <reason>`` when it does not work here.
+* ``torch.compile``: the same with ``torch.compile(model)`` (default mode, a fresh
+  Dynamo cache per model, a few warm-up calls); a row ``failed: <reason>`` when it does
+  not work here, and a line under the table when Dynamo broke the graph.
 
 Neither side has the pooler (``add_pooler=False`` / ``add_pooling_layer=False``), so both
 differentiate the same parameters. Each thread count runs in a subprocess of this tool,
@@ -46,6 +48,7 @@ are optional: without them the tool says so and times the jaxloss side alone.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -86,6 +89,17 @@ def _import_torch():
   return torch, transformers, None
 
 
+def _resolve(model: str) -> pathlib.Path:
+  """The folder of a model name under ``../shared/models`` or of a path."""
+  from jaxloss.models import pretrained  # pylint: disable=import-outside-toplevel
+  return pretrained.resolve_model_dir(model)
+
+
+def _absent() -> List[str]:
+  """Which of torch and transformers are not installed (without importing them)."""
+  return [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+
+
 def _why(e: BaseException) -> str:
   text = " ".join(str(e).split())
   return f"{e.__class__.__name__}: {text[:300]}"
@@ -94,10 +108,14 @@ def _why(e: BaseException) -> str:
 # ---------------------------------------------------------------- the contenders
 
 
-def _random_ids(vocab_size: int, batch: int, length: int, seed: int):
+def _random_ids(vocab_size: int, pad_token_id: int, batch: int, length: int,
+                seed: int):
+  """Token ids drawn uniformly from the vocabulary less the padding id (torch's
+  embedding gives that row no gradient, and RoBERTa positions skip it), and the mask."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
-  ids = rng.integers(0, vocab_size, size=(batch, length)).astype(np.int32)
+  ids = rng.integers(0, vocab_size - 1, size=(batch, length))
+  ids = (ids + (ids >= pad_token_id)).astype(np.int32)
   return ids, np.ones((batch, length), np.int32)
 
 
@@ -119,6 +137,7 @@ def _prepare_jax(pre, ids, mask):
   t = time.perf_counter()
   loss, grads = jax.block_until_ready(step(params, ids, mask))
   first = time.perf_counter() - t
+  jax.block_until_ready(step(params, ids, mask))  # a warm-up call, as for torch
   leaves = jax.tree_util.tree_leaves(grads)
   info = {"first_call_s": first, "loss": float(loss),
           "grad_norm": float(jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2)
@@ -240,11 +259,10 @@ def measure(model: str, *, batch: int = 32, length: int = 32, steps: int = 5,
     (relative to the jaxloss values).
   """
   from jaxloss.models import load_pretrained  # pylint: disable=import-outside-toplevel
-  from jaxloss.models.pretrained import resolve_model_dir  # pylint: disable=import-outside-toplevel
-  folder = resolve_model_dir(model)
+  folder = _resolve(model)
   pre = load_pretrained(folder, add_pooler=False)
   cfg = pre.config
-  ids, mask = _random_ids(cfg.vocab_size, batch, length, seed)
+  ids, mask = _random_ids(cfg.vocab_size, cfg.pad_token_id, batch, length, seed)
   base = {"model": folder.name, "path": str(folder), "layers": cfg.num_hidden_layers,
           "hidden": cfg.hidden_size, "batch": batch, "length": length, "steps": steps,
           "repeats": repeats, "threads": threads}
@@ -351,7 +369,7 @@ def _worker_header(threads: int, pinned, torch_missing: Optional[str]) -> dict:
       "transformers": None if transformers is None else transformers.__version__,
       "torch_threads": None if torch is None else torch.get_num_threads(),
       "torch_missing": torch_missing,
-      "load_avg_1min": os.getloadavg()[0]}
+      "load_avg_1min_end": os.getloadavg()[0]}
 
 
 def _worker(args) -> int:
@@ -363,11 +381,16 @@ def _worker(args) -> int:
     missing = _import_torch()[2]
   rows = []
   for model in args.models:
-    rows += measure(model, batch=args.batch, length=args.length, steps=args.steps,
-                    repeats=args.repeats, threads=threads, use_torch=args.torch,
-                    compile_torch=args.compile, seed=args.seed)
+    try:
+      rows += measure(model, batch=args.batch, length=args.length, steps=args.steps,
+                      repeats=args.repeats, threads=threads, use_torch=args.torch,
+                      compile_torch=args.compile, seed=args.seed)
+    except Exception as e:  # pylint: disable=broad-except
+      # E.g. a folder jaxloss cannot load: the other models still get measured.
+      rows.append({"model": pathlib.Path(model).name, "path": model, "threads": threads,
+                   "contender": JAX, "status": f"failed: {_why(e)}"})
+      _log(f"[{model}, threads={threads}] {rows[-1]['status']}")
   header = _worker_header(threads, pinned, missing)
-  header["load_avg_1min_end"] = header.pop("load_avg_1min")
   with open(args.json, "w") as f:
     json.dump({"header": header, "rows": rows}, f, indent=2)
   return 0
@@ -398,8 +421,7 @@ def run(models: Sequence[str] = DEFAULT_MODELS, batch: int = 32, length: int = 3
     ``{"header": ..., "workers": [one header per thread count], "rows": [...]}`` with
     the rows of :func:`measure`.
   """
-  from jaxloss.models.pretrained import resolve_model_dir  # pylint: disable=import-outside-toplevel
-  paths = [str(resolve_model_dir(m).resolve()) for m in models]
+  paths = [str(_resolve(m).resolve()) for m in models]
   argv = ["--batch", str(batch), "--length", str(length), "--steps", str(steps),
           "--repeats", str(repeats), "--seed", str(seed)]
   argv += [] if use_torch else ["--no-torch"]
@@ -455,7 +477,8 @@ def format_table(results: dict) -> str:
     if "error" in w:
       lines.append(f"{w['threads']} thread(s): {w['error']}")
       continue
-    pinned = f"pinned to CPUs {w['pinned_cpus']}" if w.get("pinned_cpus") else "not pinned"
+    pinned = (f"pinned to CPUs {w['pinned_cpus']}" if w.get("pinned_cpus")
+              else f"not pinned ({w.get('cpus_used')} CPUs)")
     lines.append(f"{w['threads']} thread(s): {pinned}, XLA_FLAGS="
                  f"{w.get('xla_flags') or '(unset)'}, OMP_NUM_THREADS="
                  f"{w.get('omp_num_threads')}, torch threads {w.get('torch_threads')}")
@@ -513,17 +536,15 @@ def main(argv=None) -> int:
     if len(args.threads) != 1 or not args.json:
       parser.error("--_worker takes one --threads value and --json")
     return _worker(args)
-  from jaxloss.models.pretrained import resolve_model_dir  # pylint: disable=import-outside-toplevel
   for m in args.models:
     try:
-      resolve_model_dir(m)
+      _resolve(m)
     except FileNotFoundError as e:
       parser.error(str(e))
-  if args.torch:
-    missing = _import_torch()[2]
-    if missing:
-      print(f"torch comparison skipped: torch/transformers not importable ({missing}); "
-            f"timing jaxloss only. To compare: {TORCH_INSTALL}", flush=True)
+  absent = _absent()
+  if args.torch and absent:
+    print(f"torch comparison skipped: {' and '.join(absent)} not installed; timing "
+          f"jaxloss only. To compare: {TORCH_INSTALL}", flush=True)
   results = run(args.models, args.batch, args.length, args.steps, args.repeats,
                 args.threads, args.torch, args.compile, args.seed)
   print(format_table(results))
