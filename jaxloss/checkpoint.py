@@ -6,6 +6,12 @@ or restored, so a run killed mid-save never leaves a half-written checkpoint tha
 restart would read. Restoring goes through ``jax.eval_shape`` of the state constructor
 (no real initialisation) with the target sharding on every leaf, so the state lands
 where the run needs it (flax and big_vision do the same).
+
+On the CPU backend, arrays are saved without orbax's *replica-parallel* mode, as orbax
+itself does on GPU: that mode splits a replicated array into one slice per replica so
+that the devices copy their parts to the host in parallel, which on CPU devices (one
+memory) only adds an eager slice program per array shape and device, compiled on every
+first save (about 630 of them for a BERT encoder's state on 8 simulated devices).
 """
 
 from __future__ import annotations
@@ -15,6 +21,21 @@ from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+_CPU_ARRAY_HANDLER = False
+
+
+def _use_plain_array_saves_on_cpu() -> None:
+  """Registers orbax's ``ArrayHandler(use_replica_parallel=False)`` for ``jax.Array``
+  once per process when the default backend is the CPU (orbax's documented way to
+  change how a type is saved; its own default on GPU)."""
+  global _CPU_ARRAY_HANDLER
+  if _CPU_ARRAY_HANDLER or jax.default_backend() != "cpu":
+    return
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+      override=True)
+  _CPU_ARRAY_HANDLER = True
 
 
 class Checkpointer:
@@ -33,6 +54,7 @@ class Checkpointer:
     if max_to_keep < 1:
       raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
     self.directory = os.path.abspath(directory)
+    _use_plain_array_saves_on_cpu()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True,
         enable_async_checkpointing=async_save)
