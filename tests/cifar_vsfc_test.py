@@ -17,6 +17,9 @@ from experiments.imbalance.configs import cifar10_lt, vsfc
 from jaxloss.checkpoint import Checkpointer
 from jaxloss.data import cifar10_lt as cifar_data
 from jaxloss.data import uit_vsfc
+from jaxloss.data.subword import bucket_length
+from jaxloss.models.pretrained import shared_models_dir
+from jaxloss.training import loop
 from tools.reports import cifar_table
 
 needs_cifar = pytest.mark.skipif(
@@ -25,6 +28,9 @@ needs_cifar = pytest.mark.skipif(
 needs_vsfc = pytest.mark.skipif(
     not os.path.isdir(os.path.join(uit_vsfc.default_manual_dir(), "train")),
     reason="UIT-VSFC not found (../shared/data/uit_vsfc beside the repository)")
+needs_e5 = pytest.mark.skipif(
+    not (shared_models_dir() / "multilingual-e5-small").is_dir(),
+    reason="multilingual-e5-small not found (../shared/models beside the repository)")
 
 
 def _cifar(tfds_dir, variant="smoke", **overrides):
@@ -129,6 +135,37 @@ def test_vsfc_runs(tfds_dir, tmp_path, variant):
   assert summary["train_step_compilations"] == 1
 
 
+@needs_vsfc
+@needs_e5
+@pytest.mark.parametrize("variant", ["e5_smoke,four_stage", "e5,erm"])
+def test_vsfc_on_e5(tfds_dir, tmp_path, variant):
+  """The imbalance recipe on multilingual-e5 cut to one layer: the frozen form (a
+  BiLSTM on cached token states) under the four-stage curriculum, and the fine-tuned
+  classifier under ERM; the class-mix sampler's batches cut to their length bucket."""
+  c = vsfc.get_config(variant)
+  c.data_dir, c.progress, c.num_devices = tfds_dir, False, 1
+  if variant == "e5,erm":  # fine-tuned, at smoke size
+    c.encoder_num_layers, c.subsample, c.num_epochs, c.warmup_epochs = 1, 40, 1, 0.0
+  summary = recipes.run(c, str(tmp_path / "run"))
+  enc = summary["encoder"]
+  frozen = variant.startswith("e5_smoke")
+  assert (enc["num_layers"], enc["cached_features"]) == (1, frozen)
+  assert enc["pooling"] == ("token_bilstm" if frozen else "mean")
+  k = 10 if frozen else 40
+  assert summary["class_counts"] == [math.ceil(n / k) for n in [5325, 458, 5643]]
+  assert len(summary["per_class_recall"]) == 3 and 0 <= summary["uar"] <= 1
+  assert summary["skipped_steps"] == 0
+  # One compilation per distinct bucket width of the run's own batches.
+  recipe = imbalance_recipe.build(c)
+  draw = loop._host_sampler(recipe)  # pylint: disable=protected-access
+  rng = np.asarray(recipe.init(jax.random.PRNGKey(c.seed)).rng)
+  sb = recipe.sequence_buckets
+  widths = {min(bucket_length(int(sb.lengths[np.asarray(draw(rng, np.int32(s)))].max()),
+                              sb.buckets), enc["subword_length"])
+            for s in range(summary["steps"])}
+  assert summary["train_step_compilations"] == len(widths)
+
+
 def test_variants_and_errors():
   assert cifar10_lt.parse_variant(None) == ("four_stage", "full", False)
   assert cifar10_lt.parse_variant("la,cpu") == ("la", "cpu", False)
@@ -146,7 +183,13 @@ def test_variants_and_errors():
     cifar10_lt.get_config("mixup")
   with pytest.raises(ValueError, match="size must be one of"):
     cifar10_lt.get_config("erm,tpu")
-  assert vsfc.parse_variant("erm,topic") == ("erm", "topic", False)
+  assert vsfc.parse_variant("erm,topic") == (None, "erm", "topic", False)
+  assert vsfc.parse_variant("e5_frozen,erm") == ("e5_frozen", "erm", "sentiment", False)
+  assert vsfc.parse_variant("e5") == ("e5", "four_stage", "sentiment", False)
+  e5 = vsfc.get_config("e5,erm,topic")
+  assert (e5.name, e5.encoder, e5.freeze_encoder) == (
+      "vsfc_e5_erm_topic", "multilingual-e5-small", False)
+  assert vsfc.get_config("e5_frozen,erm").token_hidden == 128
   assert vsfc.get_config().curriculum == "four_stage"
   with pytest.raises(ValueError, match="task must be one of"):
     vsfc.get_config("erm,emotion")

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from jaxloss import curriculum as curriculum_lib
+from jaxloss import finetune
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
 from jaxloss.data.sampler import epoch_permutation_sampler
@@ -42,6 +43,7 @@ from jaxloss.models.text import AspectSentimentModel
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import make_optimizer
 from jaxloss.training import Member, Recipe, Selection
+from experiments.absa import encoder as absa_encoder
 from experiments.absa.objective import aspect_alpha_table, make_multi_aspect_loss
 
 PROJECTIONS = ("tsne", "pca")
@@ -209,6 +211,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   :class:`~jaxloss.training.Recipe` (no device placement). The vocabulary is saved in
   (and on a restart read from) ``workdir``."""
   validate(config)
+  use_encoder = config.get("encoder") is not None
   data = load_uit_visfd(data_dir=config.data_dir, manual_dir=config.manual_dir)
   limits = {"train": config.max_train_examples, "dev": config.max_eval_examples,
             "test": config.max_eval_examples}
@@ -217,10 +220,12 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     s = data[name]
     n = len(s["text"]) if limits[name] is None else min(limits[name], len(s["text"]))
     splits[name] = {"text": s["text"][:n], "labels": np.asarray(s["labels"][:n])}
-  vocab = load_vocab(config, splits["train"]["text"], workdir)
-  for s in splits.values():
-    s["ids"], s["lengths"] = vocab.encode([tokenize(t) for t in s["text"]],
-                                          max_len=config.max_len)
+  vocab = None
+  if not use_encoder:
+    vocab = load_vocab(config, splits["train"]["text"], workdir)
+    for s in splits.values():
+      s["ids"], s["lengths"] = vocab.encode([tokenize(t) for t in s["text"]],
+                                            max_len=config.max_len)
   train = splits["train"]
   num_train = len(train["labels"])
   # Counts of the (possibly truncated) training split, [A, C].
@@ -232,18 +237,24 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
 
   # Warm-up at most half the run, so that a one-epoch run still decays.
   warmup = min(float(config.warmup_epochs), float(config.num_epochs) / 2)
-  lr = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=config.learning_rate,
-      warmup_steps=warmup, decay_steps=float(config.num_epochs),
-      end_value=config.learning_rate * 0.01)
+  if use_encoder:  # BERT's schedule: linear warm-up, linear decay to 0
+    lr = finetune.warmup_linear_decay(config.learning_rate, warmup=warmup,
+                                      total=float(config.num_epochs))
+  else:
+    lr = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate,
+        warmup_steps=warmup, decay_steps=float(config.num_epochs),
+        end_value=config.learning_rate * 0.01)
   curriculum = curriculum_lib.constant(learning_rate=lr)
   compiled = curriculum.compile(steps_per_epoch)
-  model = AspectSentimentModel(len(vocab), embed_dim=config.embed_dim,
-                               hidden=config.hidden, num_layers=config.num_layers,
-                               dropout_rate=config.dropout_rate,
-                               projection_dim=config.projection_dim)
-  tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
-                      weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm)
+  if not use_encoder:
+    model = AspectSentimentModel(len(vocab), embed_dim=config.embed_dim,
+                                 hidden=config.hidden, num_layers=config.num_layers,
+                                 dropout_rate=config.dropout_rate,
+                                 projection_dim=config.projection_dim)
+    tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
+                        weight_decay=config.weight_decay,
+                        max_grad_norm=config.max_grad_norm)
   loss_fn = make_multi_aspect_loss(
       class_counts, loss=config.loss, gamma=config.focal_gamma,
       alpha_method=config.alpha_method, class_weight_cap=config.class_weight_cap,
@@ -271,10 +282,18 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                              rng=state_key, train_sums=monitors.zero_sums(monitor_spec))
 
   sampler = epoch_permutation_sampler(num_train, config.batch_size)
+  inputs, encoder_facts, sequence_buckets = ("ids", "lengths"), None, None
+  if use_encoder:
+    enc = absa_encoder.setup(config, splits, monitors.zero_sums(monitor_spec), TrainState)
+    model, inputs, init, tx = enc.model, enc.inputs, enc.init, enc.tx
+    sequence_buckets, encoder_facts = enc.sequence_buckets, enc.facts
+    sampler = enc.sampler or sampler
 
   def predict(state, batch):
-    out = model.apply({"params": state.params}, batch["ids"],
-                      jnp.maximum(batch["lengths"], 1), train=False)
+    args = [batch[k] for k in inputs]
+    if not use_encoder:
+      args[1] = jnp.maximum(args[1], 1)
+    out = model.apply({"params": state.params}, *args, train=False)
     return {"probs": jax.nn.softmax(out["logits"], axis=-1),
             "embedding": out["embedding"]}
 
@@ -351,7 +370,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                   "dev_sentiment_f1": best["dev"]["sentiment_f1"],
                   "last_epoch": {key: last["test"][key] for key in _KEYS}})
     out.update({"name": config.name, "ensemble": record.ensemble_events is not None,
-                "members": member_summaries, "vocab_size": len(vocab),
+                "members": member_summaries,
+                "vocab_size": None if vocab is None else len(vocab),
+                "encoder": encoder_facts,
                 "contrastive_reference": supcon_ref,
                 "initial_reference": initial_reference})
     return out
@@ -416,9 +437,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   knob_names = ("focal_weight", "contrastive_weight")
   return Recipe(
       name=config.name,
-      train={"ids": train["ids"], "lengths": train["lengths"], "label": train["labels"]},
+      train={**{k: train[k] for k in inputs}, "label": train["labels"]},
       eval_splits={name: splits[name] for name in ("dev", "test")},
-      input_keys=("ids", "lengths"), eval_input_keys=("ids", "lengths"), init=init,
+      input_keys=inputs, eval_input_keys=inputs, init=init,
       objective=loss_fn, curriculum=curriculum, compiled=compiled,
       batch_size=config.batch_size, num_epochs=config.num_epochs, predict=predict,
       evaluate=lambda split, out: _absa_eval_report(splits[split]["labels"],
@@ -431,7 +452,18 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
       selection=Selection("dev", "score"), checkpoint_every_epoch=True,
       progress=progress, on_evaluation=on_evaluation, figures=figures, report=report,
       anchors=ANCHORS,
+      sequence_buckets=sequence_buckets,
       describe=(f"{num_train} train / {len(splits['dev']['labels'])} dev / "
-                f"{len(splits['test']['labels'])} test reviews, vocabulary {len(vocab)}, "
-                f"{len(members)} member(s) "
+                f"{len(splits['test']['labels'])} test reviews, "
+                + (f"vocabulary {len(vocab)}, " if vocab is not None else
+                   _describe_encoder(encoder_facts))
+                + f"{len(members)} member(s) "
                 f"{[(m['focal_weight'], m['contrastive_weight']) for m in members]}"))
+
+
+def _describe_encoder(facts: dict) -> str:
+  return (f"encoder {facts['path']} ({facts['num_layers']} layers, {facts['pooling']}"
+          f"{', frozen' if facts['freeze_encoder'] else ''}"
+          f"{', states cached' if facts['cached_features'] else ''}), "
+          f"{facts['subword_length']} sub-words, truncated "
+          f"{sum(facts['truncated'].values())}, ")

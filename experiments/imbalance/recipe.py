@@ -32,6 +32,7 @@ from jaxloss.parallel import DATA_AXIS
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import eval_logits, make_optimizer
 from jaxloss.training import Recipe
+from experiments.imbalance import encoder as imbalance_encoder
 from experiments.imbalance.objective import add_contrastive_term, make_imbalance_loss
 
 CURRICULA = ("four_stage", "erm", "la", "drw")
@@ -138,6 +139,13 @@ def _load_vsfc(config: ml_collections.ConfigDict) -> dict:
   if config.task not in LABELS:
     raise ValueError(f"config.task must be one of {tuple(LABELS)}, got {config.task!r}")
   raw = load_uit_vsfc(manual_dir=config.get("manual_dir"), data_dir=config.data_dir)
+  names = raw["class_names"][config.task]
+  if config.get("encoder") is not None:  # raw texts; experiments.imbalance.encoder
+    return {**{name: {"text": np.asarray(raw[name]["text"], dtype=object),
+                      "label": raw[name][config.task]}
+               for name in ("train", "test")},
+            "class_counts": raw["class_counts"][config.task], "num_classes": len(names),
+            "class_names": names}
   vocab = Vocabulary.build((tokenize(t) for t in raw["train"]["text"]),
                            min_count=config.vocab_min_count)
 
@@ -146,7 +154,6 @@ def _load_vsfc(config: ml_collections.ConfigDict) -> dict:
                                 max_len=config.max_len)
     return {"ids": ids, "lengths": lengths, "label": split[config.task]}
 
-  names = raw["class_names"][config.task]
   return {"train": encode(raw["train"]), "test": encode(raw["test"]),
           "class_counts": raw["class_counts"][config.task], "num_classes": len(names),
           "class_names": names, "vocab_size": len(vocab)}
@@ -249,14 +256,19 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   curriculum = build_curriculum(config)
   compiled = curriculum.compile(steps_per_epoch)
   combined = config.contrastive_weight is not None
-  model = build_model(config, num_classes,
-                      projection_dim=config.projection_dim if combined else None,
-                      vocab_size=data.get("vocab_size"))
+  use_encoder = config.get("encoder") is not None
+  if use_encoder and (config.dataset != "uit_vsfc" or combined):
+    raise ValueError("config.encoder needs config.dataset='uit_vsfc' and no "
+                     "config.contrastive_weight")
+  if not use_encoder:
+    model = build_model(config, num_classes,
+                        projection_dim=config.projection_dim if combined else None,
+                        vocab_size=data.get("vocab_size"))
+    tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
+                        momentum=config.momentum, weight_decay=config.weight_decay,
+                        max_grad_norm=config.max_grad_norm,
+                        nesterov=config.get("nesterov", True))
   input_keys = TEXT_INPUTS if config.dataset == "uit_vsfc" else IMAGE_INPUTS
-  tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
-                      momentum=config.momentum, weight_decay=config.weight_decay,
-                      max_grad_norm=config.max_grad_norm,
-                      nesterov=config.get("nesterov", True))
   loss_fn = make_imbalance_loss(class_counts, loss=config.loss, gamma=config.focal_gamma,
                                 weight_method=config.class_weight_method,
                                 weight_normalize=config.class_weight_normalize,
@@ -301,6 +313,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                              model_state={k: v for k, v in variables.items()
                                           if k != "params"},
                              train_sums=monitors.zero_sums(monitor_spec))
+
+  sequence_buckets, encoder_facts = None, None
+  if use_encoder:
+    enc = imbalance_encoder.setup(config, {"train": train, "test": test}, num_classes,
+                                  monitors.zero_sums(monitor_spec), TrainState)
+    model, input_keys, init, tx = enc.model, enc.inputs, enc.init, enc.tx
+    sequence_buckets, encoder_facts = enc.sequence_buckets, enc.facts
 
   # --- Evaluation ---------------------------------------------------------------------
   def predict(state, batch):
@@ -366,7 +385,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         "class_counts": class_counts.tolist(),
         "stages": [{"name": n, "start_step": s} for n, s in
                    zip(compiled.names, compiled.boundaries)],
-        "stage_end": stage_end,
+        "stage_end": stage_end, "encoder": encoder_facts,
     }
 
   def progress(train_event, reports) -> str:
@@ -405,8 +424,15 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                                                                 "shift_and_noise")],
       max_grad_norm=config.max_grad_norm, monitor=monitor_spec, progress=progress,
       figures=figures, report=report, eval_call_counter=bool(config.eval_dropout),
+      sequence_buckets=sequence_buckets,
       describe=(f"{len(train['label'])} train / {len(test['label'])} test examples, "
-                f"{num_classes} classes"))
+                f"{num_classes} classes"
+                + ("" if encoder_facts is None else
+                   f", encoder {encoder_facts['path']} ({encoder_facts['num_layers']} "
+                   f"layers, {encoder_facts['pooling']}"
+                   f"{', states cached' if encoder_facts['cached_features'] else ''}), "
+                   f"{encoder_facts['subword_length']} sub-words, truncated "
+                   f"{sum(encoder_facts['truncated'].values())}")))
 
 
 def _fmt(x, spec=".4f") -> str:

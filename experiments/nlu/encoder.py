@@ -22,30 +22,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxloss import finetune
 from jaxloss.data import subword
 from jaxloss.models.encoder_heads import EncoderJointNluModel, JointNluHeads
-from jaxloss.models.pretrained import (Pretrained, load_pretrained, resolve_model_dir,
-                                       truncate_layers)
+from jaxloss.models.pretrained import Pretrained
 from jaxloss.train_step import make_optimizer
 from jaxloss.training.recipe import SequenceBuckets
+from experiments import encoders
 
 INPUTS = ("subword_ids", "subword_mask", "word_index", "lengths")
 FEATURE_INPUTS = ("word_features", "sentence_features", "lengths")
 
 
-def load(config) -> Pretrained:
-  """The config's encoder, cut to ``config.encoder_num_layers`` bottom layers (None:
-  all).
-
-  Raises:
-    FileNotFoundError / ValueError: as :func:`jaxloss.models.load_pretrained` (the
-      folder must have a ``tokenizer.json``); a bad ``encoder_num_layers``.
-  """
-  pre = load_pretrained(resolve_model_dir(config.encoder), require_tokenizer=True)
-  if config.get("encoder_num_layers") is not None:
-    pre = truncate_layers(pre, int(config.encoder_num_layers))
-  return pre
+load = encoders.load
 
 
 def encode_splits(pre: Pretrained, raw: dict, max_words: int, *, max_length: int,
@@ -161,7 +149,9 @@ def setup(config, raw: dict, splits: dict, max_words: int, num_tags: int,
   init, tx = make_init(config, pre, model, width, max_words, monitor_sums, state_cls)
   buckets = SequenceBuckets(keys=("subword_ids", "subword_mask"),
                             lengths=splits["train"]["subword_lengths"],
-                            buckets=tuple(config.sequence_buckets))
+                            buckets=tuple(config.sequence_buckets),
+                            eval_lengths={name: splits[name]["subword_lengths"]
+                                          for name in splits if name != "train"})
   return Setup(model, INPUTS, init, tx, buckets, facts)
 
 
@@ -171,21 +161,4 @@ def make_init(config, pre: Pretrained, model: EncoderJointNluModel, width: int,
   parameters the pretrained ones, and the fine-tuning AdamW over both."""
   dummy = (jnp.zeros((1, width), jnp.int32), jnp.ones((1, width), jnp.int32),
            jnp.zeros((1, max_words), jnp.int32), jnp.ones((1,), jnp.int32))
-  shapes = jax.eval_shape(lambda k: model.init(k, *dummy, train=False)["params"],
-                          jax.random.PRNGKey(0))
-  tx = finetune.make_finetune_optimizer(
-      shapes, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-      layer_decay=config.layer_decay, freeze_encoder=config.freeze_encoder,
-      max_grad_norm=config.max_grad_norm)
-  pretrained = jax.tree.map(jnp.asarray, pre.params)
-  # Jitted: one program instead of one per eager operation of a Transformer's init
-  # (the encoder's random init is computed and then replaced by the checkpoint's).
-  init_params = jax.jit(lambda k: model.init(k, *dummy, train=False)["params"])
-
-  def init(key):
-    init_key, state_key = jax.random.split(key)
-    params = dict(init_params(init_key))
-    params["encoder"] = pretrained
-    return state_cls.create(apply_fn=model.apply, params=params, tx=tx, rng=state_key,
-                            train_sums=monitor_sums)
-  return init, tx
+  return encoders.pretrained_init(config, pre, model, dummy, monitor_sums, state_cls)

@@ -128,3 +128,92 @@ def epoch_permutation_sampler(num_examples: int, batch_size: int):
     return epoch_permutation_indices(jax.random.fold_in(rng, 1), step, num_examples,
                                      batch_size)
   return sampler
+
+
+def length_grouped_indices(key: jax.Array, step: jax.Array, lengths: jax.Array,
+                           batch_size: int, group_batches: int = 50) -> jax.Array:
+  """The ``step``-th global batch of an epoch-wise pass in which each batch holds
+  examples of similar length (Hugging Face's ``group_by_length``).
+
+  Epoch ``e`` (``ceil(N / B)`` steps) shuffles the data (permutation keyed by
+  ``fold_in(key, 2e)``, the first ``ceil(N/B)·B − N`` examples repeated to fill the
+  last batch), cuts it into groups of ``group_batches`` batches, sorts each group by
+  length (longest first), cuts it into batches and visits the epoch's batches in a
+  random order (``fold_in(key, 2e + 1)``). Every example is seen at least once an
+  epoch; a batch pads to a width close to its own examples' lengths instead of the
+  longest of a random draw (on UIT-ViSFD reviews with e5's tokenizer: the bucket of a
+  random batch of 32 is mostly 128 sub-words, of a grouped one mostly 64). The batch
+  is a pure function of ``(key, step)``: a resumed run draws what the uninterrupted
+  one would have.
+
+  Args:
+    key: PRNG key of the run (not folded with the step).
+    step: int scalar (may be traced).
+    lengths: int ``[N]`` example lengths (static values; any unit).
+    batch_size: B, the *global* batch size (static, ``1 <= B <= N``).
+    group_batches: batches per sorted group (static, >= 1); 1 is a plain shuffle.
+
+  Returns:
+    int32 ``[batch_size]`` example indices.
+
+  Raises:
+    ValueError: ``batch_size`` or ``group_batches`` out of range.
+
+  Examples:
+    >>> lengths = jnp.array([5, 1, 4, 2, 3, 6])
+    >>> key = jax.random.PRNGKey(0)
+    >>> batches = [lengths[length_grouped_indices(key, s, lengths, 2, 3)].tolist()
+    ...            for s in range(3)]
+    >>> sorted(sorted(b) for b in batches)
+    [[1, 2], [3, 4], [5, 6]]
+  """
+  lengths = jnp.asarray(lengths)
+  n = lengths.shape[0]
+  if not 1 <= batch_size <= n:
+    raise ValueError(f"batch_size must be in [1, num_examples={n}], got {batch_size}")
+  if group_batches < 1:
+    raise ValueError(f"group_batches must be >= 1, got {group_batches}")
+  steps_per_epoch = -(-n // batch_size)
+  step = jnp.asarray(step, jnp.int32)
+  epoch, within = step // steps_per_epoch, step % steps_per_epoch
+  perm = jax.random.permutation(jax.random.fold_in(key, 2 * epoch), n)
+  filled = jnp.concatenate([perm, perm[:steps_per_epoch * batch_size - n]])
+  group = jnp.arange(filled.shape[0]) // (group_batches * batch_size)
+  longest = jnp.max(lengths).astype(jnp.int32) + 1
+  # Sort by group, then by length descending; the stable sort keeps the shuffle's
+  # order among equal lengths.
+  sort_key = group * longest + (longest - 1 - lengths[filled].astype(jnp.int32))
+  ordered = filled[jnp.argsort(sort_key, stable=True)]
+  batch = jax.random.permutation(jax.random.fold_in(key, 2 * epoch + 1),
+                                 steps_per_epoch)[within]
+  return jax.lax.dynamic_slice(ordered, (batch * batch_size,),
+                               (batch_size,)).astype(jnp.int32)
+
+
+def length_grouped_sampler(lengths, batch_size: int, *, group_batches: int = 50,
+                           key: jax.Array | None = None):
+  """A recipe's ``sampler`` drawing :func:`length_grouped_indices` batches.
+
+  Args:
+    lengths: int ``[N]`` training-example lengths (e.g. sub-words).
+    batch_size: the global batch size.
+    group_batches: batches per sorted group.
+    key: None: the run's key folded with 1, so each ensemble member draws its own
+      batches. A key: every member draws the same batches in the same order (their
+      sequence widths then coincide, so a vmapped ensemble step pads no member to
+      another's longer batch).
+
+  Returns:
+    ``sampler(rng, step, data, knobs) -> int32 [batch_size]``.
+
+  Raises:
+    ValueError: as :func:`length_grouped_indices`.
+  """
+  lengths = jnp.asarray(lengths, jnp.int32)
+  length_grouped_indices(jax.random.PRNGKey(0), 0, lengths, batch_size, group_batches)
+
+  def sampler(rng, step, data, knobs):
+    del data, knobs
+    k = jax.random.fold_in(rng, 1) if key is None else key
+    return length_grouped_indices(k, step, lengths, batch_size, group_batches)
+  return sampler

@@ -2,12 +2,17 @@
 
 from jaxloss.models.bert import BertEncoder, EncoderConfig
 from jaxloss.models.cnn import SmallCNN
+from jaxloss.models.encoder_heads import (AspectSentimentHeads, EncoderAspectSentimentModel,
+                                          EncoderClassifier, EncoderJointNluModel,
+                                          JointNluHeads, TokenStatesClassifier)
 from jaxloss.models.pretrained import Pretrained, load_pretrained
 from jaxloss.models.resnet import CifarResNet
 from jaxloss.models.sequential import SASRec
 from jaxloss.models.text import (AspectSentimentModel, BiLSTMEncoder, CharCNN,
                                  JointNluModel, TextClassifier)
 
-__all__ = ["AspectSentimentModel", "BertEncoder", "BiLSTMEncoder", "CharCNN",
-           "CifarResNet", "EncoderConfig", "JointNluModel", "Pretrained", "SASRec",
-           "SmallCNN", "TextClassifier", "load_pretrained"]
+__all__ = ["AspectSentimentHeads", "AspectSentimentModel", "BertEncoder", "BiLSTMEncoder",
+           "CharCNN", "CifarResNet", "EncoderAspectSentimentModel", "EncoderClassifier",
+           "EncoderConfig", "EncoderJointNluModel", "JointNluHeads", "JointNluModel",
+           "Pretrained", "SASRec", "SmallCNN", "TextClassifier", "TokenStatesClassifier",
+           "load_pretrained"]

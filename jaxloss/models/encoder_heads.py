@@ -15,11 +15,14 @@ pretrained ones after ``init`` and labelled by :mod:`jaxloss.finetune`.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxloss.models.bert import BertEncoder, mean_pool
+from jaxloss.models.text import varying_like, masked_mean_max
 
 POOLINGS = ("pooler", "cls", "mean")
 
@@ -125,3 +128,187 @@ class EncoderJointNluModel(nn.Module):
     if self.freeze_encoder:
       words, pooled = jax.lax.stop_gradient((words, pooled))
     return words, pooled
+
+
+def _aspect_heads(embedding, *, num_aspects: int, num_classes: int, dropout_rate: float,
+                  projection_dim: int, train: bool) -> dict:
+  """The per-aspect classifier and the SupCon projection (Dense-ReLU-Dense) on a review
+  vector ``[B, E]``, as layers named ``classifier``, ``projection_hidden`` and
+  ``projection`` in the calling module's scope."""
+  embedding = embedding.astype(jnp.float32)
+  h = nn.Dropout(dropout_rate, deterministic=not train)(embedding)
+  logits = nn.Dense(num_aspects * num_classes, name="classifier")(h)
+  logits = logits.reshape(logits.shape[:-1] + (num_aspects, num_classes))
+  hidden = nn.relu(nn.Dense(embedding.shape[-1], name="projection_hidden")(embedding))
+  projection = nn.Dense(projection_dim, name="projection")(hidden)
+  return {"logits": logits, "projection": projection, "embedding": embedding}
+
+
+def _token_bilstm(states, mask, hidden: int, dropout_rate: float, train: bool):
+  """A BiLSTM over token states ``[B, S, H]`` and masked mean+max pooling: ``[B, 4 *
+  hidden]`` (the from-scratch model's encoder on pretrained states)."""
+  mask = mask.astype(bool)
+  lengths = jnp.maximum(jnp.sum(mask, axis=-1), 1).astype(jnp.int32)
+  x = nn.Dropout(dropout_rate, deterministic=not train)(states.astype(jnp.float32))
+  zeros = varying_like(jnp.zeros((x.shape[0], hidden), x.dtype), x)
+  x = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(hidden)),
+                       nn.RNN(nn.OptimizedLSTMCell(hidden)), name="token_bilstm"
+                       )(x, seq_lengths=lengths, initial_carry=((zeros, zeros),
+                                                                (zeros, zeros)))
+  return masked_mean_max(x, mask)
+
+
+class AspectSentimentHeads(nn.Module):
+  """The multi-aspect heads on a frozen encoder's cached token states: a BiLSTM of
+  ``token_hidden`` units a direction over the states, masked mean+max pooling, then
+  the per-aspect classifier and the SupCon projection (the heads of
+  :class:`EncoderAspectSentimentModel`).
+
+  Call: ``token_features [B, S, H]`` (any float dtype), ``subword_mask [B, S]`` (1 real,
+  0 padding), ``train`` -> ``{"logits": [B, A, C], "projection": [B, projection_dim],
+  "embedding": [B, 4 * token_hidden]}`` float32.
+  """
+  num_aspects: int = 10
+  num_classes: int = 4
+  token_hidden: int = 128
+  dropout_rate: float = 0.1
+  projection_dim: int = 128
+
+  @nn.compact
+  def __call__(self, token_features, subword_mask, *, train: bool):
+    embedding = _token_bilstm(token_features, subword_mask, self.token_hidden,
+                              self.dropout_rate, train)
+    return _aspect_heads(embedding, num_aspects=self.num_aspects,
+                         num_classes=self.num_classes, dropout_rate=self.dropout_rate,
+                         projection_dim=self.projection_dim, train=train)
+
+
+class EncoderAspectSentimentModel(nn.Module):
+  """Multi-aspect sentiment on a pretrained encoder: the review vector (mean-pooled
+  last hidden state for e5 / sentence-transformers, or the pooler / first token), a
+  per-aspect classifier ``[A, C]`` and a SupCon projection (Dense-ReLU-Dense); the
+  fine-tuning form of :class:`~jaxloss.models.text.AspectSentimentModel` (Khosla et
+  al., *Supervised Contrastive Learning*, NeurIPS 2020, beside a focal classifier, as
+  in the practitioners' recipe).
+
+  Attributes:
+    encoder: the :class:`~jaxloss.models.bert.BertEncoder` (its params: ``encoder``).
+    num_aspects, num_classes: A and C (10 and 4 on UIT-ViSFD).
+    dropout_rate: dropout on the review vector (and the token BiLSTM's input).
+    projection_dim: the SupCon projection's width.
+    pooling: one of :data:`POOLINGS`.
+    token_hidden: None: the heads read the pooled vector. An int: a BiLSTM of that
+      many units a direction over the last hidden states, mean+max pooled (the
+      heads of the frozen per-token row; ``pooling`` is then unused).
+    freeze_encoder: no gradient through the encoder (``stop_gradient`` on its output).
+
+  Call: ``subword_ids [B, S]`` int, ``subword_mask [B, S]``, ``train`` ->
+  ``{"logits": [B, A, C], "projection": [B, P], "embedding": [B, E]}`` float32.
+
+  Raises:
+    ValueError: an unknown ``pooling``.
+  """
+  encoder: BertEncoder
+  num_aspects: int = 10
+  num_classes: int = 4
+  dropout_rate: float = 0.1
+  projection_dim: int = 128
+  pooling: str = "mean"
+  token_hidden: Optional[int] = None
+  freeze_encoder: bool = False
+
+  @nn.compact
+  def __call__(self, subword_ids, subword_mask, *, train: bool):
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+    hidden = self.token_features(subword_ids, subword_mask, train=train)
+    if self.token_hidden is not None:
+      embedding = _token_bilstm(hidden, subword_mask, self.token_hidden,
+                                self.dropout_rate, train)
+    else:
+      embedding = sentence_vector(self.encoder, hidden, subword_mask, self.pooling)
+      if self.freeze_encoder:
+        embedding = jax.lax.stop_gradient(embedding)
+    return _aspect_heads(embedding, num_aspects=self.num_aspects,
+                         num_classes=self.num_classes, dropout_rate=self.dropout_rate,
+                         projection_dim=self.projection_dim, train=train)
+
+  def token_features(self, subword_ids, subword_mask, *, train: bool = False):
+    """The last hidden state ``[B, S, H]`` (the input of :class:`AspectSentimentHeads`;
+    ``apply(..., method="token_features")``)."""
+    hidden = self.encoder(subword_ids, subword_mask,
+                          deterministic=not train or self.freeze_encoder)
+    return jax.lax.stop_gradient(hidden) if self.freeze_encoder else hidden
+
+
+class TokenStatesClassifier(nn.Module):
+  """One softmax classifier on a frozen encoder's cached token states: a BiLSTM of
+  ``token_hidden`` units a direction, masked mean+max pooling, dropout, Dense (small
+  init, std 0.01, so an untrained model's cross-entropy is ≈ ln C).
+
+  Call: ``token_features [B, S, H]``, ``subword_mask [B, S]``, ``train`` -> float32
+  logits ``[B, C]``; ``dropout`` is accepted and ignored (the imbalance recipe's
+  evaluation call).
+  """
+  num_classes: int
+  token_hidden: int = 128
+  dropout_rate: float = 0.1
+
+  @nn.compact
+  def __call__(self, token_features, subword_mask, *, train: bool, dropout=None):
+    del dropout
+    h = _token_bilstm(token_features, subword_mask, self.token_hidden, self.dropout_rate,
+                      train)
+    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
+                    name="classifier")(h)
+
+
+class EncoderClassifier(nn.Module):
+  """Sentence classification on a pretrained encoder: the pooled sentence vector (or a
+  BiLSTM over the token states), dropout and a softmax classifier (small init, std
+  0.01), fine-tuned with the encoder (the usual BERT sequence classifier).
+
+  Attributes:
+    encoder: the :class:`~jaxloss.models.bert.BertEncoder` (its params: ``encoder``).
+    num_classes: C.
+    dropout_rate: dropout before the classifier.
+    pooling: one of :data:`POOLINGS`.
+    token_hidden: None, or a BiLSTM of that many units a direction over the states.
+    freeze_encoder: no gradient through the encoder.
+
+  Call: ``subword_ids [B, S]``, ``subword_mask [B, S]``, ``train`` -> float32 logits
+  ``[B, C]``; ``dropout`` is accepted and ignored.
+
+  Raises:
+    ValueError: an unknown ``pooling``.
+  """
+  encoder: BertEncoder
+  num_classes: int
+  dropout_rate: float = 0.1
+  pooling: str = "mean"
+  token_hidden: Optional[int] = None
+  freeze_encoder: bool = False
+
+  @nn.compact
+  def __call__(self, subword_ids, subword_mask, *, train: bool, dropout=None):
+    del dropout
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+    hidden = self.token_features(subword_ids, subword_mask, train=train)
+    if self.token_hidden is not None:
+      h = _token_bilstm(hidden, subword_mask, self.token_hidden, self.dropout_rate,
+                        train)
+    else:
+      h = sentence_vector(self.encoder, hidden, subword_mask, self.pooling)
+      if self.freeze_encoder:
+        h = jax.lax.stop_gradient(h)
+    h = nn.Dropout(self.dropout_rate, deterministic=not train)(h.astype(jnp.float32))
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
+                    name="classifier")(h)
+
+  def token_features(self, subword_ids, subword_mask, *, train: bool = False):
+    """The last hidden state ``[B, S, H]`` (``apply(..., method="token_features")``)."""
+    hidden = self.encoder(subword_ids, subword_mask,
+                          deterministic=not train or self.freeze_encoder)
+    return jax.lax.stop_gradient(hidden) if self.freeze_encoder else hidden

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 
-def _varying_like(x: jax.Array, ref: jax.Array) -> jax.Array:
+def varying_like(x: jax.Array, ref: jax.Array) -> jax.Array:
   """``x`` with the varying manual axes of ``ref`` (inside ``shard_map``; a no-op
   outside). A scan's zero initial carry must have the type of the carry it produces,
   which varies over the mesh axes when the inputs and parameters do."""
@@ -69,7 +69,7 @@ class BiLSTMEncoder(nn.Module):
     for layer in range(self.num_layers):
       if layer:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      zeros = _varying_like(jnp.zeros((ids.shape[0], self.hidden), x.dtype), x)
+      zeros = varying_like(jnp.zeros((ids.shape[0], self.hidden), x.dtype), x)
       x = nn.Bidirectional(
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
@@ -229,7 +229,7 @@ class JointNluModel(nn.Module):
                                         self.char_features)(chars)], axis=-1)
     for _ in range(self.num_layers):
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      zeros = _varying_like(jnp.zeros((ids.shape[0], self.hidden), x.dtype), x)
+      zeros = varying_like(jnp.zeros((ids.shape[0], self.hidden), x.dtype), x)
       x = nn.Bidirectional(
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),

@@ -234,12 +234,11 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
                                     counter, batch_sharded=host)
 
   fields = (*recipe.input_keys, "label")
+  buckets = recipe.sequence_buckets
   if host:
     draw = _host_sampler(recipe)
     rows = dp.process_rows(recipe.batch_size)
     rngs = np.asarray(jax.device_get(dp.unreplicate(state).rng))  # [2] or [M, 2]
-
-    buckets = recipe.sequence_buckets
 
     def next_batch(step: int):
       if not ensemble:
@@ -277,16 +276,33 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
     s = recipe.eval_splits[split]
     keys = recipe.eval_input_keys
     n = len(s[keys[0]])
-    padded = pad_to_multiple({k: s[k] for k in keys}, eval_batch)
+    lengths = (None if buckets is None or buckets.eval_lengths is None
+               else np.asarray(buckets.eval_lengths.get(split)))
+    # With sequence buckets, the split is evaluated in order of length and each batch
+    # cut to its own bucket (outputs put back in the split's order below).
+    order = None if lengths is None or lengths.ndim == 0 else np.argsort(lengths,
+                                                                          kind="stable")
+    rows = {k: s[k] if order is None else s[k][order] for k in keys}
+    padded = pad_to_multiple(rows, eval_batch)
     eval_calls[0] += 1
     outs = []
     for i in range(0, len(padded["mask"]), eval_batch):
       batch = {k: padded[k][i:i + eval_batch] for k in keys}
       batch["mask"] = padded["mask"][i:i + eval_batch]
+      if order is not None:
+        longest = int(lengths[order[i:i + eval_batch]].max())
+        for k in buckets.keys:
+          if k in batch:
+            width = min(bucket_length(longest, buckets.buckets), batch[k].shape[1])
+            batch[k] = batch[k][:, :width]
       if recipe.eval_call_counter:
         batch["eval_call"] = np.full((eval_batch,), eval_calls[0], np.int32)
       outs.append(_gather(predict_step(state, dp.shard_batch(batch))))
     out = {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
+    if order is not None:
+      inverse = np.empty_like(order)
+      inverse[order] = np.arange(n)
+      out = {k: v[inverse] for k, v in out.items()}
     if any(len(v) != n for v in out.values()):
       raise RuntimeError(f"evaluation of {split} returned "
                          f"{[len(v) for v in out.values()]} outputs, expected {n}")

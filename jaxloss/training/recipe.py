@@ -47,10 +47,15 @@ class SequenceBuckets:
     lengths: int ``[N]``, each training example's real length along that axis.
     buckets: increasing widths (:func:`jaxloss.data.subword.bucket_length`); a width
       is capped at the fields' full width.
+    eval_lengths: optional ``{split: int [N_split]}``, the real lengths of each
+      evaluation split's examples. Given, a split is evaluated in order of length and
+      each evaluation batch is cut to its own bucket (one predict compilation per
+      bucket); the outputs come back in the split's order. None: full width.
   """
   keys: tuple[str, ...]
   lengths: np.ndarray
   buckets: tuple[int, ...]
+  eval_lengths: Optional[Mapping[str, np.ndarray]] = None
 
 
 @dataclasses.dataclass(frozen=True)

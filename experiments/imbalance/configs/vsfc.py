@@ -7,11 +7,16 @@ Run (from the repository root):
   python -m experiments.run --config=experiments/imbalance/configs/vsfc.py:four_stage,topic
   python -m tools.reports.cifar_table --vsfc     # the four README rows, one after the other
 
-Variants are ``METHOD[,TASK]`` (or ``smoke``): METHOD ``four_stage`` (the curriculum of
+Variants are ``[FORM,]METHOD[,TASK]`` (or ``smoke``): METHOD ``four_stage`` (the curriculum of
 jaxloss.curriculum.four_stage: class-weight caps, the class-balanced sampler and logit
 adjustment by stage, LR milestones in the cooldown) or ``erm`` (plain cross-entropy, the
 data distribution, the same LR schedule); TASK ``sentiment`` (the default) or ``topic``.
 ``smoke`` is ``four_stage,sentiment`` with a small model for 2 epochs (tests).
+FORM selects ``multilingual-e5-small`` instead of the BiLSTM: ``e5`` fine-tunes it with
+a classifier on its mean-pooled states (AdamW 5e-5, 3 epochs), ``e5_frozen`` trains a
+BiLSTM on its frozen, cached token states (the BiLSTM's optimisation), ``e5_smoke`` is
+``e5_frozen`` on one encoder layer and every 10th sentence for 2 epochs (tests), e.g.
+``vsfc.py:e5_frozen,erm,sentiment``.
 
 Model: a word-level BiLSTM trained from scratch (jaxloss.models.TextClassifier: 128-d
 embeddings, 64 units a direction, masked mean + max pooling, dropout 0.3) with AdamW.
@@ -25,24 +30,31 @@ from experiments.imbalance.configs import digits_lt, variants
 
 METHODS = ("four_stage", "erm")
 TASKS = ("sentiment", "topic")
+ENCODER_FORMS = ("e5", "e5_frozen", "e5_smoke")
 
 
 def parse_variant(arg):
-  """``"METHOD[,TASK]"`` or ``"smoke"`` -> (method, task, smoke).
+  """``"[FORM,]METHOD[,TASK]"`` or ``"smoke"`` -> (form, method, task, smoke); FORM
+  (one of :data:`ENCODER_FORMS`) selects the pretrained encoder, None the BiLSTM.
 
   Raises:
     ValueError: an unknown method or task.
   """
   if arg == "smoke":
-    return "four_stage", "sentiment", True
-  return (*variants.parse_pair(arg, firsts=METHODS, seconds=TASKS,
-                               names=("method", "task")), False)
+    return None, "four_stage", "sentiment", True
+  form = None
+  first, _, rest = (arg or "").partition(",")
+  if first in ENCODER_FORMS:
+    form, arg = first, rest or None
+  return (form, *variants.parse_pair(arg, firsts=METHODS, seconds=TASKS,
+                                     names=("method", "task")), False)
 
 
 def get_config(arg=None):
-  method, task, smoke = parse_variant(arg)
+  form, method, task, smoke = parse_variant(arg)
   c = digits_lt.get_config("four_stage" if method == "four_stage" else "erm")
-  c.name = "vsfc_smoke" if smoke else f"vsfc_{method}_{task}"
+  c.name = ("vsfc_smoke" if smoke else
+            f"vsfc_{form + '_' if form else ''}{method}_{task}")
 
   # Data.
   c.dataset = "uit_vsfc"
@@ -67,6 +79,45 @@ def get_config(arg=None):
   c.warmup_epochs = 1.0
   c.eval_batch_size = 1024
   c.checkpoint_every_steps = 500
+
+  # A pretrained encoder instead of the BiLSTM (experiments/imbalance/encoder.py): a
+  # Hugging Face folder, or a name under ../shared/models. None: the BiLSTM above.
+  c.encoder = ml_collections.config_dict.placeholder(str)
+  c.encoder_num_layers = ml_collections.config_dict.placeholder(int)  # None: all
+  c.encoder_max_length = 128  # sub-words a sentence, special tokens included (p99 61)
+  c.encoder_text_prefix = ""  # e5 expects "query: "
+  c.sequence_buckets = (16, 24, 32, 48, 64, 96, 128)  # padded widths of a batch
+  c.freeze_encoder = False
+  c.cache_features = True  # frozen: run the encoder once, train the head on its states
+  c.token_hidden = ml_collections.config_dict.placeholder(int)  # BiLSTM on token states
+  c.layer_decay = 1.0  # LR factor per layer below the top (1: none)
+  c.sentence_pooling = "auto"  # "pooler", "cls", "mean"; auto: pooler if it has one
+  c.head_dropout_rate = 0.1
+  if form is not None:
+    c.encoder = "multilingual-e5-small"
+    c.encoder_text_prefix = "query: "
+  if form == "e5":  # fine-tuned: BERT's AdamW settings, 3 epochs
+    c.batch_size = 32
+    c.learning_rate = 5e-5
+    c.weight_decay = 0.01
+    c.max_grad_norm = 1.0
+    c.warmup_epochs = 0.1
+    c.num_epochs = 3
+    c.eval_batch_size = 256
+    c.checkpoint_every_steps = 100
+  elif form in ("e5_frozen", "e5_smoke"):  # a BiLSTM on the frozen states, cached
+    c.freeze_encoder = True
+    c.token_hidden = 128
+    c.dropout_rate = 0.3
+    c.head_dropout_rate = 0.3
+    c.eval_batch_size = 256
+  if form == "e5_smoke":
+    c.encoder_num_layers = 1
+    c.subsample = 10
+    c.token_hidden = 16
+    c.num_epochs = 2
+    c.warmup_epochs = 0.0
+    c.checkpoint_every_steps = 10
   if smoke:
     c.subsample = 10
     c.embed_dim = 32
