@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from jaxloss import finetune
 from jaxloss.data import subword
@@ -104,7 +105,8 @@ def pretrained_init(config, pre: Pretrained, model, dummy: Sequence, monitor_sum
 
 
 def cache_token_states(forward: Callable, split: dict, *, buckets: tuple,
-                       batch_size: int = 64, dtype=np.float16) -> np.ndarray:
+                       batch_size: int = 64, dtype=np.float16, progress: bool = False,
+                       desc: str = "encoder states") -> np.ndarray:
   """A frozen encoder's last hidden states of a split, computed once.
 
   ``forward(subword_ids, subword_mask) -> [b, S', H]`` (jitted by the caller) runs in
@@ -114,14 +116,15 @@ def cache_token_states(forward: Callable, split: dict, *, buckets: tuple,
 
   Returns:
     ``dtype [N, S, H]`` (S: the split's padded width; float16 halves the memory of a
-    cache that is float32 in the model).
+    cache that is float32 in the model). ``progress``: a tqdm bar named ``desc``.
   """
   ids, mask = split["subword_ids"], split["subword_mask"]
   lengths = np.asarray(split["subword_lengths"])
   n, width = ids.shape
   order = np.argsort(lengths, kind="stable")
   out = None
-  for start in range(0, n, batch_size):
+  for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress,
+                    leave=False):
     rows = order[np.arange(start, start + batch_size) % n]
     cut = min(subword.bucket_length(int(lengths[rows].max()), buckets), width)
     states = np.asarray(forward(ids[rows, :cut], mask[rows, :cut]))
@@ -208,7 +211,8 @@ def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
     for name in splits:
       splits[name]["token_features"] = cache_token_states(
           functools.partial(states, encoder_params), splits[name], buckets=buckets,
-          batch_size=config.eval_batch_size)
+          batch_size=config.eval_batch_size, progress=bool(config.get("progress")),
+          desc=f"{name}: frozen encoder states")
     facts["feature_seconds"] = round(time.time() - t0, 1)
     heads = heads_fn(token_hidden)
     dummy = (jnp.zeros((1, width, pre.config.hidden_size)), jnp.ones((1, width)))

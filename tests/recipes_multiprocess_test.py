@@ -2,8 +2,9 @@
 gloo, each process feeding its own rows of every batch and of every evaluation) train
 the parameters of 1 process x 8 devices with the same host-drawn input, to 1e-6, and
 report the same evaluation metrics. The single-process side of ABSA, NLU and reranking
-is the recipe's own smoke run (``smoke_run`` in conftest.py); the imbalance recipe and
-the tabular example run a few steps here. Skipped when ``../shared/data`` lacks a set."""
+is the recipe's own smoke run (``smoke_run`` in conftest.py); the imbalance recipe, the
+tabular example and ABSA on a pretrained encoder (one multilingual-e5 layer) run a few
+steps here. Skipped when ``../shared/data`` lacks a set."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from experiments import recipes
+from experiments.absa.configs import visfd_absa
 from experiments.imbalance.configs import digits_lt
 from experiments.tabular.configs import breast_cancer
 from jaxloss.checkpoint import Checkpointer
@@ -21,7 +23,9 @@ from tools.ops import launch_local
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "..", "shared", "data")
-NEEDS = {"absa": "uit_visfd", "nlu": "snips", "rerank": "sasrec_games"}
+NEEDS = {"absa": "uit_visfd", "absa_e5": "uit_visfd", "nlu": "snips",
+         "rerank": "sasrec_games"}
+MODELS = os.path.join(REPO, "..", "shared", "models")
 # Parameters agree to 1e-6 but where Adam divides float32 rounding by a tiny second
 # moment. The gradient is summed over devices in another order over gloo than in one
 # process (~1e-7 relative), and Adam scales each update by 1/sqrt(v) of its own entry:
@@ -32,13 +36,17 @@ NEEDS = {"absa": "uit_visfd", "nlu": "snips", "rerank": "sasrec_games"}
 #   every key's logit), so its update is rounding noise divided by its own root mean
 #   square, of the order of the learning rate; 32 steps left it 1.4e-5 apart.
 # Every other leaf agrees within 6e-7 and the evaluation metrics to 1e-6.
-PARAM_ATOL = {"absa": 2e-5, "nlu": 2e-5, "rerank": 5e-5}
+PARAM_ATOL = {"absa": 2e-5, "absa_e5": 2e-5, "nlu": 2e-5, "rerank": 5e-5}
 # Recipes run here in one process too: (config file, module, variant, overrides).
 OWN = {
     "imbalance": ("experiments/imbalance/configs/digits_lt.py:smoke", digits_lt, "smoke",
                   {"num_epochs": 1, "model_widths": (8, 16)}),
     "tabular": ("experiments/tabular/configs/breast_cancer.py:smoke", breast_cancer,
                 "smoke", {"num_epochs": 1}),
+    # A pretrained encoder (one e5 layer), two members, length-grouped batches cut to
+    # their bucket on every process alike, evaluation in order of length.
+    "absa_e5": ("experiments/absa/configs/visfd_absa.py:e5_smoke", visfd_absa,
+                "e5_smoke", {"max_train_examples": 32, "max_eval_examples": 24}),
 }
 
 
@@ -68,14 +76,17 @@ def _evaluations(workdir):
   return streams
 
 
-@pytest.mark.parametrize("name", ["imbalance", "absa", "nlu", "rerank", "tabular"])
+@pytest.mark.parametrize("name", ["imbalance", "absa", "absa_e5", "nlu", "rerank",
+                                  "tabular"])
 def test_two_processes_equal_one_process(name, tmp_path, tfds_dir, smoke_run):
   if name in NEEDS and not os.path.isdir(os.path.join(DATA, NEEDS[name])):
     pytest.skip(f"{NEEDS[name]} not found in {DATA}")
+  if name == "absa_e5" and not os.path.isdir(os.path.join(MODELS, "multilingual-e5-small")):
+    pytest.skip(f"multilingual-e5-small not found in {MODELS}")
   if name in OWN:
     path, module, variant, overrides = OWN[name]
     settings = {**overrides, "progress": False, "train_input": "host"}
-    if name == "imbalance":
+    if name in ("imbalance", "absa_e5"):
       settings["data_dir"] = tfds_dir
     config = module.get_config(variant)
     for k, v in settings.items():
