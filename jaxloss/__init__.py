@@ -7,6 +7,7 @@ Re-exports only: the public surface.
 # The whole loss library, so `from jaxloss import softmax_focal_loss` works.
 from jaxloss.losses import (
     balanced_softmax_cross_entropy,
+    checked,
     class_priors_from_counts,
     class_weights_from_counts,
     large_negative,
@@ -67,7 +68,7 @@ __all__ = [
     "make_optimizer", "make_train_step", "milestone_lr", "per_class_recall", "uar",
     "war", "warmup_milestone_lr",
     # losses (the same names as jaxloss.losses.__all__)
-    "balanced_softmax_cross_entropy", "class_priors_from_counts",
+    "balanced_softmax_cross_entropy", "checked", "class_priors_from_counts",
     "class_weights_from_counts", "large_negative", "ldam_loss", "ldam_margins",
     "listwise_softmax_loss", "logit_adjust", "logit_adjusted_softmax_cross_entropy",
     "mask_invalid_logits", "masked_mean", "ntxent_loss", "pairwise_logistic_loss",

@@ -14,6 +14,7 @@ post-hoc logit adjustment), ``contrastive`` (SupCon, NT-Xent), ``ranking``
 ``weights`` (class weights and priors from counts), ``reduce``.
 """
 
+from jaxloss.losses.checked import checked
 from jaxloss.losses.classification import logit_adjusted_softmax_cross_entropy
 from jaxloss.losses.classification import sigmoid_focal_loss
 from jaxloss.losses.classification import smooth_labels
@@ -39,6 +40,7 @@ from jaxloss.losses.weights import class_weights_from_counts
 
 __all__ = (
     "balanced_softmax_cross_entropy",
+    "checked",
     "class_priors_from_counts",
     "class_weights_from_counts",
     "large_negative",

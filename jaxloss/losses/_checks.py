@@ -2,18 +2,21 @@
 
 Every check here looks only at static information (shapes, dtypes) unless it
 says otherwise, so it runs at trace time and costs nothing inside ``jax.jit``.
-The few value checks (label ranges, negative counts, ...) run only when the
-array is concrete; under ``jit`` the array is a tracer and the check is
-skipped, because a value check there would need a host round trip or
-``checkify``. Messages always name the argument, the expected and the actual
+The few value checks (label ranges, NaN / +inf logits, negative counts, ...) run
+when the array is concrete; under ``jit`` the array is a tracer and the check is
+skipped unless :func:`checked_mode` is on (through :func:`jaxloss.losses.checked`),
+where the label-range and logits checks become ``jax.experimental.checkify`` checks. Messages always name the argument, the expected and the actual
 value, so the user can act on them without reading the source.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any, Optional, Sequence
 
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
 
@@ -128,13 +131,22 @@ def check_label_range(labels: jax.Array, num_classes: int,
   ``ignore_index``) are allowed under a mask.
   """
   values = concrete_value(labels)
-  if values is None:
+  mask = None if where is None else concrete_value(where)
+  if values is None or (where is not None and mask is None):
+    if in_checked_mode():  # traced: a checkify check, raised by checked()
+      bad = (labels < 0) | (labels >= num_classes)
+      if where is not None:
+        bad = bad & where
+      flat = bad.reshape(-1)
+      checkify.check(
+          ~jnp.any(bad),
+          f"`labels` must be class indices in [0, {num_classes}) for logits with "
+          f"{num_classes} classes; got {{count}} out-of-range value(s), e.g. {{first}}. "
+          "Mask padding rows with `where`.",
+          count=jnp.sum(bad), first=labels.reshape(-1)[jnp.argmax(flat)])
     return
   bad = (values < 0) | (values >= num_classes)
-  if where is not None:
-    mask = concrete_value(where)
-    if mask is None:
-      return
+  if mask is not None:
     bad = bad & mask
   if bad.any():
     first = values[bad].reshape(-1)[0]
@@ -142,6 +154,58 @@ def check_label_range(labels: jax.Array, num_classes: int,
         f"`labels` must be class indices in [0, {num_classes}) for logits "
         f"with {num_classes} classes; got {int(bad.sum())} out-of-range "
         f"value(s), e.g. {int(first)}. Mask padding rows with `where`.")
+
+
+def check_finite_logits(logits: jax.Array, where: Optional[jax.Array]) -> None:
+  """Raises ValueError when a concrete ``logits`` has NaN or +inf in an included row
+  (``where`` True or None), and, under :func:`checked_mode` while traced, adds the
+  same check for ``checkify``. ``-inf`` is allowed: it is how invalid classes are
+  masked (the loss is then finite unless the label's own logit is ``-inf``)."""
+  values = concrete_value(logits)
+  mask = None if where is None else concrete_value(where)
+  if values is None or (where is not None and mask is None):
+    if in_checked_mode():
+      bad = jnp.isnan(logits) | (logits == jnp.inf)
+      if where is not None:
+        bad = bad & where[..., None]
+      checkify.check(
+          ~jnp.any(bad),
+          "`logits` must not be NaN or +inf in an included row; got {nan} NaN and "
+          "{inf} +inf value(s). Check the model's output (or mask the row with "
+          "`where`).", nan=jnp.sum(jnp.isnan(logits) & bad),
+          inf=jnp.sum((logits == jnp.inf) & bad))
+    return
+  bad = np.isnan(values) | (values == np.inf)
+  if mask is not None:
+    bad = bad & np.asarray(mask, bool)[..., None]
+  if bad.any():
+    raise ValueError(
+        f"`logits` must not be NaN or +inf in an included row; got "
+        f"{int(np.sum(np.isnan(values) & bad))} NaN and "
+        f"{int(np.sum((values == np.inf) & bad))} +inf value(s). Check the model's "
+        "output (or mask the row with `where`).")
+
+
+# --- Checked mode: value checks under jit through jax.experimental.checkify ---------
+
+_STATE = threading.local()
+
+
+def in_checked_mode() -> bool:
+  """Whether losses traced now add ``checkify`` value checks."""
+  return getattr(_STATE, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def checked_mode():
+  """While active, losses traced under ``jax.jit`` add ``checkify.check`` value checks
+  (label ranges, NaN / +inf logits) where they would skip them otherwise. Use it
+  through :func:`jaxloss.losses.checked`, which also functionalises and raises them."""
+  _STATE.depth = getattr(_STATE, "depth", 0) + 1
+  try:
+    yield
+  finally:
+    _STATE.depth -= 1
 
 
 def check_nonnegative(x: Any, name: str) -> None:

@@ -82,6 +82,7 @@ def _validate_integer_label_inputs(logits: ArrayLike, labels: ArrayLike,
   num_classes = logits.shape[-1]
   mask = _checks.as_mask(where, labels.shape)
   _checks.check_label_range(labels, num_classes, mask)
+  _checks.check_finite_logits(logits, mask)
   return logits, labels, mask, num_classes
 
 

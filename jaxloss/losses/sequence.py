@@ -200,6 +200,7 @@ def sequence_tagging_loss(
   mask = _checks.as_mask(where, labels.shape)
   num_classes = logits.shape[-1]
   _checks.check_label_range(labels, num_classes, mask)
+  _checks.check_finite_logits(logits, mask)
   if class_weights is not None:
     class_weights = _checks.class_vector(class_weights, num_classes,
                                          "class_weights", allow_scalar=False)
