@@ -221,6 +221,13 @@ def check_nonnegative(x: Any, name: str) -> None:
         f"`{name}` must be non-negative; got {values.tolist()}.")
 
 
+def check_finite_scalar(x: Any, name: str) -> None:
+  """Raises ValueError when a concrete scalar ``x`` is NaN or infinite."""
+  value = concrete_value(x)
+  if value is not None and value.ndim == 0 and not np.isfinite(float(value)):
+    raise ValueError(f"`{name}` must be finite; got {float(value)}.")
+
+
 def check_scalar_range(x: Any, name: str, low: float, high: float, *,
                        low_closed: bool = True,
                        high_closed: bool = True) -> None:

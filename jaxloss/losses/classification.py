@@ -235,6 +235,7 @@ def softmax_focal_loss(
   if alpha is not None:
     alpha = _checks.class_vector(alpha, logits.shape[-1], "alpha",
                                  allow_scalar=True)
+    _checks.check_nonnegative(alpha, "alpha")
   return _softmax_focal_core(logits, labels, alpha, gamma, mask)
 
 
@@ -298,6 +299,7 @@ def softmax_focal_loss_with_integer_labels(
   if alpha is not None:
     alpha = _checks.class_vector(alpha, num_classes, "alpha",
                                  allow_scalar=True)
+    _checks.check_nonnegative(alpha, "alpha")
   return _integer_label_core(logits, labels, mask, alpha, None, gamma)
 
 
@@ -432,6 +434,7 @@ def logit_adjusted_softmax_cross_entropy(
   tau = jnp.asarray(tau)
   if tau.ndim != 0:
     raise ValueError(f"`tau` must be a scalar; got shape {tau.shape}.")
+  _checks.check_finite_scalar(tau, "tau")
   return _integer_label_core(logits, labels, mask, None, (priors, tau), None)
 
 

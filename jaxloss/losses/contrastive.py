@@ -422,6 +422,10 @@ def _check_embeddings(x: jax.Array, name: str) -> None:
     raise ValueError(
         f"`{name}` must have shape [..., N, D] (a contrast set of N vectors "
         f"of dimension D); got shape {tuple(x.shape)}.")
+  if x.shape[-2] == 0:
+    raise ValueError(
+        f"`{name}` holds an empty contrast set (N = 0 in shape {tuple(x.shape)}); "
+        "skip the contrastive term for an empty batch.")
 
 
 def _check_multi_hot(labels: jax.Array, mask: Optional[jax.Array]) -> None:

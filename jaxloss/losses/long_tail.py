@@ -101,6 +101,7 @@ def logit_adjust(
                                 "class_priors", allow_scalar=False)
   _checks.check_nonnegative(class_priors, "class_priors")
   tau = _scalar(tau, "tau")
+  _checks.check_finite_scalar(tau, "tau")
   return _logit_adjust_core(logits, priors, tau)
 
 

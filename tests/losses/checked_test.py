@@ -88,3 +88,24 @@ def test_checked_covers_focal_and_the_tagging_loss():
   # Not jitted: checkify sees concrete values, so the eager check raises first.
   with pytest.raises(ValueError, match="`labels`"):
     losses.checked(_mean_ce, jit=False)(LOGITS, bad)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: losses.softmax_focal_loss_with_integer_labels(
+        LOGITS, LABELS, alpha=np.array([-1.0, 1, 1, 1, 1])), "`alpha` must be non-negative"),
+    (lambda: losses.softmax_focal_loss(LOGITS, np.eye(5)[LABELS], alpha=-0.5),
+     "`alpha` must be non-negative"),
+    (lambda: losses.logit_adjusted_softmax_cross_entropy(
+        LOGITS, LABELS, class_priors=np.full(5, 0.2), tau=float("nan")),
+     "`tau` must be finite; got nan"),
+    (lambda: losses.logit_adjust(LOGITS, class_priors=np.full(5, 0.2), tau=np.inf),
+     "`tau` must be finite; got inf"),
+    (lambda: losses.supervised_contrastive_loss(np.zeros((0, 4), np.float32),
+                                                np.zeros((0,), np.int32)),
+     r"`embeddings` holds an empty contrast set \(N = 0"),
+    (lambda: losses.ntxent_loss(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32)),
+     "`embeddings_a` holds an empty contrast set"),
+])
+def test_eager_errors_name_the_argument(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()
