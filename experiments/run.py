@@ -22,9 +22,29 @@ from ml_collections import config_flags
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "imbalance", "configs",
                                "digits_lt.py")
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Experiment config file, optionally FILE:variant.",
-    lock_config=True)
+# Errors in the user's config or data: printed as one message, exit status 2.
+EXIT_USAGE = 2
+
+
+def _unknown_field(error: Exception) -> None:
+  """A ``--config.a.b=v`` naming a field the config lacks fails while the flag is
+  defined (ml_collections parses it then): one line naming the flag, exit status 2."""
+  name = str(error).strip("\"'")
+  flag = next((a for a in sys.argv[1:] if a.startswith("--config.") and
+               name in a.split("=", 1)[0].split(".")), None)
+  shown = flag.split("=", 1)[0] if flag else f"--config...{name}"
+  print(f"error: {shown}: the config has no field {name!r} (a config's fields are "
+        "fixed by its file; list them with --helpfull, or add the field to the config "
+        "file)", file=sys.stderr)
+  sys.exit(EXIT_USAGE)
+
+
+try:
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", _DEFAULT_CONFIG, "Experiment config file, optionally FILE:variant.",
+      lock_config=True)
+except (AttributeError, KeyError) as _e:
+  _unknown_field(_e)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory (metrics, checkpoints, plots). Default: "
     "workdirs/<config name>; an existing workdir is resumed.")
@@ -36,9 +56,6 @@ _CACHE = flags.DEFINE_string(
 _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir with a config that changes "
     "training fields (recorded in WORKDIR/config_changes.jsonl).")
-
-# Errors in the user's config or data: printed as one message, exit status 2.
-EXIT_USAGE = 2
 
 
 def _exit_if_several_processes(message: str, status: int) -> None:
@@ -87,5 +104,13 @@ def main(argv):
     sys.exit(summary["exit_status"])
 
 
+def _parse_flags(argv):
+  """absl's parser, with an unknown ``--config.`` field as one line (exit status 2)."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    _unknown_field(e)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

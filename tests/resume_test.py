@@ -132,3 +132,20 @@ def test_metrics_log_drops_a_line_cut_short_by_a_kill(tmp_path):
   assert [e["step"] for e in reader.read()] == [0, 1]
   with open(path) as f:
     assert len(f.readlines()) == 2  # not written
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--config.nonexistent=1"], "--config.nonexistent"),
+    (["--config=experiments/nlu/configs/joint_nlu.py", "--config.lambdas.scenario=0.2"],
+     "--config.lambdas.scenario"),
+])
+def test_unknown_config_field_is_one_line(tmp_path, args, flag):
+  """A field the config lacks: one line naming the flag and exit status 2, whether
+  ml_collections parses it while the flag is defined (the default config) or with
+  the other flags (an explicit --config)."""
+  proc = subprocess.run([sys.executable, "-m", "experiments.run",
+                         f"--workdir={tmp_path / 'w'}", *args],
+                        cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.startswith(f"error: {flag}: the config has no field")
+  assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
