@@ -178,6 +178,7 @@ def _absa_eval_report(labels: np.ndarray, probs: np.ndarray) -> dict:
   report["loss"] = float(-np.mean(np.log(p)))  # CE per aspect slot
   share = np.bincount(predictions.ravel(), minlength=4) / predictions.size
   report["pred_share/aspect"] = share.tolist()
+  report["label_share/aspect"] = _shares(labels, 4)
   report["top_share/aspect"] = float(share.max())
   report["top_class/aspect"] = int(share.argmax())
   present = labels > 0
@@ -185,10 +186,17 @@ def _absa_eval_report(labels: np.ndarray, probs: np.ndarray) -> dict:
     pol = probs[..., 1:].argmax(-1)[present]
     pshare = np.bincount(pol, minlength=3) / pol.size
     report["pred_share/polarity"] = pshare.tolist()
+    report["label_share/polarity"] = _shares(labels[present] - 1, 3)
     report["top_share/polarity"] = float(pshare.max())
     report["top_class/polarity"] = int(pshare.argmax())
   report["score"] = (report["aspect_f1"] + report["sentiment_f1"]) / 2
   return report
+
+
+def _shares(labels: np.ndarray, num_classes: int) -> list[float]:
+  """Each class's share of ``labels`` (any shape), the monitors' reference."""
+  counts = np.bincount(np.asarray(labels).ravel(), minlength=num_classes)
+  return (counts / max(counts.sum(), 1)).tolist()
 
 
 def snapshot_epochs(num_epochs: int) -> list[int]:
@@ -318,8 +326,11 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         "initial_reference": initial_reference,
         "initial_reference_text": meta_terms[0]["initial_reference_text"],
         "contrastive_reference": supcon_ref,
-        "heads": {"aspect": {"num_classes": 4, "o_index": None},
-                  "polarity": {"num_classes": 3, "o_index": None}},
+        "heads": {"aspect": {"num_classes": 4, "o_index": None,
+                             "label_shares": _shares(train["labels"], 4)},
+                  "polarity": {"num_classes": 3, "o_index": None,
+                               "label_shares": _shares(train["labels"][train["labels"] > 0]
+                                                       - 1, 3)}},
         "class_names": {"aspect": list(metrics_lib.POLARITIES),
                         "polarity": list(metrics_lib.POLARITIES[1:])},
         "stages": [{"name": "constant", "start_step": 0, "expect": {}, "knobs": {}}],

@@ -345,6 +345,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     report["loss"] = float(np.mean(outputs["loss"], dtype=np.float64))
     predicted = confusion.sum(axis=0)
     report["pred_share/class"] = (predicted / predicted.sum()).tolist()
+    report["label_share/class"] = (confusion.sum(axis=1) / confusion.sum()).tolist()
     report["top_share/class"] = float(predicted.max() / predicted.sum())
     report["top_class/class"] = int(predicted.argmax())
     return report
@@ -363,7 +364,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         "max_grad_norm": config.max_grad_norm, "terms": terms,
         "initial_reference": initial_reference,
         "initial_reference_text": reference_text,
-        "heads": {"class": {"num_classes": num_classes, "o_index": None}},
+        "heads": {"class": {"num_classes": num_classes, "o_index": None,
+                            "label_shares": (class_counts / class_counts.sum()).tolist()}},
         "class_names": {"class": list(class_names)} if class_names is not None else {},
         "stages": stages, "config_fields": {"learning_rate": "config.learning_rate"},
     }

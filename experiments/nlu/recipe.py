@@ -435,10 +435,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                    "initial_reference": initial_terms[t],
                    "initial_reference_text": "the loss at all-zero logits"}
                   for t in terms]
-    heads = {"entity": {"num_classes": len(tag_names), "o_index": o_index}}
+    heads = {"entity": {"num_classes": len(tag_names), "o_index": o_index,
+                        "label_shares": (tag_counts / max(tag_counts.sum(), 1)).tolist()}}
     class_names = {"entity": list(tag_names)}
     for f in fields:
-      heads[f] = {"num_classes": len(data["label_names"][f]), "o_index": None}
+      heads[f] = {"num_classes": len(data["label_names"][f]), "o_index": None,
+                  "label_shares": (label_counts[f]
+                                   / max(label_counts[f].sum(), 1)).tolist()}
       class_names[f] = list(data["label_names"][f])
     return {
         "num_classes": len(tag_names), "class_counts": tag_counts.tolist(),

@@ -101,7 +101,9 @@ def build(config, workdir=None) -> Recipe:
             "terms": [{"name": "focal", "weight": 1.0, "initial_reference": ref,
                        "initial_reference_text": "the loss at logit 0"}],
             "initial_reference": ref, "initial_reference_text": "the loss at logit 0",
-            "heads": {"class": {"num_classes": 2, "o_index": None}},
+            # label_shares: the monitors judge a collapse against the data's shares.
+            "heads": {"class": {"num_classes": 2, "o_index": None,
+                                "label_shares": (counts / counts.sum()).tolist()}},
             "class_names": {"class": ["benign", "malignant"]},
             "stages": [{"name": "constant", "start_step": 0, "expect": {}, "knobs": {}}],
             "config_fields": {"learning_rate": "config.learning_rate"}}

@@ -5,76 +5,137 @@ shares), non-deterministic evaluation, curriculum stages that do not do what the
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from jaxloss.monitors.stream import (Finding, _Run, _episodes, _num, _pct)
 
 
+def _real_shares(run: _Run, head: str, event: Mapping) -> Optional[Sequence[float]]:
+  """The labels' class shares a prediction share is judged against: the evaluated
+  split's own (``label_share/<head>`` in the event) where known, else the training
+  labels' (``meta.heads[head].label_shares``); None when neither is given."""
+  shares = event.get(f"label_share/{head}")
+  if shares is None:
+    shares = ((run.meta.get("heads") or {}).get(head) or {}).get("label_shares")
+  return shares
+
+
+def _crowds_out(p_top: float, r_top: float, ratio: float) -> bool:
+  """The top class crowds the others out: they get less than ``ratio`` of their real
+  share of the predictions (``1 - p_top < ratio (1 - r_top)``)."""
+  rest = 1.0 - r_top
+  return rest > 1e-9 and (1.0 - p_top) < ratio * rest
+
+
 def check_prediction_collapse(run: _Run) -> list[Finding]:
-  """``prediction_collapse`` (error): after ``collapse_grace`` of training, one class
-  above ``collapse_share`` of a head's predictions (train batches, or test), or a
-  tagger's non-O share at ``collapse_non_o_low`` / ``collapse_non_o_high``, for
-  ``collapse_patience`` consecutive log periods."""
+  """``prediction_collapse`` (error): after ``collapse_grace`` of training, for
+  ``collapse_patience`` consecutive log periods, on train batches or on evaluation:
+
+  * one class swallows the others *relative to the data*: with the labels' shares
+    known, the top class leaves the other classes less than ``collapse_others_ratio``
+    of their real share of the predictions (a majority class at its natural share is
+    silent); without them, the top class is above ``collapse_share``;
+  * a tagger collapses either way: every token O (non-O predictions below
+    ``collapse_others_ratio`` of the labels' non-O share) or no token O (O below that
+    fraction of its share); without the shares, non-O at ``collapse_non_o_low`` /
+    ``collapse_non_o_high``."""
   total = run.total_steps or 0
   start = run.th["collapse_grace"] * total
   patience = int(run.th["collapse_patience"])
+  ratio = float(run.th["collapse_others_ratio"])
   out = []
   heads = run.meta.get("heads") or {}
-  sources = [(name, "train", run.train, f"top_share/{name}", f"top_class/{name}")
-             for name in heads]
-  sources += [(name, "test", run.test, f"top_share/{name}", f"top_class/{name}")
-              for name in heads]
-  for name, split, events, share_key, class_key in sources:
-    late = [e for e in events if e["step"] > start]
-    for ep in _episodes(late, lambda e: (e.get(share_key) or 0) > run.th["collapse_share"]):
-      if len(ep) < patience:
-        continue
-      top = ep[0].get(class_key)
-      names = (run.meta.get("class_names") or {}).get(name)
-      label = names[top] if names and top is not None and top < len(names) else top
-      msg = (f"head {name} ({split}): class {label} is {_pct(ep[0][share_key])} of the "
-             f"predictions over steps {ep[0]['step']}-{ep[-1]['step']} (threshold "
-             f"{_pct(run.th['collapse_share'])})")
-      knob_text = ""
-      e0 = ep[0]
-      if e0.get("class_weight_cap") is not None or e0.get("tau") is not None:
-        knob_text = (f" The curriculum had class_weight_cap {_num(e0.get('class_weight_cap'))}"
-                     f", tau {_num(e0.get('tau'))}, sampler_mix "
-                     f"{_num(e0.get('sampler_mix'))}: lower tau or the cap if the "
-                     "collapsed class is a tail class.")
-      advice = ("The model predicts one class for almost everything: lower the "
-                "learning rate and weight decay, check that the class weights / logit "
-                "adjustment are not pushing every example to one class, and that labels "
-                f"vary in the batch.{knob_text}")
-      out.append(Finding("prediction_collapse", "error", ep[0]["step"], msg, advice,
-                         subject=f"{name}/{split}", until=ep[-1]["step"]))
-  for name, head in heads.items():
-    if head.get("o_index") is None:
-      continue
-    key = f"non_o_share/{name}"
-    late = [e for e in run.train if e["step"] > start and e.get(key) is not None]
-    for low in (True, False):
-      pred = ((lambda e: e[key] <= run.th["collapse_non_o_low"]) if low else
-              (lambda e: e[key] >= run.th["collapse_non_o_high"]))
-      for ep in _episodes(late, pred):
+  splits = (("train", run.train), ("test", run.test))
+  for name in heads:
+    share_key, class_key = f"top_share/{name}", f"top_class/{name}"
+    for split, events in splits:
+      late = [e for e in events if e["step"] > start and e.get(share_key) is not None]
+
+      def collapsed(e, name=name, share_key=share_key, class_key=class_key):
+        real = _real_shares(run, name, e)
+        top = e.get(class_key)
+        if real is not None and top is not None and 0 <= int(top) < len(real):
+          return _crowds_out(e[share_key], float(real[int(top)]), ratio)
+        return e[share_key] > run.th["collapse_share"]
+
+      for ep in _episodes(late, collapsed):
         if len(ep) < patience:
           continue
-        if low:
-          msg = (f"tagger {name}: {_pct(ep[0][key])} of tokens predicted non-O over "
-                 f"steps {ep[0]['step']}-{ep[-1]['step']} (every token O)")
-          advice = ("Down-weight O in the tagger loss (class weight 0.1, entity tags up "
-                    "to 5), use focal loss (gamma=2) on the tagger, raise the tagger's "
-                    "loss weight, and mask invalid tags with -1e9, not -inf.")
+        e0 = ep[0]
+        top = e0.get(class_key)
+        names = (run.meta.get("class_names") or {}).get(name)
+        label = names[top] if names and top is not None and top < len(names) else top
+        real = _real_shares(run, name, e0)
+        where = _steps_text(ep)
+        if real is not None and top is not None and 0 <= int(top) < len(real):
+          r = float(real[int(top)])
+          msg = (f"head {name} ({split}): class {label} is {_pct(e0[share_key])} of the "
+                 f"predictions {where}, against {_pct(r)} of the labels: the other "
+                 f"classes get {_pct((1 - e0[share_key]) / (1 - r))} of their share "
+                 f"(threshold {_pct(ratio)})")
         else:
-          msg = (f"tagger {name}: {_pct(ep[0][key])} of tokens predicted non-O over "
-                 f"steps {ep[0]['step']}-{ep[-1]['step']} (no token O)")
-          advice = ("O is never predicted: its class weight is too low or a mask removes "
-                    "it; keep O's weight near 0.1-1 and check the tag masks.")
-        out.append(Finding("prediction_collapse", "error", ep[0]["step"], msg, advice,
-                           subject=f"{name}/non_o", until=ep[-1]["step"]))
+          msg = (f"head {name} ({split}): class {label} is {_pct(e0[share_key])} of the "
+                 f"predictions {where} (threshold {_pct(run.th['collapse_share'])})")
+        knob_text = ""
+        if e0.get("class_weight_cap") is not None or e0.get("tau") is not None:
+          knob_text = (f" The curriculum had class_weight_cap "
+                       f"{_num(e0.get('class_weight_cap'))}, tau {_num(e0.get('tau'))}, "
+                       f"sampler_mix {_num(e0.get('sampler_mix'))}: lower tau or the cap "
+                       "if the collapsed class is a tail class.")
+        advice = ("The model predicts one class for almost everything: lower the "
+                  "learning rate and weight decay, check that the class weights / logit "
+                  "adjustment are not pushing every example to one class, and that "
+                  f"labels vary in the batch.{knob_text}")
+        out.append(Finding("prediction_collapse", "error", e0["step"], msg, advice,
+                           subject=f"{name}/{split}", until=ep[-1]["step"]))
+  for name, head in heads.items():
+    o_index = head.get("o_index")
+    if o_index is None:
+      continue
+    shares = head.get("label_shares")
+    train_non_o = None if shares is None else 1.0 - float(shares[o_index])
+    sources = [("train", run.train, f"non_o_share/{name}", lambda e: train_non_o),
+               ("test", run.test, "pred_non_o_share",
+                lambda e: e.get("true_non_o_share", train_non_o))]
+    for split, events, key, real_of in sources:
+      late = [e for e in events if e["step"] > start and e.get(key) is not None]
+      for low in (True, False):
+        def collapsed(e, key=key, real_of=real_of, low=low):
+          real = real_of(e)
+          if real is None:
+            return (e[key] <= run.th["collapse_non_o_low"] if low else
+                    e[key] >= run.th["collapse_non_o_high"])
+          if low:  # every token O: entities below ratio of their share
+            return real > 1e-9 and e[key] < ratio * real
+          return (1 - real) > 1e-9 and (1 - e[key]) < ratio * (1 - real)
+        for ep in _episodes(late, collapsed):
+          if len(ep) < patience:
+            continue
+          e0 = ep[0]
+          real = real_of(e0)
+          gold = "" if real is None else f" against {_pct(real)} of the labels"
+          if low:
+            msg = (f"tagger {name} ({split}): {_pct(e0[key])} of tokens predicted "
+                   f"non-O{gold} {_steps_text(ep)} (every token O)")
+            advice = ("Down-weight O in the tagger loss (class weight 0.1, entity tags "
+                      "up to 5), use focal loss (gamma=2) on the tagger, raise the "
+                      "tagger's loss weight, and mask invalid tags with -1e9, not -inf.")
+          else:
+            msg = (f"tagger {name} ({split}): {_pct(e0[key])} of tokens predicted "
+                   f"non-O{gold} {_steps_text(ep)} (O almost never predicted)")
+            advice = ("The entity tags swallow O: lower the entity tags' class weights "
+                      "or O's down-weighting (keep O's weight near 0.1-1), lower a focal "
+                      "gamma on the tagger, and check the tag masks.")
+          out.append(Finding("prediction_collapse", "error", e0["step"], msg, advice,
+                             subject=f"{name}/non_o/{split}", until=ep[-1]["step"]))
   return out
+
+
+def _steps_text(episode: Sequence[Mapping]) -> str:
+  first, last = episode[0]["step"], episode[-1]["step"]
+  return f"at step {first}" if first == last else f"over steps {first}-{last}"
 
 
 def check_eval_deterministic(run: _Run) -> list[Finding]:

@@ -38,9 +38,17 @@ THRESHOLDS: dict[str, tuple[Any, str]] = {
     "saturated_before": (0.25, "'early': this share of the total steps"),
     "saturated_rel": (0.05, "a term of a combined loss must also be below this share "
                             "of its first value (terms have different scales)"),
-    "collapse_share": (0.8, "top predicted class share above this is collapse"),
-    "collapse_non_o_low": (0.001, "tagger non-O share at or below this is collapse"),
-    "collapse_non_o_high": (0.999, "tagger non-O share at or above this is collapse"),
+    "collapse_others_ratio": (0.25, "with the labels' shares known (meta heads' "
+                              "label_shares, or an event's label_share/<head>): the top "
+                              "class is a collapse when the other classes get less than "
+                              "this fraction of their real share of the predictions; for "
+                              "a tagger, the same for O against the entity tags"),
+    "collapse_share": (0.8, "without the labels' shares: a top predicted class share "
+                            "above this is collapse"),
+    "collapse_non_o_low": (0.001, "without the labels' shares: a tagger non-O share at "
+                                  "or below this is collapse"),
+    "collapse_non_o_high": (0.999, "without the labels' shares: a tagger non-O share at "
+                                   "or above this is collapse"),
     "collapse_grace": (0.1, "share of the total steps ignored by prediction_collapse"),
     "collapse_patience": (2, "consecutive log periods of collapse"),
     "initial_loss_tolerance": (0.25, "relative distance of the first loss from ln C"),
