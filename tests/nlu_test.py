@@ -216,7 +216,16 @@ def test_smoke_run_on_snips(smoke_run):
   assert summary["train_step_compilations"] == 1
   assert summary["skipped_steps"] == 0
   assert summary["eval_repeat_max_diff"] == 0.0
-  assert summary["diagnosis"]["error"] == 0
+  # Two epochs of the small model tag almost every word as an entity (slot F1 0): the
+  # monitors name it against the gold non-O share of the evaluated split (with fixed
+  # thresholds this run reported no finding).
+  assert summary["diagnosis"]["error"] == 1
+  assert summary["findings"] == ["prediction_collapse"]
+  with open(os.path.join(workdir, "diagnosis.json")) as f:
+    finding = json.load(f)["findings"][0]
+  assert finding["subject"] == "entity/non_o/test"
+  assert "of the labels" in finding["message"] and "O almost never" in finding["message"]
+  assert summary["pred_non_o_share"] > 0.9 > 0.6 > summary["true_non_o_share"]
   assert summary["dataset"]["num_tags"] == 74
   assert len(summary["anchors"]) == 3  # SNIPS: its published rows apply
   # The first loss of an untrained model is near the loss at zero logits.
