@@ -58,9 +58,10 @@ def check_grad_explosion(run: _Run) -> list[Finding]:
     peak = max(key(e) for e in ep)
     lr = run.lr(ep[0])
     clip = run.meta.get("max_grad_norm")
-    msg = (f"pre-clip global gradient norm reached {peak:.3g} between steps "
-           f"{ep[0]['step']} and {ep[-1]['step']} (threshold {th:g}; period mean "
-           f"{_num(ep[0].get('grad_norm'))})")
+    where = (f"in the log period ending at step {ep[0]['step']}" if len(ep) == 1 else
+             f"between steps {ep[0]['step']} and {ep[-1]['step']}")
+    msg = (f"pre-clip global gradient norm reached {peak:.3g} {where} (threshold "
+           f"{th:g}; period mean {_num(ep[0].get('grad_norm'))})")
     advice = f"Lower {run.field('learning_rate', 'learning_rate')}"
     advice += f" from {lr:.3g} to {lr / 10:.3g}" if lr else " by 10x"
     advice += (" and clip with max_grad_norm=1.0" if not clip else

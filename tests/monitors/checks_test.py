@@ -184,8 +184,8 @@ def test_grad_explosion_fires_with_peak_and_lr_cut():
   assert codes(findings) == ["grad_explosion"]
   f = findings[0]
   assert (f.severity, f.step, f.until, f.subject) == ("warning", 16, 16, "")
-  assert f.message == ("pre-clip global gradient norm reached 12.5 between steps 16 and "
-                       "16 (threshold 10; period mean 1)")
+  assert f.message == ("pre-clip global gradient norm reached 12.5 in the log period "
+                       "ending at step 16 (threshold 10; period mean 1)")
   assert f.advice == ("Lower config.learning_rate from 0.05 to 0.005; clipping at 5 "
                       "bounds the step but not the cause (a warm-up of a few epochs "
                       "also helps).")
