@@ -23,6 +23,7 @@ AdamW 5e-5 with linear warm-up and decay, 3 epochs, length-grouped batches;
 
 import ml_collections
 
+from experiments.configs.encoder import add_encoder, fine_tune_e5
 from experiments.configs.runtime import add_runtime
 
 VARIANTS = ("focal_supcon", "focal", "ce", "smoke", "e5", "e5_frozen", "e5_smoke")
@@ -77,21 +78,10 @@ def get_config(arg=None):
   # seed + k, all trained in one vmapped step; e.g. "0.7,0.8". Empty: one model.
   c.ensemble_focal_weights = ""
 
-  # A pretrained encoder instead of the BiLSTM: a Hugging Face folder, or a name under
-  # ../shared/models (jaxloss.models.load_pretrained). None: the BiLSTM above.
-  c.encoder = ml_collections.config_dict.placeholder(str)
-  c.encoder_num_layers = ml_collections.config_dict.placeholder(int)  # None: all
-  c.encoder_max_length = 256  # sub-words a review, special tokens included (p99 149)
-  c.encoder_text_prefix = ""  # e5 expects "query: "
-  c.sequence_buckets = (32, 48, 64, 96, 128, 192, 256)  # padded widths of a batch
-  c.length_grouped = True  # batches of similar length (one order for all members)
-  c.group_batches = 50  # batches per length-sorted group
-  c.freeze_encoder = False
-  c.cache_features = True  # frozen: run the encoder once, train the heads on its states
-  c.token_hidden = ml_collections.config_dict.placeholder(int)  # BiLSTM on token states
-  c.layer_decay = 1.0  # LR factor per layer below the top (1: none)
-  c.sentence_pooling = "auto"  # "pooler", "cls", "mean"; auto: pooler if it has one
-  c.head_dropout_rate = 0.1
+  # A pretrained encoder instead of the BiLSTM (None: the BiLSTM above); reviews are
+  # at most 256 sub-words (p99 149).
+  add_encoder(c, max_length=256, buckets=(32, 48, 64, 96, 128, 192, 256),
+              length_grouped=True)
 
   # Figures: 2-D projection of Test embeddings ("tsne" or "pca") after the first epoch,
   # half-way and at the end.
@@ -108,15 +98,8 @@ def get_config(arg=None):
     c.focal_weight = 1.0
     c.contrastive_weight = None
   elif variant.startswith("e5"):
-    c.encoder = "multilingual-e5-small"
-    c.encoder_text_prefix = "query: "
+    fine_tune_e5(c)
     c.projection_dim = 128
-    c.batch_size = 32
-    c.learning_rate = 5e-5
-    c.weight_decay = 0.01
-    c.max_grad_norm = 1.0
-    c.warmup_epochs = 0.1
-    c.num_epochs = 3
     c.eval_batch_size = 128
     c.ensemble_focal_weights = "0.7,0.8"
     c.embedding_projection = "pca"

@@ -24,8 +24,7 @@ No augmentation. WAR is the Test accuracy (the test set keeps the natural imbala
 UAR the mean per-class recall, both at the last epoch.
 """
 
-import ml_collections
-
+from experiments.configs.encoder import add_encoder, fine_tune_e5
 from experiments.imbalance.configs import digits_lt, variants
 
 METHODS = ("four_stage", "erm")
@@ -80,29 +79,14 @@ def get_config(arg=None):
   c.eval_batch_size = 1024
   c.checkpoint_every_steps = 500
 
-  # A pretrained encoder instead of the BiLSTM (experiments/imbalance/encoder.py): a
-  # Hugging Face folder, or a name under ../shared/models. None: the BiLSTM above.
-  c.encoder = ml_collections.config_dict.placeholder(str)
-  c.encoder_num_layers = ml_collections.config_dict.placeholder(int)  # None: all
-  c.encoder_max_length = 128  # sub-words a sentence, special tokens included (p99 61)
-  c.encoder_text_prefix = ""  # e5 expects "query: "
-  c.sequence_buckets = (16, 24, 32, 48, 64, 96, 128)  # padded widths of a batch
-  c.freeze_encoder = False
-  c.cache_features = True  # frozen: run the encoder once, train the head on its states
-  c.token_hidden = ml_collections.config_dict.placeholder(int)  # BiLSTM on token states
-  c.layer_decay = 1.0  # LR factor per layer below the top (1: none)
-  c.sentence_pooling = "auto"  # "pooler", "cls", "mean"; auto: pooler if it has one
-  c.head_dropout_rate = 0.1
+  # A pretrained encoder instead of the BiLSTM (experiments/imbalance/encoder.py; None:
+  # the BiLSTM above); sentences are at most 128 sub-words (p99 61).
+  add_encoder(c, max_length=128, buckets=(16, 24, 32, 48, 64, 96, 128))
   if form is not None:
     c.encoder = "multilingual-e5-small"
     c.encoder_text_prefix = "query: "
   if form == "e5":  # fine-tuned: BERT's AdamW settings, 3 epochs
-    c.batch_size = 32
-    c.learning_rate = 5e-5
-    c.weight_decay = 0.01
-    c.max_grad_norm = 1.0
-    c.warmup_epochs = 0.1
-    c.num_epochs = 3
+    fine_tune_e5(c)
     c.eval_batch_size = 256
     c.checkpoint_every_steps = 100
   elif form in ("e5_frozen", "e5_smoke"):  # a BiLSTM on the frozen states, cached

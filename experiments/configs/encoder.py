@@ -1,0 +1,43 @@
+"""The config block of a text recipe on a pretrained encoder, in one place (read by
+``experiments/encoders.py``; the UIT-ViSFD and UIT-VSFC configs use it)."""
+
+import ml_collections
+
+
+def add_encoder(c: ml_collections.ConfigDict, *, max_length: int, buckets: tuple,
+                length_grouped: bool = False) -> ml_collections.ConfigDict:
+  """Adds the encoder fields to ``c`` (in place, ``encoder`` None: the recipe's own
+  model) and returns it. ``max_length``: sub-words a text, special tokens included;
+  ``buckets``: the padded widths of a batch; ``length_grouped``: batches of similar
+  length (not with a class-mix sampler)."""
+  # A Hugging Face folder, or a folder name under ../shared/models.
+  c.encoder = ml_collections.config_dict.placeholder(str)
+  c.encoder_num_layers = ml_collections.config_dict.placeholder(int)  # None: all
+  c.encoder_max_length = max_length
+  c.encoder_text_prefix = ""  # e5 expects "query: "
+  c.sequence_buckets = tuple(buckets)
+  if length_grouped:
+    c.length_grouped = True  # one order for every ensemble member
+    c.group_batches = 50  # batches per length-sorted group
+  c.freeze_encoder = False
+  c.cache_features = True  # frozen: run the encoder once, train the heads on its states
+  c.token_hidden = ml_collections.config_dict.placeholder(int)  # BiLSTM on token states
+  c.layer_decay = 1.0  # LR factor per layer below the top (1: none)
+  c.sentence_pooling = "auto"  # "pooler", "cls", "mean"; auto: pooler if it has one
+  c.head_dropout_rate = 0.1
+  return c
+
+
+def fine_tune_e5(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``multilingual-e5-small`` fine-tuned with BERT's AdamW settings (Devlin et al.
+  2019): batch 32, LR 5e-5 with a 0.1-epoch warm-up, weight decay 0.01, clip 1, 3
+  epochs; e5's ``"query: "`` prefix."""
+  c.encoder = "multilingual-e5-small"
+  c.encoder_text_prefix = "query: "
+  c.batch_size = 32
+  c.learning_rate = 5e-5
+  c.weight_decay = 0.01
+  c.max_grad_norm = 1.0
+  c.warmup_epochs = 0.1
+  c.num_epochs = 3
+  return c
