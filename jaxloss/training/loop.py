@@ -270,27 +270,41 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
   eval_batch = min(config.eval_batch_size, largest)
   eval_batch = -(-eval_batch // dp.num_devices) * dp.num_devices
   eval_calls = [0]
+  eval_orders = {}
+
+  def eval_order(split: str):
+    """``(lengths, order)`` of a split with ``eval_lengths`` (the argsort computed
+    once), else ``(None, None)``."""
+    known = buckets is not None and buckets.eval_lengths is not None
+    if not known or split not in buckets.eval_lengths:
+      return None, None
+    if split not in eval_orders:
+      lengths = np.asarray(buckets.eval_lengths[split])
+      eval_orders[split] = (lengths, np.argsort(lengths, kind="stable"))
+    return eval_orders[split]
 
   def predict(state, split: str) -> list[dict]:
     """Each member's outputs on a whole split (host NumPy, padding removed)."""
     s = recipe.eval_splits[split]
     keys = recipe.eval_input_keys
     n = len(s[keys[0]])
-    lengths = (None if buckets is None or buckets.eval_lengths is None
-               else np.asarray(buckets.eval_lengths.get(split)))
-    # With sequence buckets, the split is evaluated in order of length and each batch
-    # cut to its own bucket (outputs put back in the split's order below).
-    order = None if lengths is None or lengths.ndim == 0 else np.argsort(lengths,
-                                                                          kind="stable")
-    rows = {k: s[k] if order is None else s[k][order] for k in keys}
-    padded = pad_to_multiple(rows, eval_batch)
+    lengths, order = eval_order(split)
+    # With sequence buckets, the split is evaluated in order of length, each batch
+    # gathered by index and cut to its own bucket (outputs put back in the split's
+    # order below); padding rows repeat row 0 under a False mask.
+    padded = pad_to_multiple({k: s[k] for k in keys} if order is None
+                             else {"index": order}, eval_batch)
     eval_calls[0] += 1
     outs = []
     for i in range(0, len(padded["mask"]), eval_batch):
-      batch = {k: padded[k][i:i + eval_batch] for k in keys}
+      if order is None:
+        batch = {k: padded[k][i:i + eval_batch] for k in keys}
+      else:
+        index = padded["index"][i:i + eval_batch]
+        batch = {k: s[k][index] for k in keys}
       batch["mask"] = padded["mask"][i:i + eval_batch]
       if order is not None:
-        longest = int(lengths[order[i:i + eval_batch]].max())
+        longest = int(lengths[index].max())
         for k in buckets.keys:
           if k in batch:
             width = min(bucket_length(longest, buckets.buckets), batch[k].shape[1])
