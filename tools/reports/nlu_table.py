@@ -1,9 +1,10 @@
 """The joint NLU results table: ``python -m tools.reports.nlu_table [--root DIR] [--seed S]``.
 
 Runs, one after the other and each into its own workdir under ``--root``, the rows of the
-README table on SNIPS: the recipe (finite masks, λ warm-up, focal entity loss with class
-weights), the plain-CE baseline and the collapse reproduction (``-inf`` masks, entity λ
-0.8, no O down-weighting). A run whose ``summary.json`` exists is reused, a partly trained
+README table on SNIPS: the recipe (finite masks, a 2-layer BiLSTM, plain CE on every head
+with λ 1), the notes' settings (λ warm-up, focal entity loss with class weights), the
+notes' model with plain CE, and the collapse reproduction (``-inf`` masks, entity λ 0.8,
+no O down-weighting). A run whose ``summary.json`` exists is reused, a partly trained
 one resumes. Prints a Markdown table of Test intent accuracy / slot F1 / sentence
 accuracy (Dev-selected epoch) with the collapse signals, beside the published anchors,
 and writes it to ``docs/joint_nlu.md`` and ``docs/joint_nlu.json``.
@@ -19,8 +20,9 @@ from tools.reports import tables
 
 # label, variant, config overrides
 ROWS = (
-    ("recipe: finite masks, λ warm-up, focal entities (O = 0.1)", "recipe", {}),
-    ("plain CE on the entity head (same masks and λ)", "ce", {}),
+    ("recipe: finite masks, 2-layer BiLSTM 256, CE on every head, λ 1", "recipe", {}),
+    ("notes: 1-layer BiLSTM 128, λ warm-up, focal entities (O = 0.1)", "notes", {}),
+    ("notes with plain CE on the entity head (same masks and λ)", "ce", {}),
     ("collapse: -inf masks, entity λ 0.8, no O down-weighting", "collapse", {}),
 )
 
