@@ -221,6 +221,7 @@ def test_smoke_run_on_snips(smoke_run):
   # O = 0.1 focal loss fails the other way at this size: almost every word an entity;
   # both directions are tested on recorded streams in tests/monitors/checks_test.py.)
   assert summary["diagnosis"]["error"] == 1
+  assert summary["exit_status"] == 3  # python -m experiments.run would exit with it
   assert summary["findings"] == ["prediction_collapse"]
   with open(os.path.join(workdir, "diagnosis.json")) as f:
     finding = json.load(f)["findings"][0]

@@ -17,6 +17,9 @@ def add_runtime(c: ml_collections.ConfigDict, *, eval_batch_size: int = 512,
   c.monitor = ml_collections.ConfigDict(monitors.default_thresholds())
   c.monitor.enabled = True
   c.monitor.halt_on = ()
+  # A run whose diagnosis has an error ends with exit status 3 (summary.json records it);
+  # False: exit 0 whatever the diagnosis.
+  c.monitor.fail_on_error = True
   c.parallel = "shard_map"  # or "pmap" (single process)
   c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
   # "auto": "host" with several processes (each gathers its rows of the batch), else

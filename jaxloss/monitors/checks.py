@@ -24,6 +24,8 @@ combined loss is flat while another falls, raise its weight by 0.1 (0.8/0.2 -> 0
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from jaxloss.monitors.checks_predictions import (check_eval_deterministic,
@@ -31,16 +33,18 @@ from jaxloss.monitors.checks_predictions import (check_eval_deterministic,
                                                  check_stage_expectations)
 from jaxloss.monitors.checks_terms import (check_initial_loss, check_term_saturated,
                                            check_term_stalled)
-from jaxloss.monitors.checks_training import (check_clipping, check_grad_explosion,
+from jaxloss.monitors.checks_training import (check_clipping, check_diverged,
+                                              check_grad_explosion,
                                               check_grad_vanishing, check_non_finite,
                                               check_not_learning, check_oscillating)
-from jaxloss.monitors.stream import (CODES, INTENTS, SEVERITIES, THRESHOLDS,  # noqa: F401
-                                     Finding, _Run, _split_events, default_thresholds,
+from jaxloss.monitors.stream import (CODES, CONFIG_KEYS, INTENTS,  # noqa: F401
+                                     SEVERITIES, THRESHOLDS, Finding, _Run,
+                                     _split_events, default_thresholds,
                                      resolve_thresholds, validate_halt_on)
 
 
 MONITORS: tuple[Callable[[_Run], list[Finding]], ...] = (
-    check_initial_loss, check_non_finite, check_grad_explosion, check_grad_vanishing,
+    check_initial_loss, check_diverged, check_non_finite, check_grad_explosion, check_grad_vanishing,
     check_clipping, check_not_learning, check_oscillating, check_term_stalled,
     check_term_saturated, check_prediction_collapse, check_eval_deterministic,
     check_stage_expectations,
@@ -70,9 +74,71 @@ def diagnose(events: Sequence[Mapping], thresholds: Optional[Mapping] = None
     ['grad_explosion']
   """
   run = _split_events(events, thresholds)
-  findings = [f for monitor in MONITORS for f in monitor(run)]
+  findings = reconcile([f for monitor in MONITORS for f in monitor(run)], run)
   order = {s: i for i, s in enumerate(SEVERITIES)}
   return sorted(findings, key=lambda f: (f.step, order[f.severity], f.code, f.subject))
+
+
+# What a diverging loss brings with it: reported inside the loss_diverged finding, not
+# beside it with advice of their own (which would contradict it: "raise the LR" from a
+# flat loss, "raise max_grad_norm" from clipping on every step).
+DIVERGENCE_SYMPTOMS = ("non_finite", "grad_explosion", "grad_vanishing",
+                       "clipping_every_step", "not_learning", "loss_oscillating",
+                       "term_stalled", "term_saturated", "prediction_collapse",
+                       "stage_expectation")
+
+
+def reconcile(findings: Sequence[Finding], run: Optional[_Run] = None
+              ) -> list[Finding]:
+  """One incident, one finding: folds the findings a divergence causes into it.
+
+  For each ``loss_diverged`` finding (an episode from its ``step`` to ``until``), every
+  finding whose code is in :data:`DIVERGENCE_SYMPTOMS` and whose episode overlaps the
+  divergence -- from two log periods before the loss crossed the threshold (the
+  gradients explode first) to the step it came back under it (the end of the run if
+  it never did) -- is removed from the list and recorded in the divergence's
+  ``related`` field with its message; its advice is dropped, so the diagnosis carries
+  one advice (lower the learning rate) and none that contradicts it. Findings outside
+  the divergence, and those of other codes (``initial_loss_off``,
+  ``eval_nondeterministic``), stay as they are.
+
+  Args:
+    findings: the monitors' findings, any order.
+    run: the stream they came from (for the log steps before a divergence); None
+      folds only findings that start at or after it.
+
+  Returns:
+    The reconciled findings (input order kept).
+  """
+  diverged = [f for f in findings if f.code == "loss_diverged"]
+  if not diverged:
+    return list(findings)
+  steps = sorted(e["step"] for e in run.train) if run is not None else []
+  folded: dict[int, list[Finding]] = {id(d): [] for d in diverged}
+  absorbed = set()
+  for f in findings:
+    if f.code not in DIVERGENCE_SYMPTOMS:
+      continue
+    f_until = f.until if f.until is not None else f.step
+    for d in diverged:
+      before = [s for s in steps if s < d.step][-2:]
+      start = before[0] if before else d.step
+      end = d.until if d.until is not None else d.step
+      if f.step <= end and f_until >= start:
+        folded[id(d)].append(f)
+        absorbed.add(id(f))
+        break
+  out = []
+  for f in findings:
+    if id(f) in absorbed:
+      continue
+    if f.code == "loss_diverged" and folded[id(f)]:
+      related = tuple({"code": r.code, "subject": r.subject, "step": r.step,
+                       "until": r.until if r.until is not None else r.step,
+                       "message": r.message} for r in folded[id(f)])
+      f = dataclasses.replace(f, related=related)
+    out.append(f)
+  return out
 
 
 class Monitor:
@@ -91,7 +157,7 @@ class Monitor:
     # Kept as overrides (not expanded to the defaults), so that thresholds recorded in
     # the stream's meta event apply exactly as they do for diagnose().
     self.overrides = {k: v for k, v in dict(thresholds or {}).items()
-                      if k not in ("halt_on", "enabled")}
+                      if k not in CONFIG_KEYS}
     self.thresholds = resolve_thresholds(self.overrides)
     self.halt_on = validate_halt_on(halt_on)
     self._seen: set = set()
@@ -105,5 +171,7 @@ class Monitor:
     return new
 
   def halting(self, findings: Iterable[Finding]) -> Optional[Finding]:
-    """The first of ``findings`` whose code is in ``halt_on``, or None."""
-    return next((f for f in findings if f.code in self.halt_on), None)
+    """The first of ``findings`` whose code, or the code of a finding folded into it
+    (its ``related``), is in ``halt_on``; or None."""
+    return next((f for f in findings if f.code in self.halt_on
+                 or any(r["code"] in self.halt_on for r in f.related)), None)

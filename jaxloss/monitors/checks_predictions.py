@@ -204,8 +204,9 @@ def check_stage_expectations(run: _Run) -> list[Finding]:
       verb = {"up": "rise", "down": "fall", "not_down": "not fall",
               "not_up": "not rise"}[intent]
       msg = (f"stage {stage['name']}: test {metric.upper()} {100 * b:.1f} -> "
-             f"{100 * a:.1f} ({100 * delta:+.1f} points, noise +/-{100 * noise:.1f}; "
-             f"intended to {verb})")
+             f"{100 * a:.1f} (means of {len(b_vals)} and {len(a_vals)} evaluations, "
+             f"{100 * delta:+.1f} points, noise +/-{100 * noise:.1f}; intended to "
+             f"{verb})")
       if ok:
         out.append(Finding("stage_expectation", "info", tail[-1]["step"], msg + ": as "
                            "intended", "None needed.", subject=f"{stage['name']}/{metric}"))

@@ -1,5 +1,5 @@
-"""Checks of the optimisation: non-finite steps, exploding or vanishing gradients,
-clipping on every step, a loss that does not fall, a loss that oscillates.
+"""Checks of the optimisation: a diverged loss, non-finite steps, exploding or vanishing
+gradients, clipping on every step, a loss that does not fall, a loss that oscillates.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from typing import Optional
 import numpy as np
 
 from jaxloss.monitors.stream import (Finding, _Run, _episodes, _num, _pct, _rel_fall,
-                                     _signed_pct, _values, _window_episodes)
+                                     _signed_pct, _steps_span, _times, _values,
+                                     _window_episodes, lr_advice)
 
 
 def check_non_finite(run: _Run) -> list[Finding]:
@@ -25,25 +26,24 @@ def check_non_finite(run: _Run) -> list[Finding]:
     prior = [e for e in run.train if e["step"] < first["step"]]
     prior_norm = max((e.get("grad_norm_max") or e.get("grad_norm") or 0 for e in prior),
                      default=None)
-    lr = run.lr(first)
-    msg = (f"{skipped} of {steps or '?'} steps between step {ep[0]['step']} and "
-           f"{ep[-1]['step']} had a non-finite loss or gradient and were skipped "
-           f"(params kept)")
+    span = (f"in the log period ending at step {first['step']}" if len(ep) == 1 else
+            f"in the log periods ending at steps {first['step']}-{ep[-1]['step']}")
+    msg = (f"{skipped} of {steps or '?'} steps {span} had a non-finite loss or "
+           f"gradient and were skipped (params kept)")
     if elements:
       msg += f"; {elements:,} non-finite gradient elements"
     if prior_norm is not None:
       msg += f"; the largest gradient norm before was {prior_norm:.3g}"
-    lr_text = f"from {lr:.3g} to {lr / 10:.3g}" if lr else "10x"
+    lower = lr_advice(run, first, 10)
     if prior_norm is not None and prior_norm > run.th["grad_explosion"]:
-      advice = (f"The gradients exploded first: lower {run.field('learning_rate', 'learning_rate')} "
-                f"{lr_text} and clip (max_grad_norm=1.0). If masks are involved, fill "
-                "them with a finite value: jaxloss.losses.mask_invalid_logits (-1e9).")
+      advice = (f"The gradients exploded first: {_lower_first(lower)} and clip "
+                "(max_grad_norm=1.0). If masks are involved, fill them with a finite "
+                "value: jaxloss.losses.mask_invalid_logits (-1e9).")
     else:
       advice = ("Replace -inf in masked logits with a finite large negative "
                 "(jaxloss.losses.mask_invalid_logits, -1e9; large_negative(float16) for "
                 f"f16) and make every row keep one valid class; if no mask is involved, "
-                f"lower {run.field('learning_rate', 'learning_rate')} {lr_text} and "
-                "clip gradients (max_grad_norm=1.0).")
+                f"{_lower_first(lower)} and clip gradients (max_grad_norm=1.0).")
     out.append(Finding("non_finite", "error", first["step"], msg, advice,
                        until=ep[-1]["step"]))
   return out
@@ -56,14 +56,12 @@ def check_grad_explosion(run: _Run) -> list[Finding]:
   out = []
   for ep in _episodes(run.train, lambda e: (key(e) or 0) > th):
     peak = max(key(e) for e in ep)
-    lr = run.lr(ep[0])
     clip = run.meta.get("max_grad_norm")
     where = (f"in the log period ending at step {ep[0]['step']}" if len(ep) == 1 else
-             f"between steps {ep[0]['step']} and {ep[-1]['step']}")
+             f"in the log periods ending at steps {ep[0]['step']}-{ep[-1]['step']}")
     msg = (f"pre-clip global gradient norm reached {peak:.3g} {where} (threshold "
            f"{th:g}; period mean {_num(ep[0].get('grad_norm'))})")
-    advice = f"Lower {run.field('learning_rate', 'learning_rate')}"
-    advice += f" from {lr:.3g} to {lr / 10:.3g}" if lr else " by 10x"
+    advice = lr_advice(run, ep[0], 10)
     advice += (" and clip with max_grad_norm=1.0" if not clip else
                f"; clipping at {clip:g} bounds the step but not the cause")
     advice += " (a warm-up of a few epochs also helps)."
@@ -106,9 +104,11 @@ def check_clipping(run: _Run) -> list[Finding]:
     norms = [e["grad_norm"] for e in ep if e.get("grad_norm") is not None]
     median = float(np.median(norms)) if norms else None
     clip = run.meta.get("max_grad_norm")
-    msg = (f"gradients clipped on {_pct(min(e['clipped_share'] for e in ep))}+ of steps "
-           f"for {len(ep)} log periods (steps {ep[0]['step']}-{ep[-1]['step']}); median "
-           f"pre-clip norm {_num(median)} vs max_grad_norm {_num(clip)}")
+    low = min(e["clipped_share"] for e in ep)
+    share = "every step" if low >= 1 else f"at least {_pct(low)} of the steps"
+    msg = (f"gradients clipped on {share} for {len(ep)} log periods (steps "
+           f"{ep[0]['step']}-{ep[-1]['step']}); median pre-clip norm {_num(median)} vs "
+           f"max_grad_norm {_num(clip)}")
     target = f"{1.5 * median:.2g}" if median else "the typical gradient norm"
     advice = (f"Clipping is rescaling every update, so it acts as a hidden LR cut: raise "
               f"max_grad_norm from {_num(clip)} to about {target} (1.5x the median norm) "
@@ -116,6 +116,10 @@ def check_clipping(run: _Run) -> list[Finding]:
     out.append(Finding("clipping_every_step", "warning", ep[0]["step"], msg, advice,
                        until=ep[-1]["step"]))
   return out
+
+
+def _lower_first(text: str) -> str:
+  return text[:1].lower() + text[1:]
 
 
 def _first_loss(run: _Run) -> Optional[float]:
@@ -165,7 +169,7 @@ def check_not_learning(run: _Run) -> list[Finding]:
     level = float(np.mean(vals))
     msg = (f"train loss flat over steps {w[0]['step']}-{last[-1]['step']}: "
            f"{vals[0]:.4g} -> {vals[-1]:.4g} ({_signed_pct(-_rel_fall(vals))}), still "
-           f"{100 * level / first:.0f}% of the first loss {first:.4g}")
+           f"{_times(level / first)} the first loss {first:.4g}")
     tests = [e for e in run.test if w[0]["step"] <= e["step"] <= last[-1]["step"]
              and e.get("uar") is not None]
     num_classes = run.meta.get("num_classes")
@@ -174,12 +178,14 @@ def check_not_learning(run: _Run) -> list[Finding]:
       msg += f"; test UAR {uar:.3f}"
       if num_classes:
         msg += f" (chance {1 / num_classes:.3f})"
-    lr = run.meta.get("learning_rate") or run.lr(last[-1])
+    if level > first:  # above where it started: an LR too high, not too low
+      tail = (f"then {_lower_first(lr_advice(run, last[-1], 10))}: the loss sits above "
+              "its first value.")
+    else:
+      tail = f"then {_lower_first(lr_advice(run, last[-1], 3, verb='Raise'))}."
     advice = ("The model is not fitting the labels. Check that labels line up with "
               "the inputs (a shuffled or misaligned label column gives exactly this), "
-              "that the loss sees the right logits, then raise "
-              f"{run.field('learning_rate', 'learning_rate')}"
-              + (f" from {lr:.3g} to {3 * lr:.3g}." if lr else " 3x."))
+              "that the loss sees the right logits, " + tail)
     out.append(Finding("not_learning", "warning", w[0]["step"], msg, advice,
                        subject=stage, until=last[-1]["step"]))
   return out
@@ -211,13 +217,67 @@ def check_oscillating(run: _Run) -> list[Finding]:
     flips, jump, level = _oscillation(run, w)
     span = [e["loss"] for e in run.train
             if w[0]["step"] <= e["step"] <= last[-1]["step"]]
-    lr = run.lr(last[-1])
     msg = (f"train loss oscillates over steps {w[0]['step']}-{last[-1]['step']}: "
            f"{100 * flips:.0f}% direction changes, mean jump {jump:.3g} on a level of "
            f"{level:.3g} (range {min(span):.3g}-{max(span):.3g})")
-    advice = (f"Lower {run.field('learning_rate', 'learning_rate')}"
-              + (f" from {lr:.3g} to {lr / 3:.3g}" if lr else " 3x")
+    advice = (lr_advice(run, last[-1], 3)
               + ", or decay it sooner; a larger batch also smooths the updates.")
     out.append(Finding("loss_oscillating", "warning", w[0]["step"], msg, advice,
                        until=last[-1]["step"]))
+  return out
+
+
+def check_diverged(run: _Run) -> list[Finding]:
+  """``loss_diverged`` (error): a log period's mean train loss above ``diverge_factor``
+  times the first loss (the ``init`` event's, else the first period's) -- the loss
+  went up by an order of magnitude instead of down. The episode lasts until the loss is
+  back under the first loss (a dip between the two is the same divergence), one
+  finding per episode; :func:`jaxloss.monitors.checks.reconcile` folds the findings
+  the divergence causes (exploding gradients, oscillation, a flat loss, a collapsed
+  head, ...) into it."""
+  first = _first_loss(run)
+  factor = run.th["diverge_factor"]
+  if first is None or first <= 0 or factor <= 0:
+    return []
+  episodes, current = [], None
+  for e in run.train:
+    loss = e.get("loss")
+    if loss is None or not np.isfinite(loss):
+      if current is not None:
+        current.append(e)
+      continue
+    if current is None and loss > factor * first:
+      current = [e]
+    elif current is not None:
+      if loss <= first:
+        episodes.append((current, e))
+        current = None
+      else:
+        current.append(e)
+  if current is not None:
+    episodes.append((current, None))
+  out = []
+  for ep, back in episodes:
+    start = ep[0]
+    finite = [e for e in ep if e.get("loss") is not None and np.isfinite(e["loss"])]
+    peak = max(finite, key=lambda e: e["loss"])
+    msg = (f"train loss rose from {first:.4g} (first step) to {start['loss']:.4g} at "
+           f"step {start['step']}, {_times(start['loss'] / first)} the first loss "
+           f"(threshold {factor:g}x)")
+    if peak is not start:
+      msg += f", peaking at {peak['loss']:.4g} at step {peak['step']}"
+    if back is not None:
+      msg += (f"; back under the first loss at step {back['step']} "
+              f"({back['loss']:.4g})")
+    elif ep[-1] not in finite:
+      msg += f"; non-finite at step {ep[-1]['step']}"
+    elif len(ep) > 1:
+      msg += (f"; still {_times(ep[-1]['loss'] / first)} the first loss at step "
+              f"{ep[-1]['step']}")
+    advice = (lr_advice(run, start, 10)
+              + ": the updates are too large for this model and loss. If it still "
+              "diverges, lower it 10x again or add a warm-up of a few epochs; clipping "
+              "(max_grad_norm=1.0) bounds a step but does not remove the cause.")
+    out.append(Finding("loss_diverged", "error", start["step"], msg, advice,
+                       until=(ep[-1]["step"])))
   return out

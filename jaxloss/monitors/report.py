@@ -15,8 +15,22 @@ _MARK = {"error": "ERROR", "warning": "WARN ", "info": "info "}
 def format_live(finding: Finding) -> str:
   """One finding as two progress-output lines: what was seen, then the fix."""
   where = f" [{finding.subject}]" if finding.subject else ""
-  return (f"{_MARK[finding.severity]} {finding.code}{where} @ step {finding.step}: "
+  text = (f"{_MARK[finding.severity]} {finding.code}{where} @ step {finding.step}: "
           f"{finding.message}\n      -> {finding.advice}")
+  if finding.related:
+    text += f"\n      symptoms folded in: {related_text(finding)}"
+  return text
+
+
+def related_text(finding: Finding) -> str:
+  """``grad_explosion @ 8, loss_oscillating @ 56-568, ...``: the findings folded into
+  ``finding`` (see :func:`jaxloss.monitors.checks.reconcile`)."""
+  parts = []
+  for r in finding.related:
+    where = f" [{r['subject']}]" if r.get("subject") else ""
+    span = (f"{r['step']}" if r["until"] == r["step"] else f"{r['step']}-{r['until']}")
+    parts.append(f"{r['code']}{where} @ {span}")
+  return ", ".join(parts)
 
 
 def counts(findings: Iterable[Finding]) -> dict[str, int]:
@@ -72,6 +86,9 @@ def format_table(findings: Sequence[Finding], *, width: int = 100) -> str:
     lines += [" " * len(row) + b for b in body[1:]]
     lines += textwrap.wrap("advice: " + f.advice, width, initial_indent=indent,
                            subsequent_indent=indent + "        ")
+    if f.related:
+      lines += textwrap.wrap("symptoms folded in: " + related_text(f), width,
+                             initial_indent=indent, subsequent_indent=indent + "    ")
   c = counts(findings)
   lines.append("-" * min(width, max(len(head), 80)))
   lines.append(f"{c['error']} error, {c['warning']} warning, {c['info']} info"

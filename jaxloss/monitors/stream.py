@@ -14,13 +14,16 @@ import numpy as np
 
 SEVERITIES = ("error", "warning", "info")
 
-CODES = ("non_finite", "grad_explosion", "grad_vanishing", "clipping_every_step",
+CODES = ("loss_diverged", "non_finite", "grad_explosion", "grad_vanishing", "clipping_every_step",
          "not_learning", "loss_oscillating", "term_stalled", "term_saturated",
          "prediction_collapse", "initial_loss_off", "eval_nondeterministic",
          "stage_expectation")
 
 # name -> (default, meaning). Windows count log periods (train events).
 THRESHOLDS: dict[str, tuple[Any, str]] = {
+    "diverge_factor": (10.0, "a train loss above this multiple of the first loss has "
+                             "diverged (loss_diverged; the findings it causes become "
+                             "its symptoms)"),
     "grad_explosion": (10.0, "pre-clip global gradient norm above this is explosion"),
     "grad_vanishing": (1e-4, "mean global gradient norm below this is vanishing"),
     "grad_vanishing_patience": (2, "consecutive log periods of vanishing gradients"),
@@ -59,6 +62,9 @@ THRESHOLDS: dict[str, tuple[Any, str]] = {
 
 INTENTS = ("up", "down", "not_down", "not_up")
 
+# Fields of config.monitor that are not thresholds.
+CONFIG_KEYS = ("halt_on", "enabled", "fail_on_error")
+
 
 def default_thresholds() -> dict[str, Any]:
   """The default thresholds as a plain dict (put it in the config under ``monitor``)."""
@@ -74,7 +80,7 @@ def resolve_thresholds(overrides: Optional[Mapping[str, Any]] = None) -> dict[st
   """
   out = default_thresholds()
   for key, value in dict(overrides or {}).items():
-    if key in ("halt_on", "enabled"):
+    if key in CONFIG_KEYS:
       continue
     if key not in out:
       raise ValueError(f"unknown monitor threshold {key!r}; known: {sorted(out)}")
@@ -109,6 +115,10 @@ class Finding:
     advice: the concrete change to make.
     subject: the term, head or stage concerned ("" for the whole run).
     until: last step of the episode (same as ``step`` for a one-off).
+    related: findings folded into this one because they share its cause (e.g. the
+      gradient explosion, oscillation and collapse after a divergence), each as
+      ``{"code", "subject", "step", "until", "message"}``; their own advice is dropped
+      (see :func:`jaxloss.monitors.checks.reconcile`).
   """
   code: str
   severity: str
@@ -117,6 +127,7 @@ class Finding:
   advice: str
   subject: str = ""
   until: Optional[int] = None
+  related: tuple = ()
 
   @property
   def key(self) -> tuple:
@@ -128,6 +139,7 @@ class Finding:
     d = dataclasses.asdict(self)
     if d["until"] is None:
       d["until"] = d["step"]
+    d["related"] = [dict(r) for r in self.related]
     return d
 
 
@@ -239,6 +251,46 @@ def _rel_fall(values: Sequence[float]) -> float:
   k = max(len(values) // 3, 1)
   first, last = float(np.mean(values[:k])), float(np.mean(values[-k:]))
   return (first - last) / max(abs(first), 1e-12)
+
+
+def _steps_span(first: int, last: int) -> str:
+  """``at step 8`` or ``between steps 8 and 40``."""
+  return f"at step {first}" if first == last else f"between steps {first} and {last}"
+
+
+def _times(ratio: float) -> str:
+  """A ratio to a reference as people read it, before "the <reference>": ``62% of``,
+  ``3.2x``, ``6.2e+05x``."""
+  if ratio < 2:
+    return f"{100 * ratio:.0f}% of"
+  return f"{ratio:.2g}x" if ratio < 1e4 else f"{ratio:.1e}x"
+
+
+def _lr(x: float) -> str:
+  """A learning rate as written in a config: ``1000``, ``0.002``, ``5e-05``."""
+  if 1e-4 <= abs(x) < 1e6:
+    return np.format_float_positional(x, precision=3, unique=False, fractional=False,
+                                      trim="-")
+  return f"{x:.3g}"
+
+
+def lr_advice(run: "_Run", event: Optional[Mapping], factor: float,
+              verb: str = "Lower") -> str:
+  """``Lower config.learning_rate from 1000 to 100``: the change to the config's own
+  learning rate (the value the user sets), with the schedule's value at ``event``'s
+  step in brackets when it differs (a decayed or stage-scaled rate)."""
+  name = run.field("learning_rate", "learning_rate")
+  base = run.meta.get("learning_rate")
+  now = run.lr(event) if event is not None else None
+  new = (lambda v: v / factor) if verb == "Lower" else (lambda v: v * factor)
+  if base:
+    text = f"{verb} {name} from {_lr(base)} to {_lr(new(base))}"
+    if now and abs(now - base) > 1e-6 * abs(base):
+      text += f" (the schedule was at {_lr(now)} at step {event['step']})"
+    return text
+  if now:
+    return f"{verb} {name} from {_lr(now)} to {_lr(new(now))}"
+  return f"{verb} {name} {factor:g}x"
 
 
 def _num(x, fmt=".3g") -> str:

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 RUNTIME_FIELDS = (
     "progress", "interrupt_at_step", "distributed.", "num_devices", "parallel",
     "train_input", "eval_batch_size", "checkpoint_every_steps", "keep_checkpoints",
-    "monitor.halt_on", "tfds_data_dir", "fail_on_errors", "runtime_fields",
+    "monitor.halt_on", "monitor.fail_on_error", "tfds_data_dir", "runtime_fields",
 )
 
 

@@ -10,8 +10,9 @@ everything here is written once for all of them.
 Config fields the loop reads (all recipes' configs have them):
 ``seed``, ``eval_batch_size``, ``checkpoint_every_steps``, ``keep_checkpoints``,
 ``progress``, ``interrupt_at_step``, ``parallel``, ``num_devices``, ``train_input``,
-``distributed``, ``monitor`` (thresholds, ``enabled``, ``halt_on``) and optionally
-``fail_on_errors``.
+``distributed``, ``monitor`` (thresholds, ``enabled``, ``halt_on``,
+``fail_on_error``: a diagnosis with an error sets ``summary["exit_status"]`` to
+:data:`EXIT_DIAGNOSIS`, which ``python -m experiments.run`` exits with).
 
 Workdir: ``config.json`` (the run's config; see :mod:`jaxloss.training.guard`),
 ``metrics.jsonl`` (per member under ``member_<k>/`` for an ensemble, with the ensemble's
@@ -42,6 +43,10 @@ from jaxloss.training.recipe import Recipe, RunRecord
 from jaxloss.training.run_files import MetricsLog, RunFacts, read_json, write_json
 
 TRAIN_INPUTS = ("auto", "device", "host")
+
+# The exit status of ``python -m experiments.run`` when the run's diagnosis has an error
+# (1 is a crash, 2 a config or data error); config.monitor.fail_on_error=False: 0.
+EXIT_DIAGNOSIS = 3
 
 
 def _fmt(x, spec=".4f") -> str:
@@ -444,7 +449,11 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
         or (epoch_end and recipe.checkpoint_every_epoch)):
       checkpoint(step)
     if halted is not None:
-      say(f"Halted at step {step}: {halted.code} is in config.monitor.halt_on "
+      codes = [halted.code] + [r["code"] for r in halted.related]
+      matched = next(c for c in codes if c in config.monitor.halt_on)
+      say(f"Halted at step {step}: {matched}"
+          + (f" (folded into {halted.code})" if matched != halted.code else "")
+          + " is in config.monitor.halt_on "
           f"(checkpoint saved; re-running the workdir resumes from it)")
       break
   bar.close()
@@ -482,6 +491,8 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
   })
   if not ensemble:
     summary["skipped_steps"] = summary["skipped_steps"][0]
+  failing = diagnosis["error"] > 0 and bool(config.monitor.get("fail_on_error", True))
+  summary["exit_status"] = EXIT_DIAGNOSIS if failing else 0
   distributed.finish()
   if not main:  # process 0 writes the run's files and prints its report
     return summary
@@ -502,4 +513,7 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
   print(f"diagnosis: {diagnosis['error']} error, {diagnosis['warning']} warning, "
         f"{diagnosis['info']} info {summary['findings']} "
         f"(python -m tools.ops.diagnose {member_dirs[0]})")
+  if failing:
+    print(f"exit status {EXIT_DIAGNOSIS}: the diagnosis has {diagnosis['error']} "
+          "error(s); --config.monitor.fail_on_error=False exits 0 anyway")
   return summary

@@ -100,7 +100,7 @@ def the(findings, code):
 def test_every_code_has_tests_below():
   # A guard for this file: a new code needs new tests here.
   assert set(CODES) == {
-      "non_finite", "grad_explosion", "grad_vanishing", "clipping_every_step",
+      "loss_diverged", "non_finite", "grad_explosion", "grad_vanishing", "clipping_every_step",
       "not_learning", "loss_oscillating", "term_stalled", "term_saturated",
       "prediction_collapse", "initial_loss_off", "eval_nondeterministic",
       "stage_expectation"}
@@ -110,6 +110,71 @@ def test_healthy_stream_has_no_findings():
   events = make_stream(HEALTHY, tests=[{"step": 48, "war": 0.5, "uar": 0.4,
                                         "eval_repeat_max_diff": 0.0}])
   assert diagnose(events) == []
+
+
+# --- loss_diverged and the one-incident reconciliation --------------------------------
+
+# First loss 2.3; the loss jumps past 10 x 2.3 = 23 at step 24, dips to 15 (between 1x
+# and 10x: still the same divergence), peaks at 400 and is back under 2.3 at step 72.
+DIVERGING = [2.2, 2.0, 50.0, 15.0, 400.0, 300.0, 80.0, 30.0, 2.1, 1.9, 1.8, 1.7]
+
+
+def test_loss_diverged_one_episode_with_peak_and_recovery():
+  findings = diagnose(make_stream(DIVERGING))
+  f = the(findings, "loss_diverged")
+  assert (f.severity, f.step, f.until, f.subject) == ("error", 24, 64, "")
+  assert f.message == ("train loss rose from 2.3 (first step) to 50 at step 24, 22x the "
+                       "first loss (threshold 10x), peaking at 400 at step 40; back under "
+                       "the first loss at step 72 (2.1)")
+  assert f.advice.startswith("Lower config.learning_rate from 0.05 to 0.005: the updates "
+                             "are too large")
+
+
+@pytest.mark.parametrize("losses", [
+    [2.2, 2.0, 22.0, 2.0] + [1.9] * 8,   # 22 < 10 x 2.3 = 23
+    HEALTHY,
+])
+def test_loss_diverged_quiet_below_the_factor(losses):
+  assert not only(diagnose(make_stream(losses)), "loss_diverged")
+
+
+def test_divergence_folds_its_symptoms_into_one_finding_with_one_advice():
+  # The divergence brings exploding gradients (from step 16, one period before the
+  # loss crosses: folded), clipping on every step and a collapsed head; a grad
+  # explosion at step 88, after the recovery, is a separate incident and stays.
+  n = len(DIVERGING)
+  gmax = [None, 40.0, 80.0, 60.0, 90.0] + [None] * 5 + [50.0, None]
+  clipped = [0.0, 1.0, 1.0, 1.0, 1.0, 1.0] + [0.0] * 6
+  top = [0.2, 0.2, 0.95, 0.97, 0.99, 0.99, 0.2] + [0.2] * 5
+  events = make_stream(DIVERGING, grad_norm_max=gmax, clipped=clipped,
+                       fields={"top_share/class": top, "top_class/class": [3] * n},
+                       meta={"heads": {"class": {"num_classes": 10, "o_index": None,
+                                                 "label_shares": [0.1] * 10}}})
+  unreconciled = [f for m in checks.MONITORS for f in m(checks._split_events(events, None))]
+  assert {"grad_explosion", "clipping_every_step", "prediction_collapse"} <= set(
+      codes(unreconciled))
+  findings = diagnose(events)
+  assert codes(findings) == ["loss_diverged", "grad_explosion"]
+  f = findings[0]
+  assert [(r["code"], r["step"]) for r in f.related] == [
+      ("grad_explosion", 16), ("clipping_every_step", 16), ("prediction_collapse", 24)]
+  assert all(set(r) == {"code", "subject", "step", "until", "message"}
+             for r in f.related)
+  assert findings[1].step == 88  # after the recovery: its own incident
+  # Halting on a folded code stops the run at the incident.
+  assert Monitor(halt_on=("clipping_every_step",)).halting(findings) is f
+  assert Monitor(halt_on=("grad_vanishing",)).halting(findings) is None
+
+
+def test_lr_advice_never_contradicts_a_loss_above_its_start():
+  # Flat far above the first loss (a run at a hopeless LR, under the divergence
+  # factor): not_learning must not say "raise the learning rate".
+  flat_high = [9.0, 9.1, 9.0, 9.1, 9.0, 9.1, 9.0, 9.1, 9.0, 9.1, 9.0, 9.1]
+  f = the(diagnose(make_stream(flat_high)), "not_learning")
+  assert "raise" not in f.advice.lower().split("then")[-1]
+  assert f.advice.endswith("then lower config.learning_rate from 0.05 to 0.005: the loss "
+                           "sits above its first value.")
+  assert "still 3.9x the first loss 2.3" in f.message
 
 
 # --- non_finite ---------------------------------------------------------------------
@@ -122,8 +187,8 @@ def test_non_finite_fires_with_counts_and_lr_cut():
   f = findings[0]
   assert (f.severity, f.step, f.until, f.subject) == ("error", 24, 24, "")
   assert f.message == (
-      "3 of 8 steps between step 24 and 24 had a non-finite loss or gradient and were "
-      "skipped (params kept); 1,234 non-finite gradient elements; the largest gradient "
+      "3 of 8 steps in the log period ending at step 24 had a non-finite loss or "
+      "gradient and were skipped (params kept); 1,234 non-finite gradient elements; the largest gradient "
       "norm before was 1")
   # No explosion before (largest norm 1 <= 10): masks first, then the LR / 10.
   assert f.advice.startswith("Replace -inf in masked logits")
@@ -153,18 +218,27 @@ def test_non_finite_episode_after_explosion():
   assert codes(findings) == ["grad_explosion", "non_finite"]
   f = the(findings, "non_finite")
   assert (f.step, f.until) == (24, 32)
-  assert "11 of 16 steps between step 24 and 32" in f.message
+  assert "11 of 16 steps in the log periods ending at steps 24-32" in f.message
   assert "the largest gradient norm before was 50" in f.message
   assert f.advice.startswith("The gradients exploded first: lower "
                              "config.learning_rate from 0.05 to 0.005 and clip "
                              "(max_grad_norm=1.0).")
 
 
-def test_non_finite_uses_the_events_learning_rate():
+def test_lr_advice_changes_the_configured_rate_and_names_the_schedules():
+  # The advice changes config.learning_rate (0.05 here), so it quotes that value and
+  # adds the schedule's value where it differs (the run saw 0.2 at that step) ...
   findings = diagnose(make_stream(
       HEALTHY, skipped=[0, 2] + [0] * 10,
       fields={"learning_rate": [0.2] * len(HEALTHY)}))
-  assert "from 0.2 to 0.02" in the(findings, "non_finite").advice
+  assert ("lower config.learning_rate from 0.05 to 0.005 (the schedule was at 0.2 at "
+          "step 16)") in the(findings, "non_finite").advice
+  # ... and falls back to the events' value when the stream does not record it.
+  findings = diagnose(make_stream(
+      HEALTHY, skipped=[0, 2] + [0] * 10, meta={"learning_rate": None},
+      fields={"learning_rate": [0.2] * len(HEALTHY)}))
+  assert "lower config.learning_rate from 0.2 to 0.02 and" in the(
+      findings, "non_finite").advice
 
 
 def test_non_finite_quiet_without_skips():
@@ -199,7 +273,7 @@ def test_grad_explosion_episode_reports_the_peak_once():
                                   meta={"max_grad_norm": None}))
   f = the(findings, "grad_explosion")
   assert (f.step, f.until) == (32, 48)
-  assert "reached 30 between steps 32 and 48" in f.message
+  assert "reached 30 in the log periods ending at steps 32-48" in f.message
   assert f.advice == ("Lower config.learning_rate from 0.05 to 0.005 and clip with "
                       "max_grad_norm=1.0 (a warm-up of a few epochs also helps).")
 
@@ -248,8 +322,8 @@ def test_clipping_fires_with_one_and_a_half_median():
   assert codes(findings) == ["clipping_every_step"]
   f = findings[0]
   assert (f.severity, f.step, f.until, f.subject) == ("warning", 8, 24, "")
-  assert f.message == ("gradients clipped on 99.5%+ of steps for 3 log periods (steps "
-                       "8-24); median pre-clip norm 6 vs max_grad_norm 5")
+  assert f.message == ("gradients clipped on at least 99.5% of the steps for 3 log "
+                       "periods (steps 8-24); median pre-clip norm 6 vs max_grad_norm 5")
   assert "raise max_grad_norm from 5 to about 9 (1.5x the median norm)" in f.advice
 
 
@@ -297,7 +371,8 @@ def test_not_learning_advice_names_the_configured_learning_rate():
   # not the decayed value of the schedule at the flat window ...
   findings = diagnose(make_stream(FLAT, fields={"learning_rate": [0.01] * 10},
                                   meta={"learning_rate": 0.05}))
-  assert the(findings, "not_learning").advice.endswith("from 0.05 to 0.15.")
+  assert the(findings, "not_learning").advice.endswith(
+      "from 0.05 to 0.15 (the schedule was at 0.01 at step 80).")
   # ... and falls back to the events' value when the stream does not record it.
   findings = diagnose(make_stream(FLAT, fields={"learning_rate": [0.01] * 10},
                                   meta={"learning_rate": None}))
@@ -812,11 +887,14 @@ def test_stage_expectation_met_is_info():
   findings = only(diagnose(stage_stream(0.411)), "stage_expectation")
   assert [(f.severity, f.step, f.subject) for f in findings] == [
       ("info", 40, "warm-up/war"), ("info", 80, "margin/uar")]
-  assert findings[0].message == ("stage warm-up: test WAR 50.0 -> 62.0 (+12.0 points, "
-                                 "noise +/-2.3; intended to rise): as intended")
+  # The numbers are means of evaluations, and say so (summary.json has single ones).
+  assert findings[0].message == ("stage warm-up: test WAR 50.0 -> 62.0 (means of 1 and 3 "
+                                 "evaluations, +12.0 points, noise +/-2.3; intended to "
+                                 "rise): as intended")
   assert findings[0].advice == "None needed."
-  assert findings[1].message == ("stage margin: test UAR 40.0 -> 41.1 (+1.1 points, "
-                                 "noise +/-1.0; intended to rise): as intended")
+  assert findings[1].message == ("stage margin: test UAR 40.0 -> 41.1 (means of 3 and 3 "
+                                 "evaluations, +1.1 points, noise +/-1.0; intended to "
+                                 "rise): as intended")
 
 
 def test_stage_expectation_within_noise_is_info():
@@ -838,7 +916,7 @@ def test_stage_expectation_noise_from_the_stage_spread():
       e["uar"] = next(swings)
   findings = only(diagnose(stream), "stage_expectation")
   f = [f for f in findings if f.subject == "margin/uar"][0]
-  assert f.severity == "info" and "(+3.3 points, noise +/-13.3" in f.message
+  assert f.severity == "info" and "evaluations, +3.3 points, noise +/-13.3" in f.message
 
 
 def test_stage_expectation_missed_is_warning():
@@ -846,8 +924,8 @@ def test_stage_expectation_missed_is_warning():
   findings = only(diagnose(stage_stream(0.38)), "stage_expectation")
   f = [f for f in findings if f.subject == "margin/uar"][0]
   assert (f.severity, f.step) == ("warning", 80)
-  assert f.message == ("stage margin: test UAR 40.0 -> 38.0 (-2.0 points, noise +/-1.0; "
-                       "intended to rise)")
+  assert f.message == ("stage margin: test UAR 40.0 -> 38.0 (means of 3 and 3 "
+                       "evaluations, -2.0 points, noise +/-1.0; intended to rise)")
   assert f.advice == ("The stage did not do what it is for. Its knobs were "
                       "class_weight_cap 3, tau 0.5, sampler_mix 1; make it stronger (a "
                       "higher class-weight cap or tau, a longer stage) or check that its "

@@ -6,6 +6,8 @@ import gzip
 import json
 import math
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -18,6 +20,7 @@ from jaxloss.checkpoint import Checkpointer
 from tools.ops import diagnose
 
 STREAMS = os.path.join(os.path.dirname(__file__), "streams")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config(tfds_dir, variant="smoke", module=digits_lt, **overrides):
@@ -120,14 +123,18 @@ def test_halt_on_stops_cleanly_with_a_checkpoint(tfds_dir, tmp_path):
   config = _config(tfds_dir, "lr_far_too_high", module=failures, num_epochs=6)
   config.monitor.halt_on = ("non_finite",)
   summary = recipes.run(config, workdir)
-  assert summary["halted"]["code"] == "non_finite"
+  # The NaN steps come with the divergence, into which they are folded: halt_on
+  # matches a folded code too.
+  assert summary["halted"]["code"] == "loss_diverged"
+  assert "non_finite" in [r["code"] for r in summary["halted"]["related"]]
+  assert summary["exit_status"] == 3  # the diagnosis has an error
   assert summary["steps"] < 48 and summary["steps"] % 8 == 0
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   assert ckpt.latest_step() == summary["steps"]
   ckpt.close()
   with open(os.path.join(workdir, "diagnosis.json")) as f:
     doc = json.load(f)
-  assert doc["halted"]["code"] == "non_finite" and not doc["healthy"]
+  assert doc["halted"]["code"] == "loss_diverged" and not doc["healthy"]
   # No NaN reached the parameters: non-finite steps were skipped.
   _, saved = diagnose.load_events(workdir), None
   import orbax.checkpoint as ocp
@@ -135,6 +142,32 @@ def test_halt_on_stops_cleanly_with_a_checkpoint(tfds_dir, tmp_path):
   raw = ck._manager.restore(summary["steps"], args=ocp.args.StandardRestore())
   ck.close()
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(raw["params"]))
+
+
+def test_a_diagnosis_with_an_error_exits_3_unless_told_not_to(tfds_dir, tmp_path):
+  """python -m experiments.run: LR x20000 for one epoch diverges: one loss_diverged
+  error, exit status 3, recorded in summary.json; re-running the finished workdir with
+  --config.monitor.fail_on_error=False (a runtime field: no config-change stop) exits
+  0 with the same diagnosis."""
+  workdir = str(tmp_path / "diverged")
+  args = [sys.executable, "-m", "experiments.run",
+          "--config=experiments/imbalance/configs/failures.py:lr_far_too_high",
+          "--config.num_epochs=1", f"--config.data_dir={tfds_dir}",
+          f"--workdir={workdir}", "--compilation_cache=off"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env,
+                        timeout=600)
+  assert proc.returncode == 3, proc.stderr[-2000:]
+  assert "exit status 3: the diagnosis has 1 error(s)" in proc.stdout
+  with open(os.path.join(workdir, "summary.json")) as f:
+    summary = json.load(f)
+  assert summary["exit_status"] == 3 and summary["findings"] == ["loss_diverged"]
+  proc = subprocess.run(args + ["--config.monitor.fail_on_error=False"], cwd=REPO,
+                        capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(os.path.join(workdir, "summary.json")) as f:
+    summary = json.load(f)
+  assert summary["exit_status"] == 0 and summary["diagnosis"]["error"] == 1
 
 
 def test_halt_on_rejects_unknown_codes(tfds_dir, tmp_path):
@@ -169,9 +202,30 @@ def _recorded(name):
 def test_recorded_failure_stream_reports_its_code(variant):
   code = failures.EXPECTED[variant][0]
   findings = monitors.diagnose(_recorded(variant))
-  hits = [f for f in findings if f.code == code and f.severity != "info"]
+  hits = [f for f in findings if f.severity != "info" and
+          (f.code == code or code in [r["code"] for r in f.related])]
   assert hits, f"{variant}: {code} not reported; got {[f.code for f in findings]}"
   assert hits[0].advice
+
+
+@pytest.mark.parametrize("variant", ["lr_far_too_high", "grad_explosion"])
+def test_recorded_divergence_is_one_incident_with_one_advice(variant):
+  """LR x20000 / x400: the loss diverges, and everything it brings (NaN steps,
+  exploding gradients, oscillation, a collapsed head, stages that moved nothing) is one
+  loss_diverged error whose advice lowers the configured rate; no other error or
+  warning, no advice that contradicts it ("raise the LR", "raise max_grad_norm")."""
+  findings = monitors.diagnose(_recorded(variant))
+  loud = [f for f in findings if f.severity != "info"]
+  assert [f.code for f in loud] == ["loss_diverged"]
+  f = loud[0]
+  lr = {"lr_far_too_high": "1000", "grad_explosion": "20"}[variant]
+  assert f.advice.startswith(f"Lower config.learning_rate from {lr} to ")
+  folded = {r["code"] for r in f.related}
+  assert {"non_finite", "grad_explosion", "prediction_collapse"} <= folded
+  # The stages' verdicts during the divergence are folded too ("as intended" on a
+  # collapsed stage would be nonsense).
+  assert not [g for g in findings if g is not f and g.step <= f.until
+              and g.code in monitors.checks.DIVERGENCE_SYMPTOMS]
 
 
 @pytest.mark.parametrize("name", ["main_job", "main_job_supcon"])

@@ -53,7 +53,7 @@ def test_finding_to_dict_fills_until():
   assert INFO.to_dict() == {
       "code": "stage_expectation", "severity": "info", "step": 40,
       "message": INFO.message, "advice": "None needed.", "subject": "warm-up/war",
-      "until": 40}  # a one-off: until = step
+      "until": 40, "related": []}  # a one-off: until = step; nothing folded in
   assert ERROR.to_dict()["until"] == 32
   assert INFO.key == ("stage_expectation", "warm-up/war", 40)
 
