@@ -33,7 +33,9 @@ FEATURE_INPUTS = ("token_features", "subword_mask")
 
 def load(config) -> Pretrained:
   """The config's encoder, cut to ``config.encoder_num_layers`` bottom layers (None:
-  all).
+  all); with ``config.encoder_remat`` (fine-tuning), each layer's activations are
+  recomputed in the backward pass instead of kept (:class:`jaxloss.models.BertEncoder`
+  ``remat``).
 
   Raises:
     FileNotFoundError / ValueError: as :func:`jaxloss.models.load_pretrained` (the
@@ -42,6 +44,8 @@ def load(config) -> Pretrained:
   pre = load_pretrained(resolve_model_dir(config.encoder), require_tokenizer=True)
   if config.get("encoder_num_layers") is not None:
     pre = truncate_layers(pre, int(config.encoder_num_layers))
+  if config.get("encoder_remat") and not config.get("freeze_encoder"):
+    pre = dataclasses.replace(pre, module=pre.module.clone(remat=True))
   return pre
 
 

@@ -154,6 +154,36 @@ def test_gradients_reach_every_parameter(loaded):
   assert np.all(np.abs(g_words[used]).max(-1) > 0)
 
 
+def test_remat_gives_the_same_values_and_gradients(loaded):
+  """BertEncoder(remat=True) recomputes each layer in the backward pass: same params,
+  same hidden states, same gradients -- with dropout on, whose masks the replay must
+  draw again identically. Tolerance: float32 sums over <= 64 features re-associated by
+  a different XLA program, |x| <= ~10: a few ulp of 10, 1e-5 relative."""
+  pre, ref, _, _ = loaded(ROBERTA)
+  ids = jnp.asarray(ref["input_ids"], jnp.int32)
+  mask = jnp.asarray(ref["attention_mask"], jnp.int32)
+  remat = pre.module.clone(remat=True)
+  r = jax.random.normal(jax.random.PRNGKey(1), ids.shape + (32,))
+
+  def loss(module):
+    def f(params):
+      h = module.apply({"params": params}, ids, mask, deterministic=False,
+                       rngs={"dropout": jax.random.PRNGKey(3)})
+      return jnp.sum(h * r), h
+    return jax.jit(jax.value_and_grad(f, has_aux=True))
+
+  (va, ha), ga = loss(pre.module)(pre.params)
+  (vb, hb), gb = loss(remat)(pre.params)
+  np.testing.assert_allclose(np.asarray(hb), np.asarray(ha), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(float(vb), float(va), rtol=1e-5)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ga), jax.tree.leaves(gb)):
+    scale = float(np.abs(np.asarray(a)).max()) + 1e-12
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5 * scale,
+                               err_msg=str(path))
+  assert "remat" in str(jax.make_jaxpr(jax.grad(
+      lambda p: jnp.sum(remat.apply({"params": p}, ids, mask))))(pre.params))
+
+
 def test_padding_and_dropout(loaded):
   pre, ref, hidden, _ = loaded(ROBERTA)
   ids = np.asarray(ref["input_ids"], np.int32)

@@ -289,7 +289,7 @@ class BertLayer(_Common):
   ``output``."""
 
   @nn.compact
-  def __call__(self, x, attention_mask, *, deterministic: bool):
+  def __call__(self, x, attention_mask, deterministic: bool):
     kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype,
               precision=self.precision)
     x = BertAttention(**kw, name="attention")(x, attention_mask,
@@ -307,12 +307,16 @@ class _Intermediate(_Common):
 
 
 class _LayerStack(_Common):
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, attention_mask, *, deterministic: bool):
+    # remat: each layer's activations are recomputed in the backward pass instead of
+    # kept (flax's nn.remat = jax.checkpoint); `deterministic` is static.
+    layer = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
     for i in range(self.config.num_hidden_layers):
-      x = BertLayer(self.config, self.dtype, self.param_dtype, self.precision,
-                    name=f"layer_{i}")(x, attention_mask, deterministic=deterministic)
+      x = layer(self.config, self.dtype, self.param_dtype, self.precision,
+                name=f"layer_{i}")(x, attention_mask, deterministic)
     return x
 
 
@@ -334,6 +338,10 @@ class BertEncoder(nn.Module):
     add_pooler: give the module the pooler ``tanh(dense(h[:, 0]))`` (``pooler`` params).
     precision: matmul precision (``jax.lax.Precision``); None is JAX's default, which
       on GPU/TPU may use reduced-precision (TF32 / bf16) passes for float32.
+    remat: recompute each layer's activations in the backward pass instead of keeping
+      them (``nn.remat``): fine-tuning memory falls from ~all layers' attention maps
+      and FFN activations to one layer's, for about one more forward pass of compute.
+      Same parameters, same values.
 
   Call: ``input_ids`` int ``[B, T]``, ``attention_mask`` ``[B, T]`` (1 = real token,
   0 = padding; None = all real), ``token_type_ids`` int ``[B, T]`` (None = zeros),
@@ -371,12 +379,13 @@ class BertEncoder(nn.Module):
   param_dtype: Any = jnp.float32
   add_pooler: bool = False
   precision: Any = None
+  remat: bool = False
 
   def setup(self):
     kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype,
               precision=self.precision)
     self.embeddings = BertEmbeddings(**kw)
-    self.encoder = _LayerStack(**kw)
+    self.encoder = _LayerStack(**kw, remat=self.remat)
     if self.add_pooler:
       self.pooler = _Pooler(**kw)
 
