@@ -301,6 +301,10 @@ def _write_jsonl(folder, seed=0):
         scenario = "media" if intent == "Music" else "home"
         f.write(json.dumps({"tokens": tokens, "tags": tags, "intent": intent,
                             "command": command, "scenario": scenario}) + "\n")
+      if split == "test":  # an intent and a tag that training never saw
+        f.write(json.dumps({"tokens": ["weather", "in", "paris"],
+                            "tags": ["O", "O", "B-city"], "intent": "Weather",
+                            "command": "create", "scenario": "home"}) + "\n")
 
 
 def test_jsonl_dataset_with_extra_label_fields_trains_a_head_for_each(tmp_path, tfds_dir):
@@ -316,6 +320,9 @@ def test_jsonl_dataset_with_extra_label_fields_trains_a_head_for_each(tmp_path, 
   summary = recipes.run(config, workdir)
   assert summary["dataset"]["label_fields"] == ["command", "intent", "scenario"]
   assert summary["default_lambda_fields"] == ["scenario"]
+  # Mapped to UNK as JointBERT maps them, and counted: the test sentence's intent and
+  # its B-city tag.
+  assert summary["dataset"]["unknown_labels"] == {"test": {"intent": 1, "tags": 1}}
   assert summary["anchors"] == []  # the SNIPS rows do not apply to this dataset
   params = Checkpointer(os.path.join(workdir, "checkpoints")).restore_host()["params"]
   assert {"command_head", "intent_head", "scenario_head", "tag_head"} <= set(params)

@@ -36,6 +36,7 @@ from jaxloss import decoding
 from jaxloss import finetune
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
+from jaxloss.data.joint_nlu import UNK as LABEL_UNK
 from jaxloss.data.joint_nlu import load_joint_nlu
 from jaxloss.data.sampler import epoch_permutation_sampler
 from jaxloss.data.text import UNK, Vocabulary
@@ -262,6 +263,32 @@ def _fmt(x, spec=".4f") -> str:
   return "  nan" if x is None or not np.isfinite(x) else format(x, spec)
 
 
+def unknown_label_counts(raw: dict, fields, tag_names, label_names: dict) -> dict:
+  """``{split: {field or "tags": n}}``: the labels (sentences) and tags (tokens) of each
+  split that are not in the vocabularies and were mapped to ``UNK``, as JointBERT maps
+  them; zero counts left out. A label literally named ``UNK`` counts too (it is the
+  same id)."""
+  tag_unk = list(tag_names).index(LABEL_UNK)
+  out = {}
+  for split, s in raw.items():
+    counts = {f: int(np.sum(np.asarray(s["label_ids"][f]) ==
+                            list(label_names[f]).index(LABEL_UNK))) for f in fields}
+    counts["tags"] = int(sum(np.sum(np.asarray(t) == tag_unk) for t in s["tag_ids"]))
+    counts = {k: v for k, v in counts.items() if v}
+    if counts:
+      out[split] = counts
+  return out
+
+
+def _unknown_text(unknown: dict) -> str:
+  if not unknown:
+    return ""
+  parts = [f"{split} " + ", ".join(f"{k} {v}" for k, v in c.items())
+           for split, c in unknown.items()]
+  return ("\n  not in the training vocabularies, mapped to UNK (as JointBERT does): "
+          + "; ".join(parts))
+
+
 def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Recipe:
   """Data, vocabularies, masks, model, loss, curriculum, evaluation and summary of a
   run as a :class:`~jaxloss.training.Recipe` (no device placement). The vocabularies
@@ -282,6 +309,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                  "tag_ids": s["tag_ids"][:n],
                  "label_ids": {f: np.asarray(s["label_ids"][f][:n]) for f in fields}}
   defaulted = [f for f in fields if f not in config.lambdas]
+  unknown = unknown_label_counts(raw, fields, tag_names,
+                                 {f: data["label_names"][f] for f in fields})
   words, chars = load_vocabularies(config, raw["train"]["tokens"], workdir)
   max_len = config.max_len or max(len(t) for s in raw.values() for t in s["tokens"])
   splits = {name: encode_split(raw[name], fields, words, chars, max_len=max_len,
@@ -486,7 +515,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         "vocab_size": len(words), "char_vocab_size": len(chars),
         "encoder": encoder_facts,
         "dataset": {"manual_dir": data["manual_dir"], "layout": data["layout"],
-                    "label_fields": list(fields), "num_tags": len(tag_names)},
+                    "label_fields": list(fields), "num_tags": len(tag_names),
+                    "unknown_labels": unknown},
     })
     return summary
 
@@ -542,7 +572,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
               f"{model_text}\n  λ per epoch: "
               + ", ".join(f"{k} {v}" for k, v in lambda_values.items())
               + (f" ({', '.join(defaulted)}: config.default_lambda)" if defaulted else "")
-              + f"; masks: {config.mask_fill}, constrained decoding {constrained}")
+              + f"; masks: {config.mask_fill}, constrained decoding {constrained}"
+              + _unknown_text(unknown))
   return Recipe(
       name=config.name,
       train={**{k: train[k] for k in inputs},
