@@ -5,10 +5,13 @@ JointBERT layout (SNIPS by default) or the JSONL layout (any number of sentence-
 label fields such as ``intent`` and ``command``): a word + character BiLSTM trained from
 scratch with one head per sentence-level label and a token head for the tags; invalid
 labels masked with finite values (:func:`jaxloss.losses.mask_invalid_logits`), never
-``-inf``; the λ weights of the heads as curriculum schedules in the train state (the
-entity weight warmed up 0.3 → 0.4 → 0.5 over epochs 0, 1, 2+); a focal entity loss with
-class weights (O = 0.1, entity tags up to 5). A label field the config gives no λ for
-(e.g. ``scenario`` in a JSONL set) gets a head with ``config.default_lambda``.
+``-inf``; the λ weights of the heads as curriculum schedules in the train state (by
+default 1 each, plain cross-entropy on every head; the ``:notes`` variant warms the
+entity weight up 0.3 → 0.4 → 0.5 over epochs 0, 1, 2+ and uses a focal entity loss with
+class weights, O = 0.1 and entity tags up to 5). A label field the config gives no λ for
+(e.g. ``scenario`` in a JSONL set) gets a head with ``config.default_lambda``. Labels
+and tags outside the training vocabularies map to ``UNK`` (as JointBERT maps them) and
+are counted in ``summary["dataset"]["unknown_labels"]``.
 
 Model selection: Dev and Test are evaluated after every epoch; the reported Test numbers
 are those of the epoch with the best Dev score (mean of intent accuracy, slot F1 and
