@@ -103,7 +103,9 @@ def test_bad_train_input_is_rejected(tfds_dir, tmp_path):
 
 
 # --- real processes -------------------------------------------------------------------
-def _launch(args, processes, devices, log_dir, timeout_s=300):
+def _launch(args, processes, devices, log_dir, timeout_s=900):
+  # timeout_s guards against a hang; under load a run of the tiny recipe can take
+  # minutes (a 300 s guard failed once for a heavier recipe), so it is generous.
   procs = launch_local.start(args, num_processes=processes,
                              devices_per_process=devices, log_dir=log_dir, cwd=REPO)
   codes = launch_local.wait(procs, timeout_s)
