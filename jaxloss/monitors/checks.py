@@ -114,16 +114,18 @@ def reconcile(findings: Sequence[Finding], run: Optional[_Run] = None
   if not diverged:
     return list(findings)
   steps = sorted(e["step"] for e in run.train) if run is not None else []
+  windows = []  # (divergence, first step of its window, last step)
+  for d in diverged:
+    before = [s for s in steps if s < d.step][-2:]
+    windows.append((d, before[0] if before else d.step,
+                    d.until if d.until is not None else d.step))
   folded: dict[int, list[Finding]] = {id(d): [] for d in diverged}
   absorbed = set()
   for f in findings:
     if f.code not in DIVERGENCE_SYMPTOMS:
       continue
     f_until = f.until if f.until is not None else f.step
-    for d in diverged:
-      before = [s for s in steps if s < d.step][-2:]
-      start = before[0] if before else d.step
-      end = d.until if d.until is not None else d.step
+    for d, start, end in windows:
       if f.step <= end and f_until >= start:
         folded[id(d)].append(f)
         absorbed.add(id(f))
