@@ -22,8 +22,8 @@ from tqdm import tqdm
 from jaxloss import finetune
 from jaxloss.data import subword
 from jaxloss.data.sampler import length_grouped_sampler
-from jaxloss.models.pretrained import (Pretrained, load_pretrained, resolve_model_dir,
-                                       truncate_layers)
+from jaxloss.models.pretrained import (Pretrained, keep_vocabulary, load_pretrained,
+                                       resolve_model_dir, truncate_layers)
 from jaxloss.train_step import make_optimizer
 from jaxloss.training.recipe import SequenceBuckets
 
@@ -158,7 +158,8 @@ def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
   ``text`` tokenised) and returns the :class:`Setup` of a text recipe on it.
 
   Args:
-    config: reads ``encoder``, ``encoder_num_layers``, ``encoder_max_length``,
+    config: reads ``encoder``, ``encoder_num_layers``, ``encoder_data_vocabulary``,
+      ``encoder_max_length``,
       ``encoder_text_prefix``, ``sequence_buckets``, ``sentence_pooling``,
       ``token_hidden``, ``freeze_encoder``, ``cache_features``, ``length_grouped``,
       ``group_batches``, ``batch_size``, ``seed``, ``eval_batch_size`` and the
@@ -188,6 +189,16 @@ def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
       pre, {name: s["text"] for name, s in splits.items()},
       max_length=config.encoder_max_length, buckets=buckets,
       prefix=config.encoder_text_prefix)
+  if config.get("encoder_data_vocabulary") and not cached:
+    # Only the sub-words these splits use (keep_vocabulary): the same fine-tuning with
+    # a smaller embedding table, optimizer state and gradient all-reduce (a frozen,
+    # cached encoder runs once and has none of these).
+    full = pre.config.vocab_size
+    pre, old_to_new = keep_vocabulary(
+        pre, np.concatenate([s["subword_ids"].ravel() for s in sub.values()]))
+    for s in sub.values():
+      s["subword_ids"] = old_to_new[s["subword_ids"]]
+    facts["vocabulary"] = {"kept": pre.config.vocab_size, "of": full}
   for name in splits:
     splits[name].update(sub[name])
   pooling = config.sentence_pooling

@@ -154,6 +154,46 @@ def test_gradients_reach_every_parameter(loaded):
   assert np.all(np.abs(g_words[used]).max(-1) > 0)
 
 
+def test_keep_vocabulary_is_the_same_encoder_on_remapped_ids(loaded):
+  """keep_vocabulary: the trimmed RoBERTa (pad id 1: its positions are derived from the
+  pad id, which must keep its value) on remapped ids gives the full encoder's hidden
+  states and, row for kept row, its word-embedding gradient; every other gradient is
+  the same too. The two programs gather from tables of different sizes and sum the same
+  terms, so they agree to float32 rounding (1e-6 relative to values of ~1)."""
+  from jaxloss.models.pretrained import keep_vocabulary  # pylint: disable=g-import-not-at-top
+  pre, ref, hidden, _ = loaded(ROBERTA)
+  ids = np.asarray(ref["input_ids"], np.int32)
+  mask = jnp.asarray(ref["attention_mask"], jnp.int32)
+  small, old_to_new = keep_vocabulary(pre, ids[np.asarray(mask) > 0])
+  kept = np.flatnonzero(old_to_new >= 0)
+  assert small.config.vocab_size == kept.size < pre.config.vocab_size
+  assert old_to_new[pre.config.pad_token_id] == pre.config.pad_token_id == 1
+  assert np.array_equal(old_to_new[kept], np.arange(kept.size))
+  r = jax.random.normal(jax.random.PRNGKey(3), ids.shape + (32,))
+
+  def run(p, module, i):
+    def loss(q):
+      return jnp.sum(module.apply({"params": q}, i, mask) * r)
+    return jax.jit(jax.value_and_grad(loss))(p)
+
+  (full_loss, g_full), (small_loss, g_small) = (
+      run(pre.params, pre.module, jnp.asarray(ids)),
+      run(small.params, small.module, jnp.asarray(old_to_new[ids])))
+  np.testing.assert_allclose(small_loss, full_loss, rtol=1e-6)
+  np.testing.assert_allclose(
+      small.module.apply({"params": small.params}, old_to_new[ids], mask), hidden,
+      rtol=1e-5, atol=1e-6)
+  words = lambda g: np.asarray(g["embeddings"]["word_embeddings"]["embedding"])
+  np.testing.assert_allclose(words(g_small), words(g_full)[kept], rtol=1e-5, atol=1e-6)
+  assert np.all(np.delete(words(g_full), kept, axis=0) == 0)  # what was dropped
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_small),
+                          jax.tree.leaves(g_full)):
+    if "word_embeddings" not in jax.tree_util.keystr(path):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=str(path))
+  with pytest.raises(ValueError, match="outside"):
+    keep_vocabulary(pre, np.array([0, 120]))
+
+
 def test_remat_gives_the_same_values_and_gradients(loaded):
   """BertEncoder(remat=True) recomputes each layer in the backward pass: same params,
   same hidden states, same gradients -- with dropout on, whose masks the replay must
