@@ -311,8 +311,12 @@ def keep_vocabulary(pre: Pretrained, ids: np.ndarray) -> Tuple[Pretrained, np.nd
   state and cross-device gradient all-reduce a fraction of the size (multilingual-e5:
   27,703 rows; 80 UIT-ViSFD reviews use 824 of them). The trimmed encoder reads
   only ids remapped with the returned table; its ``tokenizer`` is the original one.
+  Vocabulary trimming of multilingual encoders as in Abdaoui et al., *Load What You
+  Need: Smaller Versions of Multilingual BERT* (SustaiNLP 2020).
 
   Args:
+    pre: the loaded encoder; its word-embedding table ``[vocab_size, H]`` (any float
+      dtype, kept) is sliced on the host.
     ids: int array of any shape: the sub-word ids the run will feed.
 
   Returns:

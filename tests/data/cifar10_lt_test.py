@@ -93,7 +93,7 @@ def test_other_ratios_from_the_real_archive(rho, counts, rho100):
 
 @needs_data
 def test_prepared_data_are_reused(rho100, tfds_dir):
-  again = cifar10_lt.load_cifar10_lt(data_dir=tfds_dir)  # read back, not rebuilt
+  again = cifar10_lt.load_cifar10_lt(data_dir=tfds_dir)  # the prepared folder, loaded again
   for split in ("train", "test"):
     for key in ("image", "label", "number"):
       np.testing.assert_array_equal(again[split][key], rho100[split][key])
