@@ -113,3 +113,35 @@ def test_entries_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
   assert renames == [(b"program", False)]
   assert cache.get("j") is None
   assert sorted(os.listdir(tmp_path / "c")) == ["k-cache"]
+
+
+class _Device:
+  def __init__(self, id_, process_index, platform="cpu", device_kind="cpu"):
+    self.id, self.process_index = id_, process_index
+    self.platform, self.device_kind = platform, device_kind
+
+
+def _key_part(devices):
+  from jax._src import cache_key  # pylint: disable=g-import-not-at-top
+  import hashlib  # pylint: disable=g-import-not-at-top
+  h = hashlib.sha256()
+  cache_key._hash_accelerator_config(h, np.array(devices, dtype=object))  # pylint: disable=protected-access
+  return h.hexdigest()
+
+
+def test_cpu_programs_get_one_key_in_every_process():
+  assert compile_cache.shared_multi_process_compiles()
+  assert compile_cache.shared_multi_process_compiles()  # idempotent
+  assert jax.config.jax_share_binary_between_hosts
+  two_by_four = [_Device(i, i // 4) for i in range(8)]
+  # The key's device part is a function of the global device list alone (JAX's own
+  # topology fingerprint on CPU describes the calling process' devices instead), ...
+  assert _key_part(two_by_four) == _key_part([_Device(i, i // 4) for i in range(8)])
+  # ... and tells topologies apart: 1 x 8, 4 x 2 and another process's local devices.
+  others = [[_Device(i, 0) for i in range(8)], [_Device(i, i // 2) for i in range(8)],
+            two_by_four[4:], two_by_four[:4]]
+  assert len({_key_part(d) for d in [two_by_four, *others]}) == 5
+  # This process's real CPU devices hash as the same list written out.
+  real = jax.devices()
+  assert _key_part(real) == _key_part(
+      [_Device(d.id, d.process_index, d.platform, d.device_kind) for d in real])
