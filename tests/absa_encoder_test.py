@@ -19,6 +19,7 @@ from jaxloss.data.subword import bucket_length
 from jaxloss.models.pretrained import shared_models_dir
 from jaxloss.train_state import TrainState
 from jaxloss.training import loop, train_and_evaluate
+from tests.conftest import smoke_settings
 
 VISFD = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "uit_visfd")
 E5 = shared_models_dir() / "multilingual-e5-small"
@@ -46,16 +47,28 @@ def _eval_events(workdir, member):
   return [e for e in events if e["split"] in ("dev", "test")]
 
 
-def test_e5_ensemble_fine_tunes_with_length_grouped_batches(tmp_path, tfds_dir):
-  workdir = str(tmp_path / "bucketed")
-  config = _config(tfds_dir)
-  summary = recipes.run(config, workdir)
+def _smoke_config(tfds_dir):
+  """The config of the shared ``absa_e5`` smoke run (conftest.py): 32 reviews, 2 steps
+  of 16 on 8 devices, host input."""
+  _, settings = smoke_settings("absa_e5", tfds_dir)
+  config = visfd_absa.get_config("e5_smoke")
+  for k, v in settings.items():
+    config[k] = v
+  return config
+
+
+def test_e5_ensemble_fine_tunes_with_length_grouped_batches(tmp_path, tfds_dir, smoke_run):
+  workdir, summary = smoke_run("absa_e5")
+  config = _smoke_config(tfds_dir)
   enc = summary["encoder"]
   assert (enc["model_type"], enc["num_layers"], enc["pooling"]) == ("bert", 1, "mean")
   assert enc["text_prefix"] == "query: " and not enc["cached_features"]
+  # Only the sub-words of the run's own texts (encoder_data_vocabulary).
+  assert 0 < enc["vocabulary"]["kept"] < enc["vocabulary"]["of"]
   assert summary["ensemble"] and len(summary["members"]) == 2
   assert [m["focal_weight"] for m in summary["members"]] == [0.7, 0.8]
-  assert summary["skipped_steps"] == [0, 0] and summary["steps"] == 4
+  steps = summary["steps"]
+  assert summary["skipped_steps"] == [0, 0] and steps == 2
   for key in ("aspect_f1", "sentiment_f1"):
     assert 0.0 <= summary[key] <= 1.0
 
@@ -65,8 +78,8 @@ def test_e5_ensemble_fine_tunes_with_length_grouped_batches(tmp_path, tfds_dir):
   draw = loop._host_sampler(recipe)  # pylint: disable=protected-access
   sb = recipe.sequence_buckets
   draws = [np.asarray(draw(np.asarray(jax.random.PRNGKey(k)), np.int32(s)))
-           for k in (0, 1) for s in range(4)]
-  np.testing.assert_array_equal(draws[:4], draws[4:])
+           for k in (0, 1) for s in range(steps)]
+  np.testing.assert_array_equal(draws[:steps], draws[steps:])
   widths = {min(bucket_length(int(sb.lengths[d].max()), sb.buckets),
                 enc["subword_length"]) for d in draws}
   assert summary["train_step_compilations"] == len(widths)
@@ -79,7 +92,7 @@ def test_e5_ensemble_fine_tunes_with_length_grouped_batches(tmp_path, tfds_dir):
     return dataclasses.replace(
         r, sequence_buckets=dataclasses.replace(r.sequence_buckets, eval_lengths=None))
   full = str(tmp_path / "full")
-  train_and_evaluate(_config(tfds_dir), full, build_full_width)
+  train_and_evaluate(_smoke_config(tfds_dir), full, build_full_width)
   for member in (0, 1):
     a, b = _eval_events(workdir, member), _eval_events(full, member)
     assert [e["split"] for e in a] == [e["split"] for e in b] == ["dev", "test"]

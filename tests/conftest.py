@@ -23,6 +23,10 @@ SMOKE_RUNS = {
     # recipe: (config file, overrides, the config field of the TFDS data dir)
     "absa": ("experiments/absa/configs/visfd_absa.py:smoke",
              {"ensemble_focal_weights": "0.7,0.8"}, "data_dir"),
+    # A pretrained encoder (one multilingual-e5 layer), two members, length-grouped
+    # batches: 32 reviews, 2 steps of 16 on 8 devices.
+    "absa_e5": ("experiments/absa/configs/visfd_absa.py:e5_smoke",
+                {"max_train_examples": 32, "max_eval_examples": 24}, "data_dir"),
     "nlu": ("experiments/nlu/configs/joint_nlu.py:smoke", {}, "tfds_data_dir"),
     "rerank": ("experiments/rerank/configs/rerank.py:smoke", {}, "tfds_data_dir"),
 }
@@ -62,6 +66,7 @@ def smoke_run(tfds_dir, tmp_path_factory):
 # and its prepared TFDS data (each worker has its own session, and tfds_dir).
 _GROUPS = {
     "absa_test.py": "absa", "data/uit_visfd_test.py": "absa",
+    "absa_encoder_test.py": "absa_e5",
     "nlu_test.py": "nlu", "data/joint_nlu_test.py": "nlu", "nlu_encoder_test.py": "nlu",
     "rerank_test.py": "rerank", "data/interactions_test.py": "rerank",
     "cifar_vsfc_test.py": "cifar", "data/cifar10_lt_test.py": "cifar",
