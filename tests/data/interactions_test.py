@@ -23,7 +23,7 @@ NUM_INTERACTIONS, NUM_USERS, NUM_ITEMS, NUM_EVALUATED = 287_107, 31_013, 23_715,
 EVAL_SPLITS = ("validation", "test")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def games(tfds_dir):
   """The real file, prepared in the session's TFDS folder (conftest.py), which the
   reranking smoke run on this worker prepares too (the same builder config)."""
