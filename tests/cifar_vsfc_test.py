@@ -143,6 +143,7 @@ def test_vsfc_on_e5(tfds_dir, tmp_path, variant):
   if variant == "e5,erm":  # fine-tuned, at smoke size
     c.encoder_num_layers, c.subsample, c.num_epochs, c.warmup_epochs = 1, 40, 1, 0.0
     c.encoder_max_length, c.sequence_buckets = 64, (64,)  # one width to compile
+    c.encoder_data_vocabulary = True  # the run's sub-words only: a small table
   summary = recipes.run(c, str(tmp_path / "run"))
   enc = summary["encoder"]
   frozen = variant.startswith("e5_smoke")

@@ -216,8 +216,13 @@ def test_remat_gives_the_same_values_and_gradients(loaded):
   (vb, hb), gb = loss(remat)(pre.params)
   np.testing.assert_allclose(np.asarray(hb), np.asarray(ha), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(float(vb), float(va), rtol=1e-5)
+  # The attention key bias's exact gradient is 0 (softmax is invariant to a shift
+  # shared by every key): what both programs give is rounding noise of terms of the
+  # order of the other gradients, so it is bounded by their scale, not its own.
+  overall = max(float(np.abs(np.asarray(a)).max()) for a in jax.tree.leaves(ga))
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ga), jax.tree.leaves(gb)):
-    scale = float(np.abs(np.asarray(a)).max()) + 1e-12
+    key_bias = "'key'" in str(path) and "'bias'" in str(path)
+    scale = overall if key_bias else float(np.abs(np.asarray(a)).max()) + 1e-12
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5 * scale,
                                err_msg=str(path))
   assert "remat" in str(jax.make_jaxpr(jax.grad(

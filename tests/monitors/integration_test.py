@@ -115,7 +115,13 @@ def test_monitors_do_not_change_training(tfds_dir, tmp_path):
   pb = ck_b._manager.restore(8, args=ocp.args.StandardRestore())["params"]
   ck_a.close()
   ck_b.close()
-  jax.tree.map(np.testing.assert_array_equal, pa, pb)  # bitwise
+  # Bit for bit with XLA's default CPU emitters; the test session's faster emitter
+  # (conftest.py) may fuse the step differently once the monitors add outputs, which
+  # moves float32 rounding (measured: 1.2e-8 after these 8 steps, against Adam steps
+  # of the order of the learning rate, 0.05).
+  tol = 0.0 if "use_fusion_emitters=false" not in os.environ.get("XLA_FLAGS", "") else 1e-6
+  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=tol)
 
 
 def test_halt_on_stops_cleanly_with_a_checkpoint(tfds_dir, tmp_path):

@@ -167,6 +167,7 @@ def get_config(arg=None):
       c.max_train_examples = 256
       c.max_eval_examples = 64
       c.num_epochs = 1
+      c.encoder_data_vocabulary = True  # a small embedding table (and checkpoint)
   elif variant in ("smoke", "notes_smoke"):
     c.num_layers = 1
     c.max_train_examples = 512
