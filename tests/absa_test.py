@@ -147,6 +147,7 @@ def test_loss_gradient_matches_finite_differences():
   knobs = {"focal_weight": jnp.float32(0.8), "contrastive_weight": jnp.float32(0.2)}
   mesh = make_mesh(1)
 
+  @jax.jit  # one program for the many evaluations the check makes (eagerly: 521)
   def mean_loss(logits, projection):
     def body(logits, projection, labels):
       total, _, _ = loss_fn({"logits": logits, "projection": projection}, labels, knobs)

@@ -1,5 +1,7 @@
 """Shared fixtures: the real digits-LT data, built once per test session."""
 
+import warnings
+
 import pytest
 
 from jaxloss.data import load_digits_lt
@@ -83,6 +85,10 @@ _LONG = ("recipes_multiprocess_test.py", "distributed_test.py", "tools/soak_test
          "training/loop_test.py", "resume_test.py", "monitors/integration_test.py")
 
 
+# tryfirst: pytest-xdist's worker reads the xdist_group marks in its own
+# pytest_collection_modifyitems; this conftest is loaded before that plugin, so without
+# tryfirst that hook ran first, saw no marks, and the groups were silently ignored.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
   order = {}
   for item in items:
@@ -95,3 +101,17 @@ def pytest_collection_modifyitems(items):
       item.add_marker(pytest.mark.xdist_group(group))
     order[item.nodeid] = 0 if group else 1 if path in _LONG else 2
   items.sort(key=lambda item: order[item.nodeid])  # stable: file order within each
+
+
+def pytest_collection_finish(session):
+  """Warns when pytest-xdist ignored the groups above (it marks a grouped test by
+  appending ``@group`` to its node id, which pytest 9.2 no longer lets it change:
+  pytest-dev/pytest-xdist#1386); the suite then builds each shared product on both
+  workers, correct but slower."""
+  if not session.config.getoption("loadgroup", default=False):
+    return  # not an xdist worker of a --dist loadgroup run
+  lost = [item.nodeid for item in session.items
+          if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+  if lost:
+    warnings.warn(f"pytest-xdist ignored the xdist_group of {len(lost)} tests (e.g. "
+                  f"{lost[0]}): install pytest<9.2 as pyproject.toml says")

@@ -199,3 +199,17 @@ def test_members_train_like_single_runs(tmp_path):
   # Host input: every member draws its own batch, as on device.
   _run(tmp_path / "ens_host", members="0.5,1.0", dropout_rate=0.0, train_input="host")
   jax.tree.map(np.testing.assert_array_equal, ens, _state(tmp_path / "ens_host"))
+
+
+def test_tiny_recipe_reads_iris_as_scikit_learn_does():
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  x, y = datasets.load_iris(return_X_y=True)
+  x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+  train, test = tiny_recipe._iris()  # pylint: disable=protected-access
+  rows = np.concatenate([np.flatnonzero(y == 0)[:40], np.flatnonzero(y == 1)[:20],
+                         np.flatnonzero(y == 2)[:8]])
+  np.testing.assert_array_equal(train["x"], x[rows])
+  np.testing.assert_array_equal(train["label"], y[rows])
+  rest = np.setdiff1d(np.arange(len(y)), rows)
+  np.testing.assert_array_equal(test["x"], x[rest])
+  np.testing.assert_array_equal(test["label"], y[rest])

@@ -11,6 +11,8 @@ an eval split of its own, and a fault (``nan_at_step``) for the halting test.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import time
 
 import flax.linen as nn
@@ -18,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from sklearn import datasets
 
 from experiments.configs.runtime import add_runtime
 from jaxloss import curriculum, losses, monitors
@@ -60,7 +61,13 @@ class _Net(nn.Module):
 
 
 def _iris():
-  x, y = datasets.load_iris(return_X_y=True)
+  # The iris CSV scikit-learn ships, read directly: importing sklearn.datasets takes
+  # 1-2 s, in each of the many processes that run this recipe (equal to
+  # sklearn.datasets.load_iris: tests/training/loop_test.py).
+  spec = importlib.util.find_spec("sklearn")
+  path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "iris.csv")
+  table = np.loadtxt(path, delimiter=",", skiprows=1)
+  x, y = table[:, :4], table[:, 4].astype(np.int64)
   x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
   keep = np.concatenate([np.flatnonzero(y == 0)[:40], np.flatnonzero(y == 1)[:20],
                          np.flatnonzero(y == 2)[:8]])  # 40 / 20 / 8: imbalanced
@@ -101,6 +108,7 @@ def build(config, workdir=None) -> Recipe:
     noise = jax.vmap(lambda p: jax.random.normal(jax.random.fold_in(key, p), x.shape[1:]))
     return x + strength * noise(positions)
 
+  @jax.jit  # one program, not ~50 eager operations in each of the many runs
   def init(key):
     k1, k2 = jax.random.split(key)
     params = model.init(k1, jnp.zeros((1, 4)))["params"]
