@@ -1,0 +1,73 @@
+"""tools.bench.vs_torch: the workloads are the recipe's configs, the bare JAX step trains,
+the PyTorch ports compute the same loss and gradients as the flax models (where torch
+is installed: it is an optional comparison, absent in CI), and the table formats."""
+
+import importlib.util
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from tools.bench import vs_torch
+
+
+def test_workloads_are_the_recipe_configs():
+  digits = vs_torch.workload_config("digits_cnn")
+  assert digits.model == "small_cnn" and digits.batch_size == 64 and digits.nesterov
+  r8, r32 = vs_torch.workload_config("resnet8"), vs_torch.workload_config("resnet32")
+  assert (r8.model, r8.resnet_depth, r32.resnet_depth) == ("resnet", 8, 32)
+  assert not r8.nesterov and r8.batch_size == 128
+
+
+def test_bare_step_lowers_the_loss_on_its_batch():
+  config = vs_torch.workload_config("digits_cnn")
+  model, variables, x, y = vs_torch._model_and_batch(config)  # pylint: disable=protected-access
+  call, info = vs_torch._prepare_bare(config, model, variables, x, y)  # pylint: disable=protected-access
+  assert info["loss"] == pytest.approx(np.log(10), rel=0.2)  # untrained: about ln 10
+  losses = [float(call()) for _ in range(30)]
+  # SGD on one batch of 64 random labels: the loss falls well below its start
+  assert losses[-1] < 0.7 * info["loss"], losses  # measured: 2.36 -> 1.39
+
+
+def test_markdown_rows_and_ratios():
+  row = {"workload": "digits_cnn", "model": "SmallCNN(32, 64)", "batch": 64,
+         "threads": 1, "status": "ok"}
+  result = {"runs": [{"header": {}, "rows": [
+      {**row, "contender": vs_torch.BARE, "ms": 4.0, "first_call_s": 2.0, "loss": 2.3},
+      {**row, "contender": vs_torch.EAGER, "ms": 6.0, "first_call_s": 0.1,
+       "ratio_min": 1.2, "ratio_median": 1.5, "ratio_max": 1.9, "loss_rel_diff": 1e-7},
+      {**row, "contender": vs_torch.COMPILED, "status": "failed: no compiler"}]}]}
+  table = vs_torch.markdown(result)
+  lines = table.splitlines()
+  assert len(lines) == 5
+  assert "1.20 / **1.50** / 1.90" in lines[3] and "1.0e-07" in lines[3]
+  assert "failed: no compiler" in lines[4]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed (an optional comparison)")
+@pytest.mark.parametrize("workload", ["digits_cnn", "resnet8"])
+def test_torch_port_has_the_same_loss_and_gradients(workload):
+  import torch  # pylint: disable=g-import-not-at-top
+  config = vs_torch.workload_config(workload)
+  model, variables, x, y = vs_torch._model_and_batch(config, seed=3)  # pylint: disable=protected-access
+
+  def loss_fn(params):
+    logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                            x, train=True, mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  loss, grads = jax.value_and_grad(loss_fn)(variables["params"])
+  port = vs_torch.torch_model(torch, config, variables).train()
+  t_loss = torch.nn.functional.cross_entropy(
+      port(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))),
+      torch.from_numpy(y.astype(np.int64)))
+  t_loss.backward()
+  # float32 sums over a batch in another order: a few ulps of a loss of ~2.3.
+  assert float(t_loss) == pytest.approx(float(loss), rel=1e-5)
+  # The first convolution's kernel gradient, HWIO vs OIHW; relative to its scale.
+  first = "Conv_0" if config.model != "resnet" else "conv"
+  g_jax = np.asarray(grads[first]["kernel"])
+  conv = port.convs[0] if config.model != "resnet" else port.conv
+  g_torch = conv.weight.grad.numpy().transpose(2, 3, 1, 0)
+  np.testing.assert_allclose(g_torch, g_jax, atol=1e-4 * np.abs(g_jax).max())

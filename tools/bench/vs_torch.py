@@ -1,0 +1,464 @@
+"""The imbalance recipe's training step, jaxloss vs PyTorch on the same CPU, side by side.
+
+  python -m tools.bench.vs_torch [--workloads digits_cnn resnet8 resnet32]
+                                 [--threads 1 2] [--steps 5] [--repeats 9]
+                                 [--json PATH] [--markdown PATH] [--no-compile]
+
+A *workload* is one config of the imbalance recipe (``experiments/imbalance/configs``):
+its model, batch size and optimizer.
+
+* ``digits_cnn``: ``digits_lt.py``, the main job: SmallCNN (32, 64) on 8x8 digits,
+  batch 64, SGD-Nesterov.
+* ``resnet8``: ``cifar10_lt.py:four_stage,cpu``: CIFAR ResNet-8 on 32x32 uint8 images,
+  batch 128, SGD momentum.
+* ``resnet32``: ``cifar10_lt.py:four_stage,full``: ResNet-32, batch 128.
+
+Each workload is timed with these contenders:
+
+* ``jaxloss bare``: ``jax.jit`` of one SGD step of the same model. It takes the mean
+  softmax cross-entropy and its gradient (batch norm in training mode, its statistics
+  updated) and applies ``jaxloss.train_step.make_optimizer`` with the config's
+  settings (clipping, weight decay, momentum).
+* ``torch eager``: a plain PyTorch port of the same model, started from the very same
+  weights, with the same loss and batch. The optimizer is ``clip_grad_norm_`` then
+  ``torch.optim.SGD`` with the same settings.
+* ``torch.compile``: the same model under ``torch.compile`` (default mode, after a few
+  warm-up calls).
+* ``jaxloss step`` (``digits_cnn`` and ``resnet8``): the recipe's real train step on
+  its real data (``tools.bench.step``), as ``experiments.run`` compiles it. It adds, on
+  the device, class-mix sampling, augmentation, the curriculum's knobs and the
+  monitors' statistics.
+
+Every call blocks until its result is ready (the steps of a loop depend on each other).
+The contenders take turns in blocks of ``--steps`` calls, reversing their order on every
+repeat, so drift in the machine's load hits all of them alike.
+
+Reported per workload, thread count and contender:
+
+* ``ms/step``: the median over ``--repeats`` blocks;
+* ``torch ÷ jaxloss``: the min / median / max over blocks of the ratio of the torch
+  block's time to the ``jaxloss bare`` block of the same repeat (> 1: jaxloss is
+  faster);
+* ``first call s``: the jaxloss trace and compilation; for torch.compile, capture and
+  Inductor compilation;
+* ``loss diff``: the relative difference of the torch side's first loss from jaxloss's,
+  on the same weights and batch. It checks that both sides compute the same thing:
+  ~1e-6 in float32.
+
+Each thread count runs in its own subprocess, because XLA's CPU thread pool is fixed
+when the process starts (``tools.bench.encoder.worker_env``: one thread turns off
+XLA's multi-threaded Eigen; fewer threads than CPUs pins the process). PyTorch is an
+optional comparison, never a dependency. Without it the tool says so and times the
+jaxloss side alone. PyTorch 2.13 CPU installs with ``pip install torch==2.13.0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from tools.bench.encoder import REPO, _pin, _time_blocks, _why, worker_env
+
+BARE, STEP, EAGER, COMPILED = "jaxloss bare", "jaxloss step", "torch eager", "torch.compile"
+WORKLOADS = {
+    # name: (config module, variant, time the recipe's own step too)
+    "digits_cnn": ("digits_lt", None, True),
+    "resnet8": ("cifar10_lt", "four_stage,cpu", True),
+    "resnet32": ("cifar10_lt", "four_stage,full", False),
+}
+COMPILE_WARMUP = 3
+
+
+def _log(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)
+
+
+def workload_config(name: str):
+  """The imbalance config a workload times (``experiments/imbalance/configs``)."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  module, variant, _ = WORKLOADS[name]
+  return importlib.import_module(f"experiments.imbalance.configs.{module}").get_config(
+      variant)
+
+
+def _model_and_batch(config, seed: int = 0):
+  """The flax model, its variables and one batch (numpy) of ``config``'s shapes."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from jaxloss.models.cnn import SmallCNN  # pylint: disable=import-outside-toplevel
+  from jaxloss.models.resnet import CifarResNet  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  b = int(config.batch_size)
+  if config.model == "resnet":
+    model = CifarResNet(num_classes=10, depth=int(config.resnet_depth))
+    x = rng.integers(0, 256, size=(b, 32, 32, 3), dtype=np.uint8)
+  else:
+    model = SmallCNN(num_classes=10, widths=tuple(config.model_widths))
+    x = rng.uniform(0.0, 1.0, size=(b, 8, 8, 1)).astype(np.float32)
+  y = rng.integers(0, 10, size=(b,)).astype(np.int32)
+  variables = model.init(jax.random.PRNGKey(seed), x[:1], train=False)
+  return model, variables, x, y
+
+
+def _prepare_bare(config, model, variables, x, y):
+  """``jax.jit`` of one SGD step: CE, its gradient, batch-norm update, the optimizer."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from jaxloss.train_step import make_optimizer  # pylint: disable=import-outside-toplevel
+  tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
+                      momentum=config.momentum, weight_decay=config.weight_decay,
+                      max_grad_norm=config.max_grad_norm, nesterov=config.nesterov)
+  params, stats = variables["params"], variables["batch_stats"]
+
+  @jax.jit
+  def step(params, stats, opt_state, x, y):
+    def loss_fn(p):
+      logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True,
+                                mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
+    (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new["batch_stats"], opt_state, loss
+
+  x, y = jax.device_put(x), jax.device_put(y)
+  carry = [params, stats, tx.init(params)]
+  t = time.perf_counter()
+  *carry, loss = step(*carry, x, y)
+  jax.block_until_ready(loss)
+  first = time.perf_counter() - t
+
+  def call():  # returns the loss before this step's update
+    nonlocal carry
+    *new, loss = step(*carry, x, y)
+    jax.block_until_ready(loss)
+    carry = new
+    return loss
+  return call, {"first_call_s": first, "loss": float(loss)}
+
+
+def _prepare_recipe_step(config):
+  """The recipe's own compiled step on its real data (``tools.bench.step``)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from tools.bench.step import _step_and_state  # pylint: disable=import-outside-toplevel
+  t = time.perf_counter()
+  step, state, data = _step_and_state(config, True)
+  first = time.perf_counter() - t
+
+  def call():
+    nonlocal state
+    state, metrics = step(state, data)
+    jax.block_until_ready(metrics)
+  return call, {"first_call_s": first}
+
+
+# ------------------------------------------------------------------ the PyTorch side
+
+
+def torch_model(torch, config, variables):
+  """A PyTorch port of the workload's flax model holding the same weights (NCHW)."""
+  nn, F = torch.nn, torch.nn.functional
+  params, stats = variables["params"], variables["batch_stats"]
+
+  def conv(p, cin, cout, stride, padding):
+    m = nn.Conv2d(cin, cout, 3, stride=stride, padding=padding, bias=False)
+    m.weight.data = torch.from_numpy(np.asarray(p["kernel"]).transpose(3, 2, 0, 1).copy())
+    return m
+
+  def bn(p, s, c):
+    # flax: running = 0.9 running + 0.1 batch, eps 1e-5; torch's momentum is the 0.1.
+    m = nn.BatchNorm2d(c, eps=1e-5, momentum=0.1)
+    m.weight.data = torch.from_numpy(np.asarray(p["scale"]).copy())
+    m.bias.data = torch.from_numpy(np.asarray(p["bias"]).copy())
+    m.running_mean.data = torch.from_numpy(np.asarray(s["mean"]).copy())
+    m.running_var.data = torch.from_numpy(np.asarray(s["var"]).copy())
+    return m
+
+  def linear(p):
+    k = np.asarray(p["kernel"])
+    m = nn.Linear(k.shape[0], k.shape[1])
+    m.weight.data = torch.from_numpy(k.T.copy())
+    m.bias.data = torch.from_numpy(np.asarray(p["bias"]).copy())
+    return m
+
+  if config.model != "resnet":
+    widths = tuple(config.model_widths)
+
+    class SmallCNN(nn.Module):
+      def __init__(self):
+        super().__init__()
+        cins = (1, *widths[:-1])
+        # flax's "SAME" padding: 1 on both sides at stride 1; at stride 2 on an even
+        # size, 0 before and 1 after (done with F.pad in forward).
+        self.convs = nn.ModuleList(
+            conv(params[f"Conv_{i}"], cins[i], w, 1 if i == 0 else 2, 1 if i == 0 else 0)
+            for i, w in enumerate(widths))
+        self.bns = nn.ModuleList(bn(params[f"BatchNorm_{i}"], stats[f"BatchNorm_{i}"], w)
+                                 for i, w in enumerate(widths))
+        self.fc = linear(params["Dense_0"])
+
+      def forward(self, x):
+        for i, (c, b) in enumerate(zip(self.convs, self.bns)):
+          x = F.relu(b(c(x if i == 0 else F.pad(x, (0, 1, 0, 1)))))
+        return self.fc(x.mean(dim=(2, 3)))
+    return SmallCNN()
+
+  depth, widths = int(config.resnet_depth), (16, 32, 64)
+  mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+  std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+
+  class Block(nn.Module):
+    def __init__(self, p, s, cin, cout, stride):
+      super().__init__()
+      self.stride, self.extra = stride, cout - cin
+      self.conv1, self.bn1 = conv(p["conv1"], cin, cout, stride, 1), bn(p["bn1"], s["bn1"], cout)
+      self.conv2, self.bn2 = conv(p["conv2"], cout, cout, 1, 1), bn(p["bn2"], s["bn2"], cout)
+
+    def forward(self, x):
+      y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+      short = x
+      if self.stride != 1 or self.extra:  # option A: subsample, zero-pad the channels
+        short = F.pad(x[:, :, ::self.stride, ::self.stride],
+                      (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+      return F.relu(y + short)
+
+  class ResNet(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.conv, self.bn = conv(params["conv"], 3, 16, 1, 1), bn(params["bn"], stats["bn"], 16)
+      blocks, cin = [], 16
+      for stage, w in enumerate(widths):
+        for k in range((depth - 2) // 6):
+          name = f"stage{stage + 1}_block{k + 1}"
+          blocks.append(Block(params[name], stats[name], cin, w,
+                              2 if stage > 0 and k == 0 else 1))
+          cin = w
+      self.blocks = nn.Sequential(*blocks)
+      self.fc = linear(params["classifier"])
+
+    def forward(self, x):
+      x = (x.float() / 255.0 - mean) / std
+      x = self.blocks(F.relu(self.bn(self.conv(x))))
+      return self.fc(x.mean(dim=(2, 3)))
+  return ResNet()
+
+
+def _prepare_torch(torch, config, variables, x, y, compiled: bool):
+  model = torch_model(torch, config, variables).train()
+  opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate,
+                        momentum=config.momentum, nesterov=bool(config.nesterov),
+                        weight_decay=config.weight_decay)
+  fwd = torch.compile(model) if compiled else model
+  tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+  ty = torch.from_numpy(y.astype(np.int64))
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(fwd(tx), ty)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    opt.step()
+    return loss
+
+  t = time.perf_counter()
+  first_loss = float(step().detach())
+  for _ in range(COMPILE_WARMUP if compiled else 0):
+    step()
+  return step, {"first_call_s": time.perf_counter() - t, "loss": first_loss}
+
+
+def _import_torch():
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+    return torch, None
+  except ImportError as e:
+    return None, f"torch not installed ({e}); pip install torch==2.13.0"
+
+
+def measure(workload: str, *, steps: int = 5, repeats: int = 9,
+            threads: Optional[int] = None, use_torch: bool = True,
+            compile_torch: bool = True, log: Callable[[str], None] = _log) -> List[dict]:
+  """Times one workload's contenders in this process (the caller sets JAX's threads).
+
+  Returns one row per contender: ``workload``, ``threads``, ``contender``, ``status``
+  (``"ok"`` or ``"failed: <reason>"``) and, when measured, ``ms`` (median ms a step),
+  ``min_ms``, ``max_ms``, ``times_ms``, ``first_call_s``; ``loss`` where the contender
+  computes the shared batch's loss; torch rows also ``ratio_min`` / ``ratio_median`` /
+  ``ratio_max`` (torch block ms / jaxloss bare block ms, per repeat) and
+  ``loss_rel_diff``.
+  """
+  config = workload_config(workload)
+  model, variables, x, y = _model_and_batch(config)
+  base = {"workload": workload, "model": (f"ResNet-{config.resnet_depth}"
+                                          if config.model == "resnet" else
+                                          f"SmallCNN{tuple(config.model_widths)}"),
+          "batch": int(config.batch_size), "steps": steps, "repeats": repeats,
+          "threads": threads}
+  rows: Dict[str, dict] = {}
+  calls: Dict[str, Callable] = {}
+  tag = f"[{workload}, threads={threads}]"
+
+  def prepare(name, make):
+    row = rows[name] = {**base, "contender": name, "status": "ok"}
+    try:
+      calls[name], info = make()
+    except Exception as e:  # pylint: disable=broad-except
+      row["status"] = f"failed: {_why(e)}"
+      log(f"{tag} {name}: {row['status']}")
+      return
+    row.update(info)
+    log(f"{tag} {name}: first call {info['first_call_s']:.2f} s"
+        + (f", loss {info['loss']:.6g}" if "loss" in info else ""))
+
+  prepare(BARE, lambda: _prepare_bare(config, model, variables, x, y))
+  if WORKLOADS[workload][2]:
+    prepare(STEP, lambda: _prepare_recipe_step(config))
+  torch, missing = _import_torch() if use_torch else (None, "not asked for")
+  if torch is not None:
+    if threads is not None:
+      torch.set_num_threads(threads)
+    prepare(EAGER, lambda: _prepare_torch(torch, config, variables, x, y, False))
+    if compile_torch:
+      prepare(COMPILED, lambda: _prepare_torch(torch, config, variables, x, y, True))
+  elif use_torch:
+    log(f"{tag} {missing}")
+  log(f"{tag} timing {', '.join(calls)}: {repeats} blocks of {steps} steps each")
+  times, failed = _time_blocks(calls, steps, repeats)
+  for name, t in times.items():
+    row = rows[name]
+    if name in failed:
+      row["status"] = failed[name]
+    if t:
+      row.update(ms=statistics.median(t), min_ms=min(t), max_ms=max(t), times_ms=t)
+  mine = times.get(BARE) or []
+  for name in (STEP, EAGER, COMPILED):
+    row, t = rows.get(name), times.get(name) or []
+    if row is None:
+      continue
+    ratios = [a / b for a, b in zip(t, mine)]
+    if ratios:
+      row.update(ratio_min=min(ratios), ratio_median=statistics.median(ratios),
+                 ratio_max=max(ratios))
+    if "loss" in row and "loss" in rows[BARE]:
+      row["loss_rel_diff"] = abs(row["loss"] - rows[BARE]["loss"]) / abs(rows[BARE]["loss"])
+  return list(rows.values())
+
+
+# ------------------------------------------------------------ one process per setting
+
+
+def _worker(args) -> int:
+  (threads,) = args.threads
+  pinned = _pin(threads)
+  rows = []
+  for w in args.workloads:
+    try:
+      rows += measure(w, steps=args.steps, repeats=args.repeats, threads=threads,
+                      use_torch=args.torch, compile_torch=args.compile)
+    except Exception as e:  # pylint: disable=broad-except
+      rows.append({"workload": w, "threads": threads, "contender": BARE,
+                   "status": f"failed: {_why(e)}"})
+      _log(f"[{w}, threads={threads}] {rows[-1]['status']}")
+  import jax  # pylint: disable=import-outside-toplevel
+  torch, _ = _import_torch()
+  header = {"threads": threads, "pinned_cpus": pinned,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax": jax.__version__,
+            "torch": None if torch is None else torch.__version__,
+            "torch_threads": None if torch is None else torch.get_num_threads(),
+            "load_avg_1min_end": os.getloadavg()[0]}
+  with open(args.json, "w") as f:
+    json.dump({"header": header, "rows": rows}, f, indent=2)
+  return 0
+
+
+def run(workloads: Sequence[str] = tuple(WORKLOADS), threads: Sequence[int] = (1, 2),
+        steps: int = 5, repeats: int = 9, use_torch: bool = True,
+        compile_torch: bool = True) -> dict:
+  """Every thread count in its own subprocess; ``{"runs": [{"header", "rows"}]}``."""
+  runs = []
+  for n in threads:
+    with tempfile.TemporaryDirectory(prefix="bench-vs-torch-") as tmp:
+      out = os.path.join(tmp, "rows.json")
+      cmd = [sys.executable, "-m", "tools.bench.vs_torch", "--_worker", "--threads",
+             str(n), "--workloads", *workloads, "--steps", str(steps), "--repeats",
+             str(repeats), "--json", out, *([] if use_torch else ["--no-torch"]),
+             *([] if compile_torch else ["--no-compile"])]
+      env = worker_env(n)
+      env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)  # time the optimised programs
+      proc = subprocess.run(cmd, env=env, cwd=str(REPO), check=False)
+      if proc.returncode == 0 and os.path.exists(out):
+        with open(out) as f:
+          runs.append(json.load(f))
+        continue
+    why = f"failed: worker for {n} thread(s) exited with {proc.returncode}"
+    runs.append({"header": {"threads": n, "error": why},
+                 "rows": [{"workload": w, "threads": n, "contender": BARE,
+                           "status": why} for w in workloads]})
+  return {"runs": runs}
+
+
+def _fmt(v, spec):
+  return "" if v is None else format(v, spec)
+
+
+def markdown(result: dict) -> str:
+  """The comparison table (one row per workload, thread count and contender)."""
+  lines = ["| workload | threads | contender | ms/step (median) | torch ÷ jaxloss bare "
+           "(min / median / max) | first call s | loss diff |",
+           "|---|---:|---|---:|---|---:|---:|"]
+  for run_ in result["runs"]:
+    for r in run_["rows"]:
+      if r.get("status", "ok") != "ok" and "ms" not in r:
+        lines.append(f"| {r['workload']} | {r['threads']} | {r['contender']} | "
+                     f"{r['status']} | | | |")
+        continue
+      ratio = (f"{r['ratio_min']:.2f} / **{r['ratio_median']:.2f}** / {r['ratio_max']:.2f}"
+               if "ratio_median" in r and r["contender"] != STEP else
+               (f"step ÷ bare {r['ratio_median']:.2f}" if "ratio_median" in r else ""))
+      lines.append(
+          f"| {r['workload']} ({r.get('model', '')}, batch {r.get('batch', '')}) | "
+          f"{r['threads']} | {r['contender']} | {_fmt(r.get('ms'), '.2f')} | {ratio} | "
+          f"{_fmt(r.get('first_call_s'), '.1f')} | {_fmt(r.get('loss_rel_diff'), '.1e')} |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m tools.bench.vs_torch",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS),
+                      default=list(WORKLOADS))
+  parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=9)
+  parser.add_argument("--json", default=None)
+  parser.add_argument("--markdown", default=None)
+  parser.add_argument("--no-torch", dest="torch", action="store_false")
+  parser.add_argument("--no-compile", dest="compile", action="store_false")
+  parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.steps < 1 or args.repeats < 1 or min(args.threads) < 1:
+    parser.error("--steps, --repeats and --threads must be >= 1")
+  if args._worker:  # pylint: disable=protected-access
+    return _worker(args)
+  result = run(args.workloads, args.threads, args.steps, args.repeats, args.torch,
+               args.compile)
+  table = markdown(result)
+  print(table)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+  if args.markdown:
+    with open(args.markdown, "w") as f:
+      f.write(table + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
