@@ -229,6 +229,24 @@ def _time_blocks(calls: Dict[str, Callable], steps: int, repeats: int):
   return times, failed
 
 
+def prepare_contender(rows: Dict[str, dict], calls: Dict[str, Callable], row: dict,
+                      make: Callable, tag: str, log: Callable[[str], None]) -> None:
+  """Builds one contender: ``make()`` returns ``(call, info)``; ``row`` (with its
+  ``"contender"``) goes into ``rows`` with ``status`` "ok" and ``info``, or
+  "failed: <reason>" when ``make`` raises; ``call`` goes into ``calls``."""
+  name = row["contender"]
+  rows[name] = row = {**row, "status": "ok"}
+  try:
+    calls[name], info = make()
+  except Exception as e:  # pylint: disable=broad-except
+    row["status"] = f"failed: {_why(e)}"
+    log(f"{tag}: {row['status']}")
+    return
+  row.update(info)
+  log(f"{tag}: first call {info['first_call_s']:.2f} s"
+      + (f", loss {info['loss']:.6g}" if "loss" in info else ""))
+
+
 def measure(model: str, *, batch: int = 32, length: int = 32, steps: int = 5,
             repeats: int = 7, threads: Optional[int] = None, use_torch: bool = True,
             compile_torch: bool = True, seed: int = 0,
@@ -271,15 +289,7 @@ def measure(model: str, *, batch: int = 32, length: int = 32, steps: int = 5,
   tag = f"[{folder.name}, threads={threads}]"
 
   def prepare(name, make):
-    row = rows[name] = {**base, "contender": name, "status": "ok"}
-    try:
-      calls[name], info = make()
-    except Exception as e:  # pylint: disable=broad-except
-      row["status"] = f"failed: {_why(e)}"
-      log(f"{tag} {name}: {row['status']}")
-      return
-    row.update(info)
-    log(f"{tag} {name}: first call {info['first_call_s']:.2f} s, loss {info['loss']:.6g}")
+    prepare_contender(rows, calls, {**base, "contender": name}, make, f"{tag} {name}", log)
 
   prepare(JAX, lambda: _prepare_jax(pre, ids, mask))
   torch = None

@@ -66,7 +66,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tools.bench.encoder import REPO, _pin, _time_blocks, _why, worker_env
+from tools.bench.encoder import (REPO, _pin, _time_blocks, _why, prepare_contender,
+                                 worker_env)
 
 BARE, STEP, EAGER, COMPILED = "jaxloss bare", "jaxloss step", "torch eager", "torch.compile"
 WORKLOADS = {
@@ -306,16 +307,7 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
   tag = f"[{workload}, threads={threads}]"
 
   def prepare(name, make):
-    row = rows[name] = {**base, "contender": name, "status": "ok"}
-    try:
-      calls[name], info = make()
-    except Exception as e:  # pylint: disable=broad-except
-      row["status"] = f"failed: {_why(e)}"
-      log(f"{tag} {name}: {row['status']}")
-      return
-    row.update(info)
-    log(f"{tag} {name}: first call {info['first_call_s']:.2f} s"
-        + (f", loss {info['loss']:.6g}" if "loss" in info else ""))
+    prepare_contender(rows, calls, {**base, "contender": name}, make, f"{tag} {name}", log)
 
   prepare(BARE, lambda: _prepare_bare(config, model, variables, x, y))
   if WORKLOADS[workload][2]:
