@@ -3,6 +3,7 @@
   python -m tools.bench.vs_torch [--workloads digits_cnn resnet8 resnet32]
                                  [--threads 1 2] [--steps 5] [--repeats 9]
                                  [--json PATH] [--markdown PATH] [--no-compile]
+                                 [--torch_device cpu|cuda]
 
 A *workload* is one config of the imbalance recipe (``experiments/imbalance/configs``):
 its model, batch size and optimizer.
@@ -251,14 +252,15 @@ def torch_model(torch, config, variables):
   return ResNet()
 
 
-def _prepare_torch(torch, config, variables, x, y, compiled: bool):
-  model = torch_model(torch, config, variables).train()
+def _prepare_torch(torch, config, variables, x, y, compiled: bool, device: str = "cpu"):
+  model = torch_model(torch, config, variables).train().to(device)
   opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate,
                         momentum=config.momentum, nesterov=bool(config.nesterov),
                         weight_decay=config.weight_decay)
   fwd = torch.compile(model) if compiled else model
-  tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-  ty = torch.from_numpy(y.astype(np.int64))
+  tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+  ty = torch.from_numpy(y.astype(np.int64)).to(device)
+  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
   def step():
     opt.zero_grad(set_to_none=True)
@@ -266,6 +268,7 @@ def _prepare_torch(torch, config, variables, x, y, compiled: bool):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     opt.step()
+    sync()  # a step's time is its device work, as jax.block_until_ready on the JAX side
     return loss
 
   t = time.perf_counter()
@@ -285,7 +288,8 @@ def _import_torch():
 
 def measure(workload: str, *, steps: int = 5, repeats: int = 9,
             threads: Optional[int] = None, use_torch: bool = True,
-            compile_torch: bool = True, log: Callable[[str], None] = _log) -> List[dict]:
+            compile_torch: bool = True, torch_device: str = "cpu",
+            log: Callable[[str], None] = _log) -> List[dict]:
   """Times one workload's contenders in this process (the caller sets JAX's threads).
 
   Returns one row per contender: ``workload``, ``threads``, ``contender``, ``status``
@@ -293,7 +297,8 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
   ``min_ms``, ``max_ms``, ``times_ms``, ``first_call_s``; ``loss`` where the contender
   computes the shared batch's loss; torch rows also ``ratio_min`` / ``ratio_median`` /
   ``ratio_max`` (torch block ms / jaxloss bare block ms, per repeat) and
-  ``loss_rel_diff``.
+  ``loss_rel_diff``. ``torch_device``: where the PyTorch contenders run (``"cpu"``, or
+  ``"cuda"`` beside JAX on a GPU); JAX uses its default backend.
   """
   config = workload_config(workload)
   model, variables, x, y = _model_and_batch(config)
@@ -316,9 +321,11 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
   if torch is not None:
     if threads is not None:
       torch.set_num_threads(threads)
-    prepare(EAGER, lambda: _prepare_torch(torch, config, variables, x, y, False))
+    prepare(EAGER, lambda: _prepare_torch(torch, config, variables, x, y, False,
+                                                    torch_device))
     if compile_torch:
-      prepare(COMPILED, lambda: _prepare_torch(torch, config, variables, x, y, True))
+      prepare(COMPILED, lambda: _prepare_torch(torch, config, variables, x, y, True,
+                                                         torch_device))
   elif use_torch:
     log(f"{tag} {missing}")
   log(f"{tag} timing {', '.join(calls)}: {repeats} blocks of {steps} steps each")
@@ -353,7 +360,8 @@ def _worker(args) -> int:
   for w in args.workloads:
     try:
       rows += measure(w, steps=args.steps, repeats=args.repeats, threads=threads,
-                      use_torch=args.torch, compile_torch=args.compile)
+                      use_torch=args.torch, compile_torch=args.compile,
+                      torch_device=args.torch_device)
     except Exception as e:  # pylint: disable=broad-except
       rows.append({"workload": w, "threads": threads, "contender": BARE,
                    "status": f"failed: {_why(e)}"})
@@ -362,6 +370,7 @@ def _worker(args) -> int:
   torch, _ = _import_torch()
   header = {"threads": threads, "pinned_cpus": pinned,
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax": jax.__version__,
+            "jax_device": jax.devices()[0].device_kind, "torch_device": args.torch_device,
             "torch": None if torch is None else torch.__version__,
             "torch_threads": None if torch is None else torch.get_num_threads(),
             "load_avg_1min_end": os.getloadavg()[0]}
@@ -372,7 +381,7 @@ def _worker(args) -> int:
 
 def run(workloads: Sequence[str] = tuple(WORKLOADS), threads: Sequence[int] = (1, 2),
         steps: int = 5, repeats: int = 9, use_torch: bool = True,
-        compile_torch: bool = True) -> dict:
+        compile_torch: bool = True, torch_device: str = "cpu") -> dict:
   """Every thread count in its own subprocess; ``{"runs": [{"header", "rows"}]}``."""
   runs = []
   for n in threads:
@@ -381,9 +390,11 @@ def run(workloads: Sequence[str] = tuple(WORKLOADS), threads: Sequence[int] = (1
       cmd = [sys.executable, "-m", "tools.bench.vs_torch", "--_worker", "--threads",
              str(n), "--workloads", *workloads, "--steps", str(steps), "--repeats",
              str(repeats), "--json", out, *([] if use_torch else ["--no-torch"]),
-             *([] if compile_torch else ["--no-compile"])]
+             *([] if compile_torch else ["--no-compile"]), "--torch_device", torch_device]
       env = worker_env(n)
       env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)  # time the optimised programs
+      if torch_device != "cpu":  # JAX on its accelerator beside PyTorch's
+        env["JAX_PLATFORMS"] = os.environ.get("JAX_PLATFORMS", "")
       proc = subprocess.run(cmd, env=env, cwd=str(REPO), check=False)
       if proc.returncode == 0 and os.path.exists(out):
         with open(out) as f:
@@ -433,6 +444,9 @@ def main(argv=None) -> int:
   parser.add_argument("--markdown", default=None)
   parser.add_argument("--no-torch", dest="torch", action="store_false")
   parser.add_argument("--no-compile", dest="compile", action="store_false")
+  parser.add_argument("--torch_device", default="cpu",
+                      help="where PyTorch runs: cpu (default) or cuda (JAX then uses "
+                      "its default backend, the GPU)")
   parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.steps < 1 or args.repeats < 1 or min(args.threads) < 1:
@@ -440,7 +454,7 @@ def main(argv=None) -> int:
   if args._worker:  # pylint: disable=protected-access
     return _worker(args)
   result = run(args.workloads, args.threads, args.steps, args.repeats, args.torch,
-               args.compile)
+               args.compile, args.torch_device)
   table = markdown(result)
   print(table)
   if args.json:

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The prepared device check: the full-size recipes on one GPU in one short lease.
+#
+#   bash tools/ops/gpu_check.sh train   # bench, then every run below, until $DEADLINE s
+#   bash tools/ops/gpu_check.sh resume  # resume the runs a first call left unfinished
+#
+# Runs from the repository root on a machine with a GPU and the CUDA build of JAX. It
+# needs, in ignored folders beside the code (`.git/info/exclude`):
+#   .whl/   wheels of the packages that machine lacks (tensorflow-datasets, ml-collections,
+#           seqeval, array-record, ...; Python 3.12), installed into /tmp/site;
+#   .gpu/shared/  the parts of ../shared these runs read: data/uit_visfd, data/uit_vsfc,
+#           data/cifar10/cifar10_jpg.tar.gz (the files CIFAR-10-LT rho=100 keeps, other
+#           train members as empty placeholders: the same decoded arrays, checked), and
+#           models/multilingual-e5-small with model.safetensors.xz.
+# What it runs (each a plain `python -m experiments.run`, so every number has a command):
+#   bench  tools.bench.vs_torch on the GPU (JAX vs PyTorch eager, ResNet-8/32, digits);
+#   cifar  cifar10_lt.py:{erm,la,ldam_drw,four_stage} at full size (ResNet-32, 200 epochs),
+#          four processes at once on the one GPU;
+#   text   visfd_absa.py:e5 (the two-member ensemble), vsfc.py:e5,{four_stage,erm}, and
+#          visfd_absa.py:e5 member 0 at higher learning rates for 10 epochs.
+# Results: $OUT/runs.tgz (every workdir without checkpoints), $OUT/check.log.
+set -u
+MODE=${1:-train}
+T0=$(date +%s)
+DEADLINE=${DEADLINE:-540}   # seconds after start at which runs are stopped
+OUT=${OUT:-/tmp/gpu_out}
+W=${GPU_WORKDIRS:-/tmp/gpu_runs}
+mkdir -p "$OUT" "$W/logs"
+LOG=$OUT/check.log
+say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
+
+# --- environment -------------------------------------------------------------------
+if [ ! -f /tmp/site/.done ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl >>"$LOG" 2>&1 || { say "pip install failed"; exit 3; }
+  touch /tmp/site/.done
+fi
+export PYTHONPATH=/tmp/site:$PWD
+export XLA_PYTHON_CLIENT_PREALLOCATE=false TQDM_DISABLE=1 PYTHONUNBUFFERED=1
+if [ ! -e ../shared ]; then ln -s "$PWD/.gpu/shared" ../shared; fi
+E5=../shared/models/multilingual-e5-small
+if [ ! -f $E5/model.safetensors ]; then
+  python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('$E5/model.safetensors.xz'), open('$E5/model.safetensors','wb'))" \
+    || { say "e5 decompress failed"; exit 3; }
+fi
+python3 - <<'EOF' 2>&1 | tee -a "$LOG" || exit 3
+import importlib, jax
+for m in ("jax", "jaxlib", "flax", "optax", "orbax.checkpoint", "chex", "tensorflow_datasets",
+          "ml_collections", "seqeval", "tokenizers", "safetensors", "numpy", "torch"):
+  mod = importlib.import_module(m)
+  print(m, getattr(mod, "__version__", "?"))
+print("devices", jax.devices())
+import experiments.run, jaxloss  # noqa: F401  the project imports
+EOF
+[ "${PIPESTATUS[0]}" = 0 ] || { say "imports failed"; exit 3; }
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,driver_version --format=csv | tee -a "$LOG"
+python3 -c "from jaxloss.data.cifar10_lt import load_cifar10_lt as f; d = f(); print('cifar10_lt', d['class_counts'])" \
+  2>&1 | tail -1 | tee -a "$LOG"
+
+RUN="python3 -m experiments.run --compilation_cache=off"
+C=experiments/imbalance/configs/cifar10_lt.py
+A=experiments/absa/configs/visfd_absa.py
+V=experiments/imbalance/configs/vsfc.py
+declare -A JOBS=(
+  [cifar_erm]="--config=$C:erm"
+  [cifar_la]="--config=$C:la"
+  [cifar_ldam_drw]="--config=$C:ldam_drw"
+  [cifar_four_stage]="--config=$C:four_stage"
+  [absa_e5]="--config=$A:e5 --config.checkpoint_every_steps=200"
+  [vsfc_e5_four_stage]="--config=$V:e5,four_stage"
+  [vsfc_e5_erm]="--config=$V:e5,erm"
+  [absa_e5_m0_lr1e-4]="--config=$A:e5 --config.ensemble_focal_weights= --config.learning_rate=1e-4 --config.num_epochs=10 --config.checkpoint_every_steps=200"
+  [absa_e5_m0_lr2e-4]="--config=$A:e5 --config.ensemble_focal_weights= --config.learning_rate=2e-4 --config.num_epochs=10 --config.checkpoint_every_steps=200"
+)
+chain() {  # runs its jobs one after another; each resumes its workdir if it exists
+  for j in "$@"; do
+    if [ -f "$W/$j/summary.json" ] || [ -f "$W/STOP" ]; then continue; fi
+    say "start $j: ${JOBS[$j]}"
+    $RUN ${JOBS[$j]} --workdir="$W/$j" >>"$W/logs/$j.log" 2>&1
+    say "end $j rc=$?"
+  done
+}
+rm -f "$W/STOP"
+
+if [ "$MODE" = train ]; then
+  say "bench: tools.bench.vs_torch on the GPU"
+  timeout 100 python3 -m tools.bench.vs_torch --workloads resnet32 resnet8 digits_cnn \
+    --threads 16 --steps 20 --repeats 5 --no-compile --torch_device cuda \
+    --json "$OUT/vs_torch_gpu.json" --markdown "$OUT/vs_torch_gpu.md" >>"$LOG" 2>&1
+  say "bench rc=$?"
+fi
+pids=()
+for j in cifar_erm cifar_la cifar_ldam_drw cifar_four_stage; do chain $j & pids+=($!); done
+chain absa_e5 absa_e5_m0_lr2e-4 & pids+=($!)
+chain vsfc_e5_four_stage vsfc_e5_erm absa_e5_m0_lr1e-4 & pids+=($!)
+
+n=0
+while :; do
+  alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+  [ $alive = 0 ] && break
+  if [ $(( $(date +%s) - T0 )) -ge "$DEADLINE" ]; then
+    say "deadline: stopping the runs left"; touch "$W/STOP"; pkill -f experiments.run
+    sleep 5; pkill -9 -f experiments.run; break
+  fi
+  sleep 10; n=$((n + 1))
+  if [ $((n % 6)) = 0 ]; then  # each minute: where every started run is
+    for f in "$W"/logs/*.log; do
+      say "  $(basename "$f" .log): $(grep -v '^\s*$' "$f" | tail -n 1 | cut -c1-110)"
+    done
+  fi
+done
+wait 2>/dev/null
+nvidia-smi --query-gpu=memory.used,clocks.sm --format=csv >>"$LOG"
+tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude=embeddings --exclude='*.orbax-checkpoint-tmp*' -C "$W" . 2>>"$LOG"
+for j in $(echo "${!JOBS[@]}" | tr ' ' '\n' | sort); do
+  if [ -f "$W/$j/summary.json" ]; then s=done; else s=unfinished; fi
+  say "$j: $s; $(grep -E 'WAR|aspect|Test' "$W/logs/$j.log" 2>/dev/null | tail -n 1 | cut -c1-150)"
+  if [ $s = unfinished ] && [ -f "$W/logs/$j.log" ]; then
+    tr '\r' '\n' <"$W/logs/$j.log" | grep -v '^\s*$' | tail -n 2 | cut -c1-200 | sed 's/^/    /'
+  fi
+done
