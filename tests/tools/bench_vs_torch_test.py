@@ -71,3 +71,28 @@ def test_torch_port_has_the_same_loss_and_gradients(workload):
   conv = port.convs[0] if config.model != "resnet" else port.conv
   g_torch = conv.weight.grad.numpy().transpose(2, 3, 1, 0)
   np.testing.assert_allclose(g_torch, g_jax, atol=1e-4 * np.abs(g_jax).max())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed (an optional comparison)")
+@pytest.mark.parametrize("workload", ["digits_cnn", "resnet8"])
+def test_torch_port_moves_whole_with_to(workload):
+  # `--torch_device cuda` moves the port with .to(device); a tensor left out of the
+  # module (a closure constant, not a buffer) stays behind and the forward pass fails
+  # on the GPU. .to(float64) moves the same tensors, so it shows this without a GPU:
+  # the float64 port runs and gives the float32 port's loss.
+  import torch  # pylint: disable=g-import-not-at-top
+  config = vs_torch.workload_config(workload)
+  _, variables, x, y = vs_torch._model_and_batch(config, seed=1)  # pylint: disable=protected-access
+  tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+  ty = torch.from_numpy(y.astype(np.int64))
+  losses = []
+  for dtype in (torch.float32, torch.float64):
+    port = vs_torch.torch_model(torch, config, variables).train().to(dtype)
+    assert {t.dtype for t in (*port.parameters(), *port.buffers())
+            if t.is_floating_point()} == {dtype}
+    inputs = tx if tx.dtype == torch.uint8 else tx.to(dtype)
+    logits = port(inputs)
+    assert logits.dtype == dtype
+    losses.append(float(torch.nn.functional.cross_entropy(logits, ty)))
+  assert losses[1] == pytest.approx(losses[0], rel=1e-5)  # float32 vs float64 rounding

@@ -213,8 +213,6 @@ def torch_model(torch, config, variables):
     return SmallCNN()
 
   depth, widths = int(config.resnet_depth), (16, 32, 64)
-  mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
-  std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
 
   class Block(nn.Module):
     def __init__(self, p, s, cin, cout, stride):
@@ -244,9 +242,12 @@ def torch_model(torch, config, variables):
           cin = w
       self.blocks = nn.Sequential(*blocks)
       self.fc = linear(params["classifier"])
+      # Buffers, so that .to(device) moves them with the weights.
+      self.register_buffer("mean", torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1))
+      self.register_buffer("std", torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1))
 
     def forward(self, x):
-      x = (x.float() / 255.0 - mean) / std
+      x = (x.to(self.mean.dtype) / 255.0 - self.mean) / self.std
       x = self.blocks(F.relu(self.bn(self.conv(x))))
       return self.fc(x.mean(dim=(2, 3)))
   return ResNet()

@@ -1,6 +1,6 @@
 """The CIFAR-10-LT and UIT-VSFC results tables:
-``python -m tools.reports.cifar_table [--size cpu|full] [--root DIR] [--seed S]`` and
-``python -m tools.reports.cifar_table --vsfc``.
+``python -m tools.reports.cifar_table [--size cpu|full] [--root DIR] [--seed S]
+[--reuse_only]`` and ``python -m tools.reports.cifar_table --vsfc``.
 
 CIFAR-10-LT (ρ = 100): runs, one after the other and each into its own workdir under
 ``--root``, the five methods of ``experiments/imbalance/configs/cifar10_lt.py`` at one size
@@ -13,6 +13,9 @@ published ResNet-32 rows, and writes ``docs/cifar10_lt_<size>.md`` / ``.json``.
 (``experiments/imbalance/configs/vsfc.py``) and writes ``docs/vsfc.md`` / ``.json``.
 
 A run whose ``summary.json`` exists is reused; a partly trained one resumes.
+``--reuse_only`` trains nothing: the table holds the rows whose run has finished under
+``--root`` (e.g. runs made on an accelerator by ``tools/ops/gpu_check.sh``), and the rows
+not run are listed below it.
 """
 
 from __future__ import annotations
@@ -55,12 +58,19 @@ KEPT = ("war", "uar", "accuracy", "macro_f1", "per_class_recall", "stage_end", "
         "class_counts", *SHOTS)
 
 
-def run_rows(rows, get_config, root: str, seed: int) -> list[dict]:
-  """Trains (or reuses) ``rows`` of ``(label, variant, overrides)``; one dict per row."""
+def run_rows(rows, get_config, root: str, seed: int, reuse_only: bool = False,
+             missing: list | None = None) -> list[dict]:
+  """Trains (or reuses) ``rows`` of ``(label, variant, overrides)``; one dict per row.
+  With ``reuse_only`` a row without a finished run is left out (its label appended to
+  ``missing``) instead of trained."""
   from experiments import recipes  # pylint: disable=g-import-not-at-top
   out = []
   for label, variant, overrides in rows:
     workdir = os.path.join(root, tables.row_dirname(variant, overrides, seed))
+    if reuse_only and not os.path.exists(os.path.join(workdir, "summary.json")):
+      if missing is not None:
+        missing.append(f"{label} ({workdir})")
+      continue
     summary = tables.run_or_reuse(
         workdir, lambda: tables.configure(get_config, variant, seed, overrides),
         recipes.run)
@@ -134,33 +144,41 @@ def main(argv=None):
   parser.add_argument("--root", default=None)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=None)
+  parser.add_argument("--reuse_only", action="store_true",
+                      help="train nothing: tabulate the finished runs under --root")
   args = parser.parse_args(argv)
+  missing: list = []
   t0 = time.time()
   if args.vsfc:
     from experiments.imbalance.configs import vsfc  # pylint: disable=g-import-not-at-top
     rows = run_rows(VSFC_ROWS, vsfc.get_config, args.root or "workdirs/vsfc_table",
-                    args.seed)
+                    args.seed, args.reuse_only, missing)
     table, out = vsfc_markdown(rows), args.out or "docs/vsfc"
     payload = {"seed": args.seed, "rows": rows}
   else:
     from experiments.imbalance.configs import cifar10_lt  # pylint: disable=g-import-not-at-top
     root = args.root or f"workdirs/cifar10_lt_{args.size}"
     series = run_rows(tuple((label, f"{m},{args.size}", o) for label, m, o in CIFAR_METHODS),
-                      cifar10_lt.get_config, root, args.seed)
+                      cifar10_lt.get_config, root, args.seed, args.reuse_only, missing)
     extra = run_rows(tuple((label, f"{m},{args.size}", o) for label, m, o in CIFAR_EXTRA),
-                     cifar10_lt.get_config, root, args.seed)
+                     cifar10_lt.get_config, root, args.seed, args.reuse_only, missing)
     rows = series + extra
     table = cifar_markdown(series, args.size, extra=extra)
     out = args.out or f"docs/cifar10_lt_{args.size}"
-    erm, four = series[0], series[-1]
     payload = {"seed": args.seed, "size": args.size, "rows": rows,
                "anchors": [{"label": a, "method": m, "balanced_error": e}
-                           for a, m, e in ANCHORS],
-               "four_stage_minus_erm_uar": four["uar"] - erm["uar"],
-               "uar_rank_of_four_stage": 1 + sum(r["uar"] > four["uar"] for r in series)}
-    table += (f"\n\nFour-stage minus ERM: {100 * (four['uar'] - erm['uar']):+.2f} UAR "
-              f"points; four-stage ranks {payload['uar_rank_of_four_stage']} of "
-              f"{len(series)} on UAR.")
+                           for a, m, e in ANCHORS]}
+    by_method = {r["variant"].split(",")[0]: r for r in series}
+    erm, four = by_method.get("erm"), by_method.get("four_stage")
+    if erm and four:
+      payload["four_stage_minus_erm_uar"] = four["uar"] - erm["uar"]
+      payload["uar_rank_of_four_stage"] = 1 + sum(r["uar"] > four["uar"] for r in series)
+      table += (f"\n\nFour-stage minus ERM: {100 * (four['uar'] - erm['uar']):+.2f} UAR "
+                f"points; four-stage ranks {payload['uar_rank_of_four_stage']} of "
+                f"{len(series)} on UAR.")
+  if missing:
+    payload["not_run"] = missing
+    table += "\n\nNot run (no finished run under --root): " + "; ".join(missing) + "."
   payload["wall_s"] = round(time.time() - t0, 1)
   print(table)
   tables.write_outputs(out, table, payload)
