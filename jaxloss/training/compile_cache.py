@@ -128,7 +128,10 @@ def shared_multi_process_compiles() -> bool:
 
     hash_accelerator_config._jaxloss_cpu = True  # pylint: disable=protected-access
     cache_key._hash_accelerator_config = hash_accelerator_config  # pylint: disable=protected-access
-  jax.config.update("jax_share_binary_between_hosts", True)
+  try:
+    jax.config.update("jax_share_binary_between_hosts", True)
+  except AttributeError:  # not in this JAX version: each process compiles its own
+    pass
   return True
 
 

@@ -18,7 +18,9 @@
 #          four processes at once on the one GPU;
 #   text   visfd_absa.py:e5 (the two-member ensemble), vsfc.py:e5,{four_stage,erm}, and
 #          visfd_absa.py:e5 member 0 at higher learning rates for 10 epochs.
-# Results: $OUT/runs.tgz (every workdir without checkpoints), $OUT/check.log.
+# Results: $OUT/runs.tgz (every workdir without checkpoints), $OUT/check.log. Measured
+# with it (2026-12-04, one H200, 15 minutes): the four CIFAR rows in ~400 s each, at once;
+# the text runs did not finish (each new sub-word width compiled for 60-90 s).
 set -u
 MODE=${1:-train}
 T0=$(date +%s)
@@ -57,26 +59,32 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,driver_version --format=csv |
 python3 -c "from jaxloss.data.cifar10_lt import load_cifar10_lt as f; d = f(); print('cifar10_lt', d['class_counts'])" \
   2>&1 | tail -1 | tee -a "$LOG"
 
-RUN="python3 -m experiments.run --compilation_cache=off"
+# A resumed run (`resume`) loads its programs from the cache instead of compiling them
+# again: on the H200 a text step took 60-90 s to compile per sub-word width.
+RUN="python3 -m experiments.run --compilation_cache=$W/jax_cache"
 C=experiments/imbalance/configs/cifar10_lt.py
 A=experiments/absa/configs/visfd_absa.py
 V=experiments/imbalance/configs/vsfc.py
 declare -A JOBS=(
-  [cifar_erm]="--config=$C:erm"
-  [cifar_la]="--config=$C:la"
-  [cifar_ldam_drw]="--config=$C:ldam_drw"
-  [cifar_four_stage]="--config=$C:four_stage"
+  [cifar_erm]="--config=$C:erm,full"
+  [cifar_la]="--config=$C:la,full"
+  [cifar_ldam_drw]="--config=$C:ldam_drw,full"
+  [cifar_four_stage]="--config=$C:four_stage,full"
   [absa_e5]="--config=$A:e5 --config.checkpoint_every_steps=200"
   [vsfc_e5_four_stage]="--config=$V:e5,four_stage"
   [vsfc_e5_erm]="--config=$V:e5,erm"
   [absa_e5_m0_lr1e-4]="--config=$A:e5 --config.ensemble_focal_weights= --config.learning_rate=1e-4 --config.num_epochs=10 --config.checkpoint_every_steps=200"
   [absa_e5_m0_lr2e-4]="--config=$A:e5 --config.ensemble_focal_weights= --config.learning_rate=2e-4 --config.num_epochs=10 --config.checkpoint_every_steps=200"
 )
+workdir() {  # CIFAR runs where `tools.reports.cifar_table --size full --root
+  # $W/cifar10_lt_full --reuse_only` finds them (tables.row_dirname); the others by job name
+  case $1 in cifar_*) echo "$W/cifar10_lt_full/${1#cifar_}+full_seed=0" ;; *) echo "$W/$1" ;; esac
+}
 chain() {  # runs its jobs one after another; each resumes its workdir if it exists
   for j in "$@"; do
-    if [ -f "$W/$j/summary.json" ] || [ -f "$W/STOP" ]; then continue; fi
+    if [ -f "$(workdir "$j")/summary.json" ] || [ -f "$W/STOP" ]; then continue; fi
     say "start $j: ${JOBS[$j]}"
-    $RUN ${JOBS[$j]} --workdir="$W/$j" >>"$W/logs/$j.log" 2>&1
+    $RUN ${JOBS[$j]} --workdir="$(workdir "$j")" >>"$W/logs/$j.log" 2>&1
     say "end $j rc=$?"
   done
 }
@@ -111,9 +119,9 @@ while :; do
 done
 wait 2>/dev/null
 nvidia-smi --query-gpu=memory.used,clocks.sm --format=csv >>"$LOG"
-tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude=embeddings --exclude='*.orbax-checkpoint-tmp*' -C "$W" . 2>>"$LOG"
+tar czf "$OUT/runs.tgz" --exclude=jax_cache --exclude=checkpoints --exclude=embeddings --exclude='*.orbax-checkpoint-tmp*' -C "$W" . 2>>"$LOG"
 for j in $(echo "${!JOBS[@]}" | tr ' ' '\n' | sort); do
-  if [ -f "$W/$j/summary.json" ]; then s=done; else s=unfinished; fi
+  if [ -f "$(workdir "$j")/summary.json" ]; then s=done; else s=unfinished; fi
   say "$j: $s; $(grep -E 'WAR|aspect|Test' "$W/logs/$j.log" 2>/dev/null | tail -n 1 | cut -c1-150)"
   if [ $s = unfinished ] && [ -f "$W/logs/$j.log" ]; then
     tr '\r' '\n' <"$W/logs/$j.log" | grep -v '^\s*$' | tail -n 2 | cut -c1-200 | sed 's/^/    /'
