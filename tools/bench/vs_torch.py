@@ -110,8 +110,10 @@ def _model_and_batch(config, seed: int = 0):
   return model, variables, x, y
 
 
-def _prepare_bare(config, model, variables, x, y):
-  """``jax.jit`` of one SGD step: CE, its gradient, batch-norm update, the optimizer."""
+def bare_program(config, model, variables, x, y):
+  """``(step, args)``: ``jax.jit`` of one SGD step (CE, its gradient, batch-norm update,
+  the optimizer) and its first arguments ``(params, stats, opt_state, x, y)``, device
+  arrays; ``step(*args)`` returns ``(params, stats, opt_state, loss)``."""
   import jax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from jaxloss.train_step import make_optimizer  # pylint: disable=import-outside-toplevel
@@ -130,8 +132,13 @@ def _prepare_bare(config, model, variables, x, y):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new["batch_stats"], opt_state, loss
 
-  x, y = jax.device_put(x), jax.device_put(y)
-  carry = [params, stats, tx.init(params)]
+  return step, (params, stats, tx.init(params), jax.device_put(x), jax.device_put(y))
+
+
+def _prepare_bare(config, model, variables, x, y):
+  """The bare step (:func:`bare_program`) and a call that runs it once."""
+  import jax  # pylint: disable=import-outside-toplevel
+  step, (*carry, x, y) = bare_program(config, model, variables, x, y)
   t = time.perf_counter()
   *carry, loss = step(*carry, x, y)
   jax.block_until_ready(loss)

@@ -107,8 +107,9 @@ while :; do
   alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
   [ $alive = 0 ] && break
   if [ $(( $(date +%s) - T0 )) -ge "$DEADLINE" ]; then
-    say "deadline: stopping the runs left"; touch "$W/STOP"; pkill -f experiments.run
-    sleep 5; pkill -9 -f experiments.run; break
+    # Only this script's runs (their --workdir is under $W), not other jobs of the machine.
+    say "deadline: stopping the runs left"; touch "$W/STOP"; pkill -f -- "--workdir=$W/"
+    sleep 5; pkill -9 -f -- "--workdir=$W/"; break
   fi
   sleep 10; n=$((n + 1))
   if [ $((n % 6)) = 0 ]; then  # each minute: where every started run is

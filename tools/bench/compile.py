@@ -1,0 +1,196 @@
+"""Where the recipe step's first-call time goes: its trace + lowering and its XLA
+compilation against a bare ``jax.jit`` of the same model, loss and optimizer, and against
+the step with one of its features turned off.
+
+  python -m tools.bench.compile [--workloads digits_cnn resnet8] [--repeats 3]
+                                [--json PATH] [--markdown PATH]
+
+Workloads are those of ``tools.bench.vs_torch`` (the imbalance recipe's configs: the
+main job's digits CNN, CIFAR ResNet-8 and ResNet-32). Contenders:
+
+* ``bare``: ``tools.bench.vs_torch.bare_program``, one SGD step of the model (softmax CE,
+  its gradient, the batch-norm update, the config's optimizer) under ``jax.jit``;
+* ``step``: the recipe's train step as ``experiments.run`` builds it
+  (``jaxloss.training.loop.step_body`` under ``DataParallel.launch_train_step``:
+  ``jax.shard_map`` under ``jax.jit``), with its on-device class-mix sampling from the
+  whole training set, augmentation, curriculum and monitor statistics;
+* ``step - monitors``: the same with ``config.monitor.enabled = False``;
+* ``step - curriculum``: ``config.curriculum = "erm"`` (one stage, the data sampler);
+* ``step - augmentation``: ``config.augment = "none"``.
+
+Each measurement runs in a fresh subprocess (no persistent compilation cache, JAX's
+in-memory caches empty, XLA's default optimisation level) on the CPU, so no contender
+profits from another's work; the contenders take turns, ``--repeats`` rounds. Reported per
+contender: the medians of ``lower s`` (tracing the Python function and lowering it to
+StableHLO, ``jitted.lower(*args)``), ``compile s`` (XLA, ``lowered.compile()``), their sum,
+the sum ÷ the bare step's, and the program's size (lines of StableHLO text). Building
+the recipe (loading the data, ``init``) is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Sequence
+
+from tools.bench.vs_torch import WORKLOADS
+
+# contender -> config overrides of the recipe's step (None: the bare step)
+CONTENDERS: Dict[str, dict | None] = {
+    "bare": None,
+    "step": {},
+    "step - monitors": {"monitor.enabled": False},
+    "step - curriculum": {"curriculum": "erm"},
+    "step - augmentation": {"augment": "none"},
+}
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _program(workload: str, contender: str):
+  """``(jitted, args)`` of one contender."""
+  from tools.bench import vs_torch  # pylint: disable=import-outside-toplevel
+  config = vs_torch.workload_config(workload)
+  overrides = CONTENDERS[contender]
+  if overrides is None:
+    model, variables, x, y = vs_torch._model_and_batch(config)  # pylint: disable=protected-access
+    return vs_torch.bare_program(config, model, variables, x, y)
+  from experiments import imbalance  # pylint: disable=import-outside-toplevel
+  from jaxloss.parallel import DataParallel  # pylint: disable=import-outside-toplevel
+  from jaxloss.training import loop  # pylint: disable=import-outside-toplevel
+  config = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for k in path:
+      node = node[k]
+    node[leaf] = value
+  recipe = imbalance.build(config)
+  dp = DataParallel(config.parallel, config.num_devices)
+  step = dp.launch_train_step(loop.step_body(recipe, dp.num_devices))
+  state = dp.replicate(loop.init_state(recipe))
+  data = dp.replicate({k: recipe.train[k] for k in (*recipe.input_keys, "label")})
+  return step, (state, data)
+
+
+def measure(workload: str, contender: str) -> dict:
+  """Lowers and compiles one contender in this process; its times and size."""
+  jitted, args = _program(workload, contender)
+  t0 = time.perf_counter()
+  lowered = jitted.lower(*args)
+  t1 = time.perf_counter()
+  lowered.compile()
+  t2 = time.perf_counter()
+  return {"workload": workload, "contender": contender, "lower_s": t1 - t0,
+          "compile_s": t2 - t1, "hlo_lines": lowered.as_text().count("\n")}
+
+
+def _worker(args) -> int:
+  row = measure(args.workloads[0], args.contender)
+  with open(args.json, "w") as f:
+    json.dump(row, f)
+  return 0
+
+
+def _env() -> Dict[str, str]:
+  env = dict(os.environ)
+  env.setdefault("JAX_PLATFORMS", "cpu")
+  for k in ("JAX_DISABLE_MOST_OPTIMIZATIONS", "JAX_COMPILATION_CACHE_DIR",
+            "JAXLOSS_COMPILATION_CACHE"):
+    env.pop(k, None)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
+  return env
+
+
+def run(workloads: Sequence[str] = ("digits_cnn", "resnet8"), repeats: int = 3,
+        contenders: Sequence[str] = tuple(CONTENDERS), log=print) -> List[dict]:
+  """One row per workload and contender: medians over ``repeats`` fresh processes."""
+  samples: Dict[tuple, list] = {}
+  for r in range(repeats):
+    order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
+    for w in workloads:
+      for c in order:
+        with tempfile.TemporaryDirectory(prefix="bench-compile-") as tmp:
+          out = os.path.join(tmp, "row.json")
+          cmd = [sys.executable, "-m", "tools.bench.compile", "--_worker", "--workloads",
+                 w, "--contender", c, "--json", out]
+          proc = subprocess.run(cmd, env=_env(), cwd=REPO, check=False,
+                                capture_output=True, text=True)
+          if proc.returncode != 0 or not os.path.exists(out):
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"{w} / {c}: worker exited with {proc.returncode}: "
+                               f"{tail[0]}")
+          with open(out) as f:
+            row = json.load(f)
+        samples.setdefault((w, c), []).append(row)
+        log(f"[round {r + 1}/{repeats}] {w} / {c}: lower {row['lower_s']:.2f} s, "
+            f"compile {row['compile_s']:.2f} s")
+  rows = []
+  for w in workloads:
+    bare = None
+    for c in contenders:
+      s = samples[(w, c)]
+      lower = statistics.median(x["lower_s"] for x in s)
+      comp = statistics.median(x["compile_s"] for x in s)
+      total = statistics.median(x["lower_s"] + x["compile_s"] for x in s)
+      row = {"workload": w, "contender": c, "lower_s": lower, "compile_s": comp,
+             "total_s": total, "hlo_lines": s[0]["hlo_lines"], "repeats": len(s),
+             "totals_s": [x["lower_s"] + x["compile_s"] for x in s]}
+      if c == "bare":
+        bare = total
+      if bare:
+        row["vs_bare"] = total / bare
+      rows.append(row)
+  return rows
+
+
+def markdown(rows: List[dict]) -> str:
+  lines = ["| workload | contender | lower s | compile s | total s | ÷ bare | StableHLO lines |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    ratio = f"{r['vs_bare']:.2f}" if "vs_bare" in r else ""
+    lines.append(f"| {r['workload']} | {r['contender']} | {r['lower_s']:.2f} | "
+                 f"{r['compile_s']:.2f} | {r['total_s']:.2f} | {ratio} | "
+                 f"{r['hlo_lines']:,} |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m tools.bench.compile",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS),
+                      default=["digits_cnn", "resnet8"])
+  parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
+                      default=list(CONTENDERS))
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--json", default=None)
+  parser.add_argument("--markdown", default=None)
+  parser.add_argument("--contender", help=argparse.SUPPRESS)
+  parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args._worker:  # pylint: disable=protected-access
+    return _worker(args)
+  if args.repeats < 1:
+    parser.error("--repeats must be >= 1")
+  t0 = time.time()
+  rows = run(args.workloads, args.repeats, args.contenders,
+             log=lambda m: print(m, file=sys.stderr, flush=True))
+  table = markdown(rows)
+  print(table)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"rows": rows, "wall_s": round(time.time() - t0, 1),
+                 "load_avg_1min_end": os.getloadavg()[0]}, f, indent=2)
+  if args.markdown:
+    with open(args.markdown, "w") as f:
+      f.write(table + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
