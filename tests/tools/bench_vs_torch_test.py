@@ -96,3 +96,32 @@ def test_torch_port_moves_whole_with_to(workload):
     assert logits.dtype == dtype
     losses.append(float(torch.nn.functional.cross_entropy(logits, ty)))
   assert losses[1] == pytest.approx(losses[0], rel=1e-5)  # float32 vs float64 rounding
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed (an optional comparison)")
+def test_torch_bilstm_port_has_the_same_loss_and_gradients():
+  # Real UIT-VSFC sentences of different lengths: the backward LSTM must start at each
+  # sentence's last real token and the pooling must skip the padding, on both sides.
+  import torch  # pylint: disable=g-import-not-at-top
+  config = vs_torch.workload_config("bilstm")
+  model, variables, (ids, lengths), y = vs_torch._model_and_batch(config)  # pylint: disable=protected-access
+  assert len(set(lengths.tolist())) > 5 and lengths.max() < ids.shape[1]
+
+  def loss_fn(params):
+    logits = model.apply({"params": params}, ids, lengths, train=True)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  loss, grads = jax.value_and_grad(loss_fn)(variables["params"])
+  port = vs_torch.torch_model(torch, config, variables).train()
+  t_loss = torch.nn.functional.cross_entropy(
+      port(*vs_torch.torch_inputs(torch, (ids, lengths))), torch.from_numpy(y.astype(np.int64)))
+  t_loss.backward()
+  assert float(t_loss) == pytest.approx(float(loss), rel=1e-5)
+  enc = grads["BiLSTMEncoder_0"]
+  for name, suffix in (("OptimizedLSTMCell_0", ""), ("OptimizedLSTMCell_1", "_reverse")):
+    g_jax = np.asarray(enc[name]["ii"]["kernel"]).T  # the input gate's input kernel
+    g_torch = getattr(port.lstm, f"weight_ih_l0{suffix}").grad.numpy()[:g_jax.shape[0]]
+    np.testing.assert_allclose(g_torch, g_jax, atol=1e-4 * np.abs(g_jax).max())
+  g_emb = np.asarray(enc["Embed_0"]["embedding"])
+  np.testing.assert_allclose(port.embed.weight.grad.numpy(), g_emb,
+                             atol=1e-4 * np.abs(g_emb).max())

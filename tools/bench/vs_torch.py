@@ -76,6 +76,7 @@ WORKLOADS = {
     "digits_cnn": ("digits_lt", None, True),
     "resnet8": ("cifar10_lt", "four_stage,cpu", True),
     "resnet32": ("cifar10_lt", "four_stage,full", False),
+    "bilstm": ("vsfc", "four_stage,sentiment", True),
 }
 COMPILE_WARMUP = 3
 
@@ -92,13 +93,44 @@ def workload_config(name: str):
       variant)
 
 
+def _text_vocab_and_batch(config, b: int):
+  """UIT-VSFC's vocabulary size and the first ``b`` training sentences, as the recipe
+  reads them (``experiments.imbalance.build``): ``(vocab_size, num_classes, (ids, lengths),
+  labels)``."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from experiments import imbalance  # pylint: disable=import-outside-toplevel
+  recipe = imbalance.build(config)
+  train = recipe.train
+  # The shapes of the recipe's own parameters (no computation): the embedding table's
+  # rows are the vocabulary, the head's columns the classes.
+  shapes = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(
+      jax.eval_shape(recipe.init, jax.random.PRNGKey(0)))}
+  params = {k: v for k, v in shapes.items() if k.startswith(".params")}
+  (vocab_size, _), = [v for k, v in params.items() if k.endswith("['embedding']")]
+  (_, num_classes), = [v for k, v in params.items()
+                       if k.endswith("['Dense_0']['kernel']")]
+  return (int(vocab_size), int(num_classes),
+          (np.asarray(train["ids"][:b]), np.asarray(train["lengths"][:b])),
+          np.asarray(train["label"][:b]).astype(np.int32))
+
+
 def _model_and_batch(config, seed: int = 0):
-  """The flax model, its variables and one batch (numpy) of ``config``'s shapes."""
+  """The flax model, its variables and one batch (numpy) of ``config``'s shapes. The
+  batch ``x`` is an array, or a tuple of arrays for a text model (``ids``, ``lengths``:
+  real UIT-VSFC sentences). The text model's dropout is off, so that both sides compute
+  the same loss (the recipe's own step keeps its dropout)."""
   import jax  # pylint: disable=import-outside-toplevel
   from jaxloss.models.cnn import SmallCNN  # pylint: disable=import-outside-toplevel
   from jaxloss.models.resnet import CifarResNet  # pylint: disable=import-outside-toplevel
+  from jaxloss.models.text import TextClassifier  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
   b = int(config.batch_size)
+  if config.model == "bilstm":
+    vocab_size, num_classes, x, y = _text_vocab_and_batch(config, b)
+    model = TextClassifier(vocab_size, num_classes, embed_dim=config.embed_dim, hidden=config.hidden,
+                           dropout_rate=0.0)
+    variables = model.init(jax.random.PRNGKey(seed), *(a[:1] for a in x), train=False)
+    return model, variables, x, y
   if config.model == "resnet":
     model = CifarResNet(num_classes=10, depth=int(config.resnet_depth))
     x = rng.integers(0, 256, size=(b, 32, 32, 3), dtype=np.uint8)
@@ -120,19 +152,24 @@ def bare_program(config, model, variables, x, y):
   tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
                       momentum=config.momentum, weight_decay=config.weight_decay,
                       max_grad_norm=config.max_grad_norm, nesterov=config.nesterov)
-  params, stats = variables["params"], variables["batch_stats"]
+  params, stats = variables["params"], variables.get("batch_stats", {})
+  inputs = x if isinstance(x, tuple) else (x,)
 
   @jax.jit
-  def step(params, stats, opt_state, x, y):
+  def step(params, stats, opt_state, inputs, y):
     def loss_fn(p):
-      logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True,
-                                mutable=["batch_stats"])
+      if not stats:  # no batch norm (the text model)
+        logits = model.apply({"params": p}, *inputs, train=True)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), {
+            "batch_stats": stats}
+      logits, new = model.apply({"params": p, "batch_stats": stats}, *inputs,
+                                train=True, mutable=["batch_stats"])
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
     (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new["batch_stats"], opt_state, loss
 
-  return step, (params, stats, tx.init(params), jax.device_put(x), jax.device_put(y))
+  return step, (params, stats, tx.init(params), jax.device_put(inputs), jax.device_put(y))
 
 
 def _prepare_bare(config, model, variables, x, y):
@@ -174,7 +211,7 @@ def _prepare_recipe_step(config):
 def torch_model(torch, config, variables):
   """A PyTorch port of the workload's flax model holding the same weights (NCHW)."""
   nn, F = torch.nn, torch.nn.functional
-  params, stats = variables["params"], variables["batch_stats"]
+  params, stats = variables["params"], variables.get("batch_stats", {})
 
   def conv(p, cin, cout, stride, padding):
     m = nn.Conv2d(cin, cout, 3, stride=stride, padding=padding, bias=False)
@@ -197,6 +234,8 @@ def torch_model(torch, config, variables):
     m.bias.data = torch.from_numpy(np.asarray(p["bias"]).copy())
     return m
 
+  if config.model == "bilstm":
+    return _torch_bilstm(torch, params)
   if config.model != "resnet":
     widths = tuple(config.model_widths)
 
@@ -260,19 +299,77 @@ def torch_model(torch, config, variables):
   return ResNet()
 
 
+def _torch_bilstm(torch, params):
+  """``TextClassifier`` (embedding, one bidirectional LSTM over each sentence's length,
+  masked mean + max pooling, a linear head) in PyTorch, on the flax weights. flax's
+  ``OptimizedLSTMCell`` has gates i, f, g, o from ``i*`` (input kernels) and ``h*``
+  (hidden kernels and the biases), as ``torch.nn.LSTM``'s rows; ``_0`` is the forward
+  cell, ``_1`` the backward one (it reads each sentence from its last real token, as
+  ``pack_padded_sequence`` does)."""
+  nn = torch.nn
+  enc = params["BiLSTMEncoder_0"]
+  emb = np.asarray(enc["Embed_0"]["embedding"])
+  hidden = np.asarray(enc["OptimizedLSTMCell_0"]["hi"]["kernel"]).shape[0]
+  lstm = nn.LSTM(emb.shape[1], hidden, batch_first=True, bidirectional=True)
+
+  def cell(suffix, p):
+    w_ih = np.concatenate([np.asarray(p[f"i{g}"]["kernel"]).T for g in "ifgo"])
+    w_hh = np.concatenate([np.asarray(p[f"h{g}"]["kernel"]).T for g in "ifgo"])
+    b = np.concatenate([np.asarray(p[f"h{g}"]["bias"]) for g in "ifgo"])
+    getattr(lstm, f"weight_ih_l0{suffix}").data = torch.from_numpy(w_ih.copy())
+    getattr(lstm, f"weight_hh_l0{suffix}").data = torch.from_numpy(w_hh.copy())
+    getattr(lstm, f"bias_ih_l0{suffix}").data = torch.from_numpy(b.copy())
+    getattr(lstm, f"bias_hh_l0{suffix}").data = torch.zeros(4 * hidden)
+
+  cell("", enc["OptimizedLSTMCell_0"])
+  cell("_reverse", enc["OptimizedLSTMCell_1"])
+  k = np.asarray(params["Dense_0"]["kernel"])
+
+  class BiLSTM(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.embed = nn.Embedding(*emb.shape)
+      self.embed.weight.data = torch.from_numpy(emb.copy())
+      self.lstm = lstm
+      self.fc = nn.Linear(*k.shape)
+      self.fc.weight.data = torch.from_numpy(k.T.copy())
+      self.fc.bias.data = torch.from_numpy(np.asarray(params["Dense_0"]["bias"]).copy())
+
+    def forward(self, ids, lengths):
+      packed = nn.utils.rnn.pack_padded_sequence(
+          self.embed(ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
+      out, _ = self.lstm(packed)
+      out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                total_length=ids.shape[1])
+      mask = (torch.arange(ids.shape[1], device=ids.device)[None, :]
+              < lengths[:, None]).unsqueeze(-1)
+      mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1)
+      maxed = out.masked_fill(~mask, -1e9).max(1).values
+      return self.fc(torch.cat([mean, maxed], -1))
+  return BiLSTM()
+
+
+def torch_inputs(torch, x, device: str = "cpu"):
+  """The batch ``x`` of :func:`_model_and_batch` as PyTorch tensors: NCHW images, or
+  ``(ids, lengths)`` as int64."""
+  if isinstance(x, tuple):
+    return tuple(torch.from_numpy(np.asarray(a).astype(np.int64)).to(device) for a in x)
+  return (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device),)
+
+
 def _prepare_torch(torch, config, variables, x, y, compiled: bool, device: str = "cpu"):
   model = torch_model(torch, config, variables).train().to(device)
   opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate,
                         momentum=config.momentum, nesterov=bool(config.nesterov),
                         weight_decay=config.weight_decay)
   fwd = torch.compile(model) if compiled else model
-  tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+  tx = torch_inputs(torch, x, device)
   ty = torch.from_numpy(y.astype(np.int64)).to(device)
   sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
   def step():
     opt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(fwd(tx), ty)
+    loss = torch.nn.functional.cross_entropy(fwd(*tx), ty)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     opt.step()
@@ -310,9 +407,10 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
   """
   config = workload_config(workload)
   model, variables, x, y = _model_and_batch(config)
-  base = {"workload": workload, "model": (f"ResNet-{config.resnet_depth}"
-                                          if config.model == "resnet" else
-                                          f"SmallCNN{tuple(config.model_widths)}"),
+  label = {"resnet": f"ResNet-{config.resnet_depth}",
+           "bilstm": f"BiLSTM(embed {config.embed_dim}, hidden {config.hidden})"}.get(
+               config.model, f"SmallCNN{tuple(config.model_widths)}")
+  base = {"workload": workload, "model": label,
           "batch": int(config.batch_size), "steps": steps, "repeats": repeats,
           "threads": threads}
   rows: Dict[str, dict] = {}
