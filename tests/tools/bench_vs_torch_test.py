@@ -125,3 +125,33 @@ def test_torch_bilstm_port_has_the_same_loss_and_gradients():
   g_emb = np.asarray(enc["Embed_0"]["embedding"])
   np.testing.assert_allclose(port.embed.weight.grad.numpy(), g_emb,
                              atol=1e-4 * np.abs(g_emb).max())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed (an optional comparison)")
+def test_torch_sasrec_port_has_the_same_loss_and_gradients():
+  # Real Games users (left-padded histories) with uniform negatives: the causal and
+  # padding masks, the shared item table and the listwise loss, on both sides.
+  import torch  # pylint: disable=g-import-not-at-top
+  config = vs_torch.workload_config("sasrec")
+  model, variables, x, y = vs_torch._model_and_batch(config)  # pylint: disable=protected-access
+  negatives, seq, pos = x
+  assert (seq == 0).any() and (seq > 0).any()  # padding and items in the batch
+
+  def loss_fn(params):
+    return vs_torch.jax_loss(model.apply({"params": params}, *x, train=True), y)
+  loss, grads = jax.value_and_grad(loss_fn)(variables["params"])
+  assert float(loss) == pytest.approx(np.log(config.num_candidates), rel=0.05)
+  port = vs_torch.torch_model(torch, config, variables).train()
+  t_loss = vs_torch.torch_loss(torch, port(*vs_torch.torch_inputs(torch, x)), None)
+  t_loss.backward()
+  assert float(t_loss) == pytest.approx(float(loss), rel=1e-5)
+  for path in ("item_embedding/embedding", "block_0/attention/query/kernel",
+               "block_1/ffn_out/kernel"):
+    g_jax = grads
+    for k in path.split("/"):
+      g_jax = g_jax[k]
+    g_jax = np.asarray(g_jax)
+    g_torch = port.p[path].grad.numpy()
+    np.testing.assert_allclose(g_torch, g_jax, atol=1e-4 * np.abs(g_jax).max(),
+                               err_msg=path)

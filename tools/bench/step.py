@@ -26,12 +26,12 @@ VARIANTS = {"main": None, "supcon": "supcon"}
 
 def _step_and_state(config, monitor: bool):
   import jax
-  from experiments import imbalance
+  from experiments import recipes
   from jaxloss.parallel import DataParallel
   from jaxloss.training import loop
   config = config.copy_and_resolve_references()
   config.monitor.enabled = monitor
-  recipe = imbalance.build(config)
+  recipe = recipes.builder(config)(config)  # config.trainer's build (imbalance, rerank)
   dp = DataParallel(config.parallel, config.num_devices)
   step = dp.launch_train_step(loop.step_body(recipe, dp.num_devices))
   state = dp.replicate(loop.init_state(recipe))

@@ -77,6 +77,7 @@ WORKLOADS = {
     "resnet8": ("cifar10_lt", "four_stage,cpu", True),
     "resnet32": ("cifar10_lt", "four_stage,full", False),
     "bilstm": ("vsfc", "four_stage,sentiment", True),
+    "sasrec": ("experiments.rerank.configs.rerank", "listwise", True),
 }
 COMPILE_WARMUP = 3
 
@@ -89,29 +90,58 @@ def workload_config(name: str):
   """The imbalance config a workload times (``experiments/imbalance/configs``)."""
   import importlib  # pylint: disable=import-outside-toplevel
   module, variant, _ = WORKLOADS[name]
-  return importlib.import_module(f"experiments.imbalance.configs.{module}").get_config(
-      variant)
+  if "." not in module:
+    module = f"experiments.imbalance.configs.{module}"
+  return importlib.import_module(module).get_config(variant)
+
+
+def _param_shapes(recipe) -> Dict[str, tuple]:
+  """``{key path: shape}`` of the recipe's parameters, without computing them."""
+  import jax  # pylint: disable=import-outside-toplevel
+  leaves = jax.tree_util.tree_leaves_with_path(jax.eval_shape(recipe.init,
+                                                              jax.random.PRNGKey(0)))
+  return {jax.tree_util.keystr(k): v.shape for k, v in leaves
+          if jax.tree_util.keystr(k).startswith(".params")}
 
 
 def _text_vocab_and_batch(config, b: int):
   """UIT-VSFC's vocabulary size and the first ``b`` training sentences, as the recipe
   reads them (``experiments.imbalance.build``): ``(vocab_size, num_classes, (ids, lengths),
   labels)``."""
-  import jax  # pylint: disable=import-outside-toplevel
   from experiments import imbalance  # pylint: disable=import-outside-toplevel
   recipe = imbalance.build(config)
   train = recipe.train
-  # The shapes of the recipe's own parameters (no computation): the embedding table's
-  # rows are the vocabulary, the head's columns the classes.
-  shapes = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(
-      jax.eval_shape(recipe.init, jax.random.PRNGKey(0)))}
-  params = {k: v for k, v in shapes.items() if k.startswith(".params")}
+  # The embedding table's rows are the vocabulary, the head's columns the classes.
+  params = _param_shapes(recipe)
   (vocab_size, _), = [v for k, v in params.items() if k.endswith("['embedding']")]
   (_, num_classes), = [v for k, v in params.items()
                        if k.endswith("['Dense_0']['kernel']")]
   return (int(vocab_size), int(num_classes),
           (np.asarray(train["ids"][:b]), np.asarray(train["lengths"][:b])),
           np.asarray(train["label"][:b]).astype(np.int32))
+
+
+def _sasrec_and_batch(config, rng, seed: int):
+  """SASRec (dropout off) and a batch of the first ``batch_size`` Games users:
+  ``x = (negatives [B, K], seq [B, L], pos [B, L])`` with uniform negatives, as the
+  recipe's step draws them; ``y`` is unused (the true item is candidate 0)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from experiments import recipes  # pylint: disable=import-outside-toplevel
+  from jaxloss.models.sequential import SASRec  # pylint: disable=import-outside-toplevel
+  recipe = recipes.builder(config)(config)
+  b = int(config.batch_size)
+  seq, pos = (np.asarray(recipe.train[k][:b], np.int32) for k in ("seq", "pos"))
+  (rows, _), = [v for k, v in _param_shapes(recipe).items()
+                if "item_embedding" in k and k.endswith("['embedding']")]
+  num_items = int(rows) - 1  # row 0 is padding
+  negatives = rng.integers(1, num_items + 1, size=(b, config.num_candidates - 1),
+                           dtype=np.int32)
+  model = SASRec(num_items=num_items, max_len=int(config.max_len), hidden=int(config.hidden),
+                 num_blocks=int(config.num_blocks), num_heads=int(config.num_heads),
+                 dropout_rate=0.0)
+  variables = model.init(jax.random.PRNGKey(seed), negatives[:1], seq[:1], pos[:1],
+                         train=False)
+  return model, variables, (negatives, seq, pos), np.zeros((b,), np.int32)
 
 
 def _model_and_batch(config, seed: int = 0):
@@ -125,6 +155,8 @@ def _model_and_batch(config, seed: int = 0):
   from jaxloss.models.text import TextClassifier  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
   b = int(config.batch_size)
+  if config.get("trainer") == "rerank":
+    return _sasrec_and_batch(config, rng, seed)
   if config.model == "bilstm":
     vocab_size, num_classes, x, y = _text_vocab_and_batch(config, b)
     model = TextClassifier(vocab_size, num_classes, embed_dim=config.embed_dim, hidden=config.hidden,
@@ -140,6 +172,21 @@ def _model_and_batch(config, seed: int = 0):
   y = rng.integers(0, 10, size=(b,)).astype(np.int32)
   variables = model.init(jax.random.PRNGKey(seed), x[:1], train=False)
   return model, variables, x, y
+
+
+def jax_loss(outputs, y):
+  """The bare step's loss: softmax CE of logits ``[B, C]`` and labels ``y [B]``; for
+  SASRec's ``{"scores" [B, L, 1+K], "where"}``, the recipe's listwise softmax loss (the
+  true item is candidate 0), averaged over the valid positions."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  if isinstance(outputs, dict):
+    where = outputs["where"]
+    logp = jax.nn.log_softmax(jnp.where(where, outputs["scores"], -1e9), axis=-1)[..., 0]
+    valid = where[..., 0]
+    return -jnp.sum(jnp.where(valid, logp, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+  return optax.softmax_cross_entropy_with_integer_labels(outputs, y).mean()
 
 
 def bare_program(config, model, variables, x, y):
@@ -158,10 +205,9 @@ def bare_program(config, model, variables, x, y):
   @jax.jit
   def step(params, stats, opt_state, inputs, y):
     def loss_fn(p):
-      if not stats:  # no batch norm (the text model)
-        logits = model.apply({"params": p}, *inputs, train=True)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), {
-            "batch_stats": stats}
+      if not stats:  # no batch norm (the text model, SASRec)
+        outputs = model.apply({"params": p}, *inputs, train=True)
+        return jax_loss(outputs, y), {"batch_stats": stats}
       logits, new = model.apply({"params": p, "batch_stats": stats}, *inputs,
                                 train=True, mutable=["batch_stats"])
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
@@ -234,6 +280,8 @@ def torch_model(torch, config, variables):
     m.bias.data = torch.from_numpy(np.asarray(p["bias"]).copy())
     return m
 
+  if config.get("trainer") == "rerank":
+    return _torch_sasrec(torch, params)
   if config.model == "bilstm":
     return _torch_bilstm(torch, params)
   if config.model != "resnet":
@@ -349,6 +397,91 @@ def _torch_bilstm(torch, params):
   return BiLSTM()
 
 
+def torch_loss(torch, outputs, y):
+  """:func:`jax_loss` in PyTorch (SASRec's outputs are ``(scores, where)``)."""
+  if isinstance(outputs, tuple):
+    scores, where = outputs
+    logp = torch.log_softmax(scores.masked_fill(~where, -1e9), dim=-1)[..., 0]
+    valid = where[..., 0]
+    return -(logp * valid).sum() / valid.sum().clamp(min=1)
+  return torch.nn.functional.cross_entropy(outputs, y)
+
+
+def _torch_sasrec(torch, params):
+  """:class:`jaxloss.models.sequential.SASRec` (dropout off) in PyTorch on the flax
+  weights: the same pre-norm blocks (the attention added to the normed query, as the
+  reference code), flax's attention (query scaled by 1/sqrt(head dim), masked logits
+  at the dtype's minimum), layer norms with eps 1e-8; returns ``(scores, where)``."""
+  nn, F = torch.nn, torch.nn.functional
+
+  def t(a):
+    return nn.Parameter(torch.from_numpy(np.asarray(a).copy()))
+
+  class SASRec(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.p = nn.ParameterDict({
+          "/".join(str(getattr(k, "key", k)) for k in path): t(v)
+          for path, v in _flat(params)})
+      self.names = sorted({k.split("/")[0] for k in self.p if k.startswith("block_")})
+
+    def ln(self, x, name):
+      return F.layer_norm(x, x.shape[-1:], self.p[f"{name}/scale"], self.p[f"{name}/bias"],
+                          eps=1e-8)
+
+    def attention(self, q_in, kv_in, mask, b):
+      def proj(x, n):
+        return (torch.einsum("bld,dhk->blhk", x, self.p[f"{b}/attention/{n}/kernel"])
+                + self.p[f"{b}/attention/{n}/bias"])
+      q, k, v = proj(q_in, "query"), proj(kv_in, "key"), proj(kv_in, "value")
+      q = q / float(q.shape[-1]) ** 0.5
+      logits = torch.einsum("bqhd,bkhd->bhqk", q, k)
+      logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+      o = torch.einsum("bhqk,bkhd->bqhd", torch.softmax(logits, -1), v)
+      return (torch.einsum("bqhd,hdo->bqo", o, self.p[f"{b}/attention/out/kernel"])
+              + self.p[f"{b}/attention/out/bias"])
+
+    def forward(self, negatives, seq, pos):
+      emb = self.p["item_embedding/embedding"]
+      pos_emb = self.p["position_embedding/embedding"]
+      length, d = seq.shape[1], emb.shape[1]
+      valid = seq > 0
+      x = emb[seq] * float(d) ** 0.5 + pos_emb[pos_emb.shape[0] - length:]
+      x = x * valid[..., None]
+      causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=seq.device))
+      mask = (causal[None] & valid[:, None, :])[:, None]
+      for b in self.names:
+        q = self.ln(x, f"{b}/attention_norm")
+        x = q + self.attention(q, x, mask, b)
+        y = self.ln(x, f"{b}/ffn_norm")
+        h = F.relu(y @ self.p[f"{b}/ffn_in/kernel"] + self.p[f"{b}/ffn_in/bias"])
+        h = h @ self.p[f"{b}/ffn_out/kernel"] + self.p[f"{b}/ffn_out/bias"]
+        x = (y + h) * valid[..., None]
+      h = self.ln(x, "final_norm") * valid[..., None]
+      pos_scores = (h * emb[pos]).sum(-1)
+      neg_scores = torch.einsum("bld,bkd->blk", h, emb[negatives])
+      scores = torch.cat([pos_scores[..., None], neg_scores], -1)
+      own = torch.cat([seq, pos], -1)
+      collides = (negatives[:, :, None] == own[:, None, :]).any(-1)
+      neg_ok = (negatives > 0) & ~collides
+      position_ok = pos > 0
+      where = torch.cat([position_ok[..., None],
+                         position_ok[..., None] & neg_ok[:, None, :]], -1)
+      return scores, where
+  return SASRec()
+
+
+def _flat(tree, prefix=()):
+  """``[(path, leaf)]`` of a nested dict, in key order."""
+  out = []
+  for k in sorted(tree):
+    if isinstance(tree[k], dict):
+      out += _flat(tree[k], prefix + (k,))
+    else:
+      out.append((prefix + (k,), tree[k]))
+  return out
+
+
 def torch_inputs(torch, x, device: str = "cpu"):
   """The batch ``x`` of :func:`_model_and_batch` as PyTorch tensors: NCHW images, or
   ``(ids, lengths)`` as int64."""
@@ -369,7 +502,7 @@ def _prepare_torch(torch, config, variables, x, y, compiled: bool, device: str =
 
   def step():
     opt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(fwd(*tx), ty)
+    loss = torch_loss(torch, fwd(*tx), ty)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     opt.step()
@@ -408,8 +541,11 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
   config = workload_config(workload)
   model, variables, x, y = _model_and_batch(config)
   label = {"resnet": f"ResNet-{config.resnet_depth}",
+           "sasrec": f"SASRec({config.num_blocks} blocks, d {config.hidden}, "
+                     f"{config.num_candidates} candidates)",
            "bilstm": f"BiLSTM(embed {config.embed_dim}, hidden {config.hidden})"}.get(
-               config.model, f"SmallCNN{tuple(config.model_widths)}")
+               "sasrec" if config.get("trainer") == "rerank" else config.model,
+               f"SmallCNN{tuple(config.model_widths)}")
   base = {"workload": workload, "model": label,
           "batch": int(config.batch_size), "steps": steps, "repeats": repeats,
           "threads": threads}
