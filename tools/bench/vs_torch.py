@@ -1,34 +1,41 @@
-"""The imbalance recipe's training step, jaxloss vs PyTorch on the same CPU, side by side.
+"""A recipe's training step, jaxloss vs PyTorch on the same machine, side by side.
 
-  python -m tools.bench.vs_torch [--workloads digits_cnn resnet8 resnet32]
+  python -m tools.bench.vs_torch [--workloads digits_cnn resnet8 resnet32 bilstm sasrec]
                                  [--threads 1 2] [--steps 5] [--repeats 9]
                                  [--json PATH] [--markdown PATH] [--no-compile]
                                  [--torch_device cpu|cuda]
 
-A *workload* is one config of the imbalance recipe (``experiments/imbalance/configs``):
-its model, batch size and optimizer.
+A *workload* is one recipe config: its model, batch size and optimizer.
 
-* ``digits_cnn``: ``digits_lt.py``, the main job: SmallCNN (32, 64) on 8x8 digits,
-  batch 64, SGD-Nesterov.
+* ``digits_cnn``: ``imbalance/configs/digits_lt.py``, the main job: SmallCNN (32, 64) on
+  8x8 digits, batch 64, SGD-Nesterov.
 * ``resnet8``: ``cifar10_lt.py:four_stage,cpu``: CIFAR ResNet-8 on 32x32 uint8 images,
   batch 128, SGD momentum.
 * ``resnet32``: ``cifar10_lt.py:four_stage,full``: ResNet-32, batch 128.
+* ``bilstm``: ``vsfc.py:four_stage,sentiment``: the text BiLSTM (embedding 128, 64 units
+  a direction, masked mean + max pooling) on the first 64 UIT-VSFC training sentences,
+  AdamW.
+* ``sasrec``: ``rerank/configs/rerank.py:listwise``: SASRec (2 blocks, d = 50) on the
+  first 128 Games users with 49 uniform negatives, the listwise softmax loss, AdamW.
 
-Each workload is timed with these contenders:
+The text BiLSTM and SASRec run without dropout on both sides, so that both compute the
+same loss (the recipe's own step keeps its dropout). Each workload is timed with these
+contenders:
 
-* ``jaxloss bare``: ``jax.jit`` of one SGD step of the same model. It takes the mean
-  softmax cross-entropy and its gradient (batch norm in training mode, its statistics
-  updated) and applies ``jaxloss.train_step.make_optimizer`` with the config's
-  settings (clipping, weight decay, momentum).
+* ``jaxloss bare``: ``jax.jit`` of one optimizer step of the same model: the loss
+  (softmax cross-entropy; SASRec's listwise loss over the valid positions) and its
+  gradient (batch norm in training mode, its statistics updated), then
+  ``jaxloss.train_step.make_optimizer`` with the config's settings (clipping, weight
+  decay, momentum or AdamW's b2).
 * ``torch eager``: a plain PyTorch port of the same model, started from the very same
   weights, with the same loss and batch. The optimizer is ``clip_grad_norm_`` then
-  ``torch.optim.SGD`` with the same settings.
+  ``torch.optim.SGD`` or ``torch.optim.AdamW`` with the same settings.
 * ``torch.compile``: the same model under ``torch.compile`` (default mode, after a few
   warm-up calls).
-* ``jaxloss step`` (``digits_cnn`` and ``resnet8``): the recipe's real train step on
-  its real data (``tools.bench.step``), as ``experiments.run`` compiles it. It adds, on
-  the device, class-mix sampling, augmentation, the curriculum's knobs and the
-  monitors' statistics.
+* ``jaxloss step`` (all but ``resnet32``): the recipe's real train step on its real
+  data (``tools.bench.step``), as ``experiments.run`` compiles it. It adds, on the
+  device, class-mix sampling (negative sampling for SASRec), augmentation, the
+  curriculum's knobs and the monitors' statistics.
 
 Every call blocks until its result is ready (the steps of a loop depend on each other).
 The contenders take turns in blocks of ``--steps`` calls, reversing their order on every
@@ -174,6 +181,19 @@ def _model_and_batch(config, seed: int = 0):
   return model, variables, x, y
 
 
+def optimizer_settings(config) -> dict:
+  """The recipe's optimizer as ``jaxloss.train_step.make_optimizer``'s arguments (SGD
+  with momentum for the image models, AdamW for the text BiLSTM and SASRec)."""
+  rerank = config.get("trainer") == "rerank"
+  return {"name": "adamw" if rerank else config.optimizer,
+          "learning_rate": float(config.learning_rate),
+          "momentum": float(config.get("momentum", 0.9)),
+          "weight_decay": float(config.weight_decay),
+          "max_grad_norm": config.max_grad_norm,
+          "nesterov": bool(config.get("nesterov", False)),
+          "b2": float(config.get("adam_b2", 0.999))}
+
+
 def jax_loss(outputs, y):
   """The bare step's loss: softmax CE of logits ``[B, C]`` and labels ``y [B]``; for
   SASRec's ``{"scores" [B, L, 1+K], "where"}``, the recipe's listwise softmax loss (the
@@ -196,9 +216,7 @@ def bare_program(config, model, variables, x, y):
   import jax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from jaxloss.train_step import make_optimizer  # pylint: disable=import-outside-toplevel
-  tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
-                      momentum=config.momentum, weight_decay=config.weight_decay,
-                      max_grad_norm=config.max_grad_norm, nesterov=config.nesterov)
+  tx = make_optimizer(**optimizer_settings(config))
   params, stats = variables["params"], variables.get("batch_stats", {})
   inputs = x if isinstance(x, tuple) else (x,)
 
@@ -492,9 +510,13 @@ def torch_inputs(torch, x, device: str = "cpu"):
 
 def _prepare_torch(torch, config, variables, x, y, compiled: bool, device: str = "cpu"):
   model = torch_model(torch, config, variables).train().to(device)
-  opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate,
-                        momentum=config.momentum, nesterov=bool(config.nesterov),
-                        weight_decay=config.weight_decay)
+  o = optimizer_settings(config)
+  if o["name"] == "sgd":
+    opt = torch.optim.SGD(model.parameters(), lr=o["learning_rate"], momentum=o["momentum"],
+                          nesterov=o["nesterov"], weight_decay=o["weight_decay"])
+  else:  # optax.adamw's defaults: b1 0.9, eps 1e-8, decoupled decay scaled by the LR
+    opt = torch.optim.AdamW(model.parameters(), lr=o["learning_rate"],
+                            betas=(0.9, o["b2"]), eps=1e-8, weight_decay=o["weight_decay"])
   fwd = torch.compile(model) if compiled else model
   tx = torch_inputs(torch, x, device)
   ty = torch.from_numpy(y.astype(np.int64)).to(device)
@@ -504,7 +526,8 @@ def _prepare_torch(torch, config, variables, x, y, compiled: bool, device: str =
     opt.zero_grad(set_to_none=True)
     loss = torch_loss(torch, fwd(*tx), ty)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    if o["max_grad_norm"] is not None:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), o["max_grad_norm"])
     opt.step()
     sync()  # a step's time is its device work, as jax.block_until_ready on the JAX side
     return loss
@@ -540,12 +563,16 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
   """
   config = workload_config(workload)
   model, variables, x, y = _model_and_batch(config)
-  label = {"resnet": f"ResNet-{config.resnet_depth}",
-           "sasrec": f"SASRec({config.num_blocks} blocks, d {config.hidden}, "
-                     f"{config.num_candidates} candidates)",
-           "bilstm": f"BiLSTM(embed {config.embed_dim}, hidden {config.hidden})"}.get(
-               "sasrec" if config.get("trainer") == "rerank" else config.model,
-               f"SmallCNN{tuple(config.model_widths)}")
+  kind = "sasrec" if config.get("trainer") == "rerank" else config.model
+  if kind == "sasrec":
+    label = (f"SASRec({config.num_blocks} blocks, d {config.hidden}, "
+             f"{config.num_candidates} candidates)")
+  elif kind == "bilstm":
+    label = f"BiLSTM(embed {config.embed_dim}, hidden {config.hidden})"
+  elif kind == "resnet":
+    label = f"ResNet-{config.resnet_depth}"
+  else:
+    label = f"SmallCNN{tuple(config.model_widths)}"
   base = {"workload": workload, "model": label,
           "batch": int(config.batch_size), "steps": steps, "repeats": repeats,
           "threads": threads}
