@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The prepared device check: the full-size recipes on one GPU in one short lease.
 #
-#   bash tools/ops/gpu_check.sh train   # bench, then every run below, until $DEADLINE s
-#   bash tools/ops/gpu_check.sh resume  # resume the runs a first call left unfinished
+#   bash tools/ops/gpu_check.sh train [GROUPS]   # bench, then the runs, until $DEADLINE s
+#   bash tools/ops/gpu_check.sh resume [GROUPS]  # resume what a first call left unfinished
+#
+# GROUPS (comma-separated; default cifar,text): cifar (the four rows measured on
+# 2026-12-04), cifar_rest (focal and the four-stage sampler ablation, not run yet) and
+# text. Each CIFAR run is its own process on the one GPU; the text runs form two chains.
 #
 # Runs from the repository root on a machine with a GPU and the CUDA build of JAX. It
 # needs, in ignored folders beside the code (`.git/info/exclude`):
@@ -15,7 +19,8 @@
 # What it runs (each a plain `python -m experiments.run`, so every number has a command):
 #   bench  tools.bench.vs_torch on the GPU (JAX vs PyTorch eager, ResNet-8/32, digits);
 #   cifar  cifar10_lt.py:{erm,la,ldam_drw,four_stage} at full size (ResNet-32, 200 epochs),
-#          four processes at once on the one GPU;
+#          four processes at once on the one GPU; cifar_rest: focal, and four_stage with
+#          --config.sampler_mix=0.0 (the other rows of tools.reports.cifar_table);
 #   text   visfd_absa.py:e5 (the two-member ensemble), vsfc.py:e5,{four_stage,erm}, and
 #          visfd_absa.py:e5 member 0 at higher learning rates for 10 epochs.
 # Results: $OUT/runs.tgz (every workdir without checkpoints), $OUT/check.log. Measured
@@ -23,6 +28,7 @@
 # the text runs did not finish (each new sub-word width compiled for 60-90 s).
 set -u
 MODE=${1:-train}
+RUN_GROUPS=",${2:-cifar,text},"
 T0=$(date +%s)
 DEADLINE=${DEADLINE:-540}   # seconds after start at which runs are stopped
 OUT=${OUT:-/tmp/gpu_out}
@@ -70,6 +76,8 @@ declare -A JOBS=(
   [cifar_la]="--config=$C:la,full"
   [cifar_ldam_drw]="--config=$C:ldam_drw,full"
   [cifar_four_stage]="--config=$C:four_stage,full"
+  [cifar_focal]="--config=$C:focal,full"
+  [cifar_four_stage_sampler0]="--config=$C:four_stage,full --config.sampler_mix=0.0"
   [absa_e5]="--config=$A:e5 --config.checkpoint_every_steps=200"
   [vsfc_e5_four_stage]="--config=$V:e5,four_stage"
   [vsfc_e5_erm]="--config=$V:e5,erm"
@@ -78,7 +86,11 @@ declare -A JOBS=(
 )
 workdir() {  # CIFAR runs where `tools.reports.cifar_table --size full --root
   # $W/cifar10_lt_full --reuse_only` finds them (tables.row_dirname); the others by job name
-  case $1 in cifar_*) echo "$W/cifar10_lt_full/${1#cifar_}+full_seed=0" ;; *) echo "$W/$1" ;; esac
+  case $1 in
+    cifar_four_stage_sampler0) echo "$W/cifar10_lt_full/four_stage+full_sampler_mix=0.0_seed=0" ;;
+    cifar_*) echo "$W/cifar10_lt_full/${1#cifar_}+full_seed=0" ;;
+    *) echo "$W/$1" ;;
+  esac
 }
 chain() {  # runs its jobs one after another; each resumes its workdir if it exists
   for j in "$@"; do
@@ -98,9 +110,16 @@ if [ "$MODE" = train ]; then
   say "bench rc=$?"
 fi
 pids=()
-for j in cifar_erm cifar_la cifar_ldam_drw cifar_four_stage; do chain $j & pids+=($!); done
-chain absa_e5 absa_e5_m0_lr2e-4 & pids+=($!)
-chain vsfc_e5_four_stage vsfc_e5_erm absa_e5_m0_lr1e-4 & pids+=($!)
+if [[ $RUN_GROUPS == *,cifar,* ]]; then
+  for j in cifar_erm cifar_la cifar_ldam_drw cifar_four_stage; do chain $j & pids+=($!); done
+fi
+if [[ $RUN_GROUPS == *,cifar_rest,* ]]; then
+  for j in cifar_focal cifar_four_stage_sampler0; do chain $j & pids+=($!); done
+fi
+if [[ $RUN_GROUPS == *,text,* ]]; then
+  chain absa_e5 absa_e5_m0_lr2e-4 & pids+=($!)
+  chain vsfc_e5_four_stage vsfc_e5_erm absa_e5_m0_lr1e-4 & pids+=($!)
+fi
 
 n=0
 while :; do
@@ -123,6 +142,7 @@ nvidia-smi --query-gpu=memory.used,clocks.sm --format=csv >>"$LOG"
 tar czf "$OUT/runs.tgz" --exclude=jax_cache --exclude=checkpoints --exclude=embeddings --exclude='*.orbax-checkpoint-tmp*' -C "$W" . 2>>"$LOG"
 for j in $(echo "${!JOBS[@]}" | tr ' ' '\n' | sort); do
   if [ -f "$(workdir "$j")/summary.json" ]; then s=done; else s=unfinished; fi
+  if [ $s = unfinished ] && [ ! -f "$W/logs/$j.log" ]; then continue; fi  # not asked for
   say "$j: $s; $(grep -E 'WAR|aspect|Test' "$W/logs/$j.log" 2>/dev/null | tail -n 1 | cut -c1-150)"
   if [ $s = unfinished ] && [ -f "$W/logs/$j.log" ]; then
     tr '\r' '\n' <"$W/logs/$j.log" | grep -v '^\s*$' | tail -n 2 | cut -c1-200 | sed 's/^/    /'
