@@ -166,8 +166,8 @@ def _model_and_batch(config, seed: int = 0):
     return _sasrec_and_batch(config, rng, seed)
   if config.model == "bilstm":
     vocab_size, num_classes, x, y = _text_vocab_and_batch(config, b)
-    model = TextClassifier(vocab_size, num_classes, embed_dim=config.embed_dim, hidden=config.hidden,
-                           dropout_rate=0.0)
+    model = TextClassifier(vocab_size, num_classes, embed_dim=config.embed_dim,
+                           hidden=config.hidden, dropout_rate=0.0)
     variables = model.init(jax.random.PRNGKey(seed), *(a[:1] for a in x), train=False)
     return model, variables, x, y
   if config.model == "resnet":
@@ -210,9 +210,12 @@ def jax_loss(outputs, y):
 
 
 def bare_program(config, model, variables, x, y):
-  """``(step, args)``: ``jax.jit`` of one SGD step (CE, its gradient, batch-norm update,
-  the optimizer) and its first arguments ``(params, stats, opt_state, x, y)``, device
-  arrays; ``step(*args)`` returns ``(params, stats, opt_state, loss)``."""
+  """``(step, args)``: ``jax.jit`` of one optimizer step (:func:`jax_loss`, its gradient,
+  the batch-norm update where the model has batch norm, then the config's optimizer,
+  :func:`optimizer_settings`) and its first arguments ``(params, stats, opt_state,
+  inputs, y)`` as device arrays (``inputs`` a tuple of the model's inputs, ``stats``
+  empty without batch norm); ``step(*args)`` returns ``(params, stats, opt_state,
+  loss)``."""
   import jax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from jaxloss.train_step import make_optimizer  # pylint: disable=import-outside-toplevel
