@@ -150,6 +150,8 @@ def run(workloads: Sequence[str] = ("digits_cnn", "resnet8"), repeats: int = 3,
 
 
 def markdown(rows: List[dict]) -> str:
+  """The rows of :func:`run` as a Markdown table (seconds; ``÷ bare`` is the total over
+  the bare step's total)."""
   lines = ["| workload | contender | lower s | compile s | total s | ÷ bare | StableHLO lines |",
            "|---|---|---:|---:|---:|---:|---:|"]
   for r in rows:
