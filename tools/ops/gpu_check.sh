@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The prepared device check: the full-size recipes on one GPU in one short lease.
 #
+#   bash tools/ops/gpu_check.sh prepare          # here, before the lease: .whl/ and .gpu/
 #   bash tools/ops/gpu_check.sh train [GROUPS]   # bench, then the runs, until $DEADLINE s
 #   bash tools/ops/gpu_check.sh resume [GROUPS]  # resume what a first call left unfinished
 #
@@ -28,6 +29,55 @@
 # the text runs did not finish (each new sub-word width compiled for 60-90 s).
 set -u
 MODE=${1:-train}
+
+if [ "$MODE" = prepare ]; then  # on this machine (with ../shared and a registry), not there
+  set -e
+  PY=${PYTHON:-.venv/bin/python}
+  for d in /.whl/ /.gpu/; do grep -qx "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
+  S=.gpu/shared; E5=multilingual-e5-small
+  mkdir -p .whl $S/data/cifar10 $S/models/$E5
+  P="--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64"
+  P="$P --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64"
+  P="$P --platform manylinux2014_x86_64 --platform manylinux1_x86_64"
+  for w in tensorflow-datasets==4.9.10 array_record==0.8.6 dm-tree==0.1.10 immutabledict==4.3.1 \
+      simple-parsing==0.1.9 tensorflow-metadata==1.21.0 termcolor==3.3.0 toml==0.10.2 \
+      ml_collections==1.1.0 importlib_resources==7.1.0 docstring-parser googleapis-common-protos; do
+    $PY -m pip download -q --no-deps --only-binary=:all: $P -d .whl "$w"
+  done
+  $PY -m pip wheel -q --no-deps -w .whl seqeval==1.2.2 promise==2.3  # sdists: pure Python
+  cp -r ../shared/data/uit_visfd ../shared/data/uit_vsfc $S/data/
+  for f in config.json special_tokens_map.json tokenizer.json tokenizer_config.json; do
+    cp ../shared/models/$E5/$f $S/models/$E5/
+  done
+  [ -f $S/models/$E5/model.safetensors.xz ] ||
+    xz -9 -T2 -k -c ../shared/models/$E5/model.safetensors > $S/models/$E5/model.safetensors.xz
+  # The CIFAR archive cut to what rho = 100 reads: the kept train images and the test set,
+  # the other train members as empty placeholders (the per-class counts still parse; they
+  # are never decoded). The decoded arrays must equal the full archive's.
+  $PY -c '
+import io, tarfile
+import numpy as np
+from jaxloss.data import cifar10_lt as c
+src, dst = "../shared/data/cifar10/" + c.ARCHIVE, ".gpu/shared/data/cifar10/" + c.ARCHIVE
+with tarfile.open(src) as t:
+  members = c._members(t, src)
+keep = set()
+for i, name in enumerate(c.CIFAR10_CLASSES):
+  keep |= {m.name for _, m in members["train"][name][:int(5000 * (1 / 100) ** (i / 9))]}
+  keep |= {m.name for _, m in members["test"][name]}
+with tarfile.open(src) as t, tarfile.open(dst, "w:gz") as out:
+  for m in t:
+    if m.name in keep or not m.isfile():
+      out.addfile(m, t.extractfile(m) if m.isfile() else None)
+    else:
+      out.addfile(tarfile.TarInfo(m.name), io.BytesIO(b""))
+a, b = (c.read_archive(p, imbalance_ratio=100) for p in (dst, src))
+assert all(np.array_equal(a[s][k], b[s][k]) for s in a for k in a[s]), "subset differs"
+print("cifar subset: the same arrays as the full archive")
+'
+  du -sh .whl .gpu
+  exit 0
+fi
 RUN_GROUPS=",${2:-cifar,text},"
 T0=$(date +%s)
 DEADLINE=${DEADLINE:-540}   # seconds after start at which runs are stopped
