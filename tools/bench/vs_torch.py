@@ -441,9 +441,9 @@ def _torch_sasrec(torch, params):
   class SASRec(nn.Module):
     def __init__(self):
       super().__init__()
+      from flax import traverse_util  # pylint: disable=import-outside-toplevel
       self.p = nn.ParameterDict({
-          "/".join(str(getattr(k, "key", k)) for k in path): t(v)
-          for path, v in _flat(params)})
+          k: t(v) for k, v in traverse_util.flatten_dict(dict(params), sep="/").items()})
       self.names = sorted({k.split("/")[0] for k in self.p if k.startswith("block_")})
 
     def ln(self, x, name):
@@ -490,17 +490,6 @@ def _torch_sasrec(torch, params):
                          position_ok[..., None] & neg_ok[:, None, :]], -1)
       return scores, where
   return SASRec()
-
-
-def _flat(tree, prefix=()):
-  """``[(path, leaf)]`` of a nested dict, in key order."""
-  out = []
-  for k in sorted(tree):
-    if isinstance(tree[k], dict):
-      out += _flat(tree[k], prefix + (k,))
-    else:
-      out.append((prefix + (k,), tree[k]))
-  return out
 
 
 def torch_inputs(torch, x, device: str = "cpu"):
