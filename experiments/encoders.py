@@ -81,7 +81,8 @@ def pretrained_init(config, pre: Pretrained, model, dummy: Sequence, monitor_sum
   """``(init(key) -> TrainState, tx)`` for ``model`` (whose encoder's parameters are
   ``params["encoder"]``): the heads initialised from ``key``, the encoder's parameters
   the pretrained ones, and :func:`jaxloss.finetune.make_finetune_optimizer` over both
-  (``config.learning_rate``, ``weight_decay``, ``layer_decay``, ``freeze_encoder``,
+  (``config.learning_rate``, ``weight_decay``, ``layer_decay``, ``encoder_lr_scale``,
+  ``freeze_encoder``,
   ``max_grad_norm``).
 
   Args:
@@ -93,6 +94,7 @@ def pretrained_init(config, pre: Pretrained, model, dummy: Sequence, monitor_sum
   tx = finetune.make_finetune_optimizer(
       shapes, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
       layer_decay=config.layer_decay, freeze_encoder=config.freeze_encoder,
+      encoder_lr_scale=config.get("encoder_lr_scale", 1.0),
       max_grad_norm=config.max_grad_norm)
   pretrained = jax.tree.map(jnp.asarray, pre.params)
   # Jitted: one program instead of one per eager operation of a Transformer's init

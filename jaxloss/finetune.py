@@ -87,6 +87,7 @@ def decay_mask(params: Mapping[str, Any]) -> Any:
 
 def make_finetune_optimizer(params: Mapping[str, Any], *, learning_rate: float,
                             weight_decay: float = 0.01, layer_decay: float = 1.0,
+                            encoder_lr_scale: float = 1.0,
                             freeze_encoder: bool = False, encoder: str = "encoder",
                             max_grad_norm: Optional[float] = 1.0, b1: float = 0.9,
                             b2: float = 0.999, eps: float = 1e-6
@@ -96,8 +97,9 @@ def make_finetune_optimizer(params: Mapping[str, Any], *, learning_rate: float,
   Chain: global-norm clipping; ``optax.inject_hyperparams(optax.adamw)`` (the LR is the
   injected ``learning_rate`` the train step overwrites on every step from the
   curriculum, e.g. a warm-up + linear decay, :func:`warmup_linear_decay`), weight decay
-  masked off biases and LayerNorm; then ``optax.scale(layer_decay ** depth)`` per
-  :func:`layer_depths` group when ``layer_decay < 1``. With ``freeze_encoder`` the
+  masked off biases and LayerNorm; then ``optax.scale(encoder_lr_scale * layer_decay **
+  depth)`` per :func:`layer_depths` group of the encoder (``layer_decay ** depth``, that is
+  1, for the heads) when either factor is not 1. With ``freeze_encoder`` the
   encoder's updates are zero (``optax.set_to_zero`` through ``optax.multi_transform``)
   and AdamW keeps state for the heads only.
 
@@ -106,13 +108,17 @@ def make_finetune_optimizer(params: Mapping[str, Any], *, learning_rate: float,
     learning_rate: the peak LR (the initial injected value).
     weight_decay: AdamW's decoupled weight decay (0.01 in BERT).
     layer_decay: in (0, 1]; 1 is no layer-wise decay.
+    encoder_lr_scale: in (0, 1]; the encoder's LR as a fraction of the heads' (a
+      randomly initialised head learns at ``learning_rate``, the pretrained encoder at
+      ``encoder_lr_scale * learning_rate``, times its layer decay); 1: one LR.
     freeze_encoder: train the heads only.
     encoder: the top-level name of the encoder's parameters.
     max_grad_norm: clip the global gradient norm (None: no clipping).
     b1, b2, eps: AdamW's moments and epsilon (BERT: 0.9, 0.999, 1e-6).
 
   Raises:
-    ValueError: ``learning_rate <= 0``, ``layer_decay`` outside (0, 1],
+    ValueError: ``learning_rate <= 0``, ``layer_decay`` or ``encoder_lr_scale``
+      outside (0, 1],
       ``max_grad_norm <= 0``, or ``params`` without ``encoder`` (see
       :func:`layer_depths`).
   """
@@ -120,6 +126,8 @@ def make_finetune_optimizer(params: Mapping[str, Any], *, learning_rate: float,
     raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
   if not 0 < layer_decay <= 1:
     raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+  if not 0 < encoder_lr_scale <= 1:
+    raise ValueError(f"encoder_lr_scale must be in (0, 1], got {encoder_lr_scale}")
   if max_grad_norm is not None and not max_grad_norm > 0:
     raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
   depths = layer_depths(params, encoder=encoder)
@@ -133,11 +141,17 @@ def make_finetune_optimizer(params: Mapping[str, Any], *, learning_rate: float,
         {"frozen": optax.set_to_zero(), "train": adamw}, labels))
     return optax.chain(*parts)
   parts.append(adamw)
-  if layer_decay < 1:
-    used = sorted({d for d in jax.tree.leaves(depths)})
+  if layer_decay < 1 or encoder_lr_scale < 1:
+    # One group per (encoder or head, depth); the heads' depth is 0 (factor 1).
+    groups = {k: jax.tree.map(
+        lambda d, e=(k == encoder): f"{'encoder' if e else 'head'}_depth_{d}", v)
+        for k, v in depths.items()}
+    factors = {}
+    for g in set(jax.tree.leaves(groups)):
+      d = int(g.rsplit("_", 1)[1])
+      factors[g] = (encoder_lr_scale if g.startswith("encoder") else 1.0) * layer_decay ** d
     parts.append(optax.multi_transform(
-        {f"depth_{d}": optax.scale(layer_decay ** d) for d in used},
-        jax.tree.map(lambda d: f"depth_{d}", depths)))
+        {g: optax.scale(f) for g, f in sorted(factors.items())}, groups))
   return optax.chain(*parts)
 
 

@@ -73,18 +73,27 @@ def _one_update(tx, params, grads, lr=None):
   return _leaves(jax.jit(update)(params, grads))
 
 
-def test_layer_decay_scales_each_layers_update_by_decay_to_its_depth(params):
+@pytest.mark.parametrize("layer_decay,encoder_lr_scale", [(0.5, 1.0), (1.0, 0.25),
+                                                          (0.5, 0.125)])
+def test_layer_decay_scales_each_layers_update_by_decay_to_its_depth(
+    params, layer_decay, encoder_lr_scale):
   grads = jax.tree.map(lambda p: np.full(p.shape, 0.01, np.float32) * (
       1 + np.arange(p.size).reshape(p.shape) % 3), params)
   plain = _one_update(finetune.make_finetune_optimizer(
       params, learning_rate=1e-3, max_grad_norm=None), params, grads)
   decayed = _one_update(finetune.make_finetune_optimizer(
-      params, learning_rate=1e-3, layer_decay=0.5, max_grad_norm=None), params, grads)
+      params, learning_rate=1e-3, layer_decay=layer_decay,
+      encoder_lr_scale=encoder_lr_scale, max_grad_norm=None), params, grads)
   depths = _leaves(finetune.layer_depths(params))
   for name, u in plain.items():
-    # One multiplication by a power of 2: exact in float32.
+    # The encoder's updates (its pooler at depth 0 included) are scaled by
+    # encoder_lr_scale, the heads' are not. One multiplication by a power of 2: exact
+    # in float32.
+    factor = layer_decay ** depths[name] * (
+        encoder_lr_scale if name.startswith("encoder/") else 1.0)
     np.testing.assert_array_equal(np.asarray(decayed[name]),
-                                  np.asarray(u) * np.float32(0.5 ** depths[name]))
+                                  np.asarray(u) * np.float32(factor))
+  assert np.all(np.asarray(plain["tags/kernel"]) != 0)
   assert depths and max(depths.values()) == 4
 
 
@@ -121,6 +130,8 @@ def test_the_injected_learning_rate_is_what_the_step_sets(params):
 def test_bad_arguments_are_named(params):
   for kw, pattern in (({"learning_rate": 0.0}, "learning_rate"),
                       ({"learning_rate": 1e-3, "layer_decay": 1.5}, "layer_decay"),
+                      ({"learning_rate": 1e-3, "encoder_lr_scale": 0.0},
+                       "encoder_lr_scale"),
                       ({"learning_rate": 1e-3, "max_grad_norm": 0.0}, "max_grad_norm")):
     with pytest.raises(ValueError, match=pattern):
       finetune.make_finetune_optimizer(params, **kw)

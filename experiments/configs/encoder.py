@@ -32,6 +32,8 @@ def add_encoder(c: ml_collections.ConfigDict, *, max_length: int, buckets: tuple
   c.cache_features = True  # frozen: run the encoder once, train the heads on its states
   c.token_hidden = ml_collections.config_dict.placeholder(int)  # BiLSTM on token states
   c.layer_decay = 1.0  # LR factor per layer below the top (1: none)
+  # The encoder's LR as a fraction of the heads' (config.learning_rate); 1: one LR.
+  c.encoder_lr_scale = 1.0
   c.sentence_pooling = "auto"  # "pooler", "cls", "mean"; auto: pooler if it has one
   c.head_dropout_rate = 0.1
   return c

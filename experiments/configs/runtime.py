@@ -38,6 +38,10 @@ def add_runtime(c: ml_collections.ConfigDict, *, eval_batch_size: int = 512,
       "shutdown_timeout_s": 120,  # a finished process waits this long for the others
   })
   c.eval_batch_size = eval_batch_size
+  # Evaluate every this many steps, at the curriculum's stage boundaries and at the end
+  # (a train log period ends there too, mid-epoch if need be); None: the recipe's
+  # cadence (every epoch, or every k-th). Model selection sees only these evaluations.
+  c.eval_every_steps = ml_collections.config_dict.placeholder(int)
   c.checkpoint_every_steps = checkpoint_every_steps
   c.keep_checkpoints = keep_checkpoints
   c.progress = True

@@ -125,6 +125,9 @@ def validate(config) -> None:
   if config.get("encoder") is not None:
     if not 0 < config.layer_decay <= 1:
       raise ValueError(f"config.layer_decay must be in (0, 1], got {config.layer_decay}")
+    if not 0 < config.encoder_lr_scale <= 1:
+      raise ValueError("config.encoder_lr_scale must be in (0, 1], got "
+                       f"{config.encoder_lr_scale}")
     if config.sentence_pooling not in ("auto", "pooler", "cls", "mean"):
       raise ValueError("config.sentence_pooling must be auto, pooler, cls or mean, got "
                        f"{config.sentence_pooling!r}")

@@ -8,8 +8,8 @@ loop (log, evaluate, monitor, checkpoint, halt), the summary. A recipe
 everything here is written once for all of them.
 
 Config fields the loop reads (all recipes' configs have them):
-``seed``, ``eval_batch_size``, ``checkpoint_every_steps``, ``keep_checkpoints``,
-``progress``, ``interrupt_at_step``, ``parallel``, ``num_devices``, ``train_input``,
+``seed``, ``eval_batch_size``, ``eval_every_steps``, ``checkpoint_every_steps``,
+``keep_checkpoints``, ``progress``, ``interrupt_at_step``, ``parallel``, ``num_devices``, ``train_input``,
 ``distributed``, ``monitor`` (thresholds, ``enabled``, ``halt_on``,
 ``fail_on_error``: a diagnosis with an error sets ``summary["exit_status"]`` to
 :data:`EXIT_DIAGNOSIS`, which ``python -m experiments.run`` exits with).
@@ -63,6 +63,9 @@ def validate_runtime(config) -> None:
     value = config.get(field, 1)
     if value is None or not value >= 1:
       raise ValueError(f"config.{field} must be >= 1, got {value}")
+  value = config.get("eval_every_steps")
+  if value is not None and not value >= 1:
+    raise ValueError(f"config.eval_every_steps must be >= 1 or None, got {value}")
   if config.get("train_input", "auto") not in TRAIN_INPUTS:
     raise ValueError(f"config.train_input must be one of {TRAIN_INPUTS}, got "
                      f"{config.train_input!r}")
@@ -353,6 +356,10 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
 
   # --- Train ------------------------------------------------------------------------
   boundaries = set(compiled.boundaries[1:])
+  # config.eval_every_steps: evaluate at its multiples, at the curriculum's stage
+  # boundaries and at the end (a log period also ends there); None: at the end of every
+  # recipe.eval_every_epochs-th epoch.
+  eval_every = config.get("eval_every_steps")
   halted = None
   zero = monitors.zero_sums(recipe.monitor)
   if ensemble:
@@ -393,7 +400,8 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
           say(f"first step: {who}loss {_fmt(values['loss'])} (at uniform outputs "
               f"{ref:.4f}: {log.events[0].get('initial_reference_text', '')})")
     epoch_end = step % steps_per_epoch == 0 or step == total_steps
-    if epoch_end:
+    eval_point = eval_every is not None and (step % eval_every == 0 or step in boundaries)
+    if epoch_end or eval_point:
       epoch = step / steps_per_epoch
       stage = compiled.names[compiled.stage_of(step - 1)]
       knobs = compiled.host_values(step - 1)
@@ -402,7 +410,10 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
       state = state.replace(train_sums=dp.replicate(jax.tree.map(np.array, zero)))
       last = step == total_steps
       epoch_index = round(epoch) if abs(epoch - round(epoch)) < 1e-9 else int(epoch) + 1
-      evaluating = last or epoch_index % recipe.eval_every_epochs == 0
+      if eval_every is None:
+        evaluating = last or epoch_index % recipe.eval_every_epochs == 0
+      else:
+        evaluating = last or eval_point
       reports, ens = [{} for _ in members], None
       if evaluating:
         first_eval = not logs[0].has(recipe.report_split)

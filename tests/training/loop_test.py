@@ -161,6 +161,30 @@ def test_run_facts_add_segments_and_survive_a_lost_record(tmp_path):
   assert RunFacts(path, 5).totals(0.0, 0)["wall_s"] == 1.0
 
 
+def test_eval_every_steps_evaluates_mid_epoch_and_trains_the_same(tmp_path):
+  """config.eval_every_steps=3 with 5-step epochs and a stage boundary at step 10:
+  evaluations at the multiples of 3, the boundary and the end; a train log period also
+  ends there. Training is untouched: the same parameters, and the evaluations both
+  runs make (steps 10, 15 and 20) agree."""
+  _run(tmp_path / "epochs", dropout_rate=0.0)
+  _run(tmp_path / "steps", dropout_rate=0.0, eval_every_steps=3)
+  jax.tree.map(np.testing.assert_array_equal, _state(tmp_path / "epochs"),
+               _state(tmp_path / "steps"))
+  by_epoch, by_step = _events(tmp_path / "epochs"), _events(tmp_path / "steps")
+  steps = lambda events, split: [e["step"] for e in events if e["split"] == split]
+  assert steps(by_epoch, "test") == [5, 10, 15, 20]
+  assert steps(by_step, "test") == [3, 6, 9, 10, 12, 15, 18, 20]
+  assert steps(by_step, "train") == [3, 5, 6, 9, 10, 12, 15, 18, 20]
+  assert sum(e["period_steps"] for e in by_step if e["split"] == "train") == 20
+  for step in (10, 15, 20):
+    a, b = ([{k: v for k, v in e.items() if k != "eval_repeat_max_diff"}
+             for e in ev if e["split"] == "test" and e["step"] == step]
+            for ev in (by_epoch, by_step))
+    assert a == b
+  with pytest.raises(ValueError, match="eval_every_steps"):
+    _run(tmp_path / "bad", eval_every_steps=0)
+
+
 def test_select_takes_the_best_and_the_earliest_of_ties():
   events = [{"step": 0, "split": "meta"}]
   for step, dev in ((1, 0.5), (2, 0.7), (3, 0.7), (4, 0.6)):

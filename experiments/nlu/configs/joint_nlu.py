@@ -85,6 +85,8 @@ def get_config(arg=None):
   c.freeze_encoder = False  # train the heads only
   c.cache_features = True  # frozen: run the encoder once, train the heads on its features
   c.layer_decay = 1.0  # LR factor per layer below the top (1: none)
+  # The encoder's LR as a fraction of the heads' (config.learning_rate); 1: one LR.
+  c.encoder_lr_scale = 1.0
   c.sentence_pooling = "auto"  # "pooler", "cls", "mean"; auto: pooler if it has one
   c.head_dropout_rate = 0.1
 
