@@ -155,3 +155,47 @@ def test_torch_sasrec_port_has_the_same_loss_and_gradients():
     g_torch = port.p[path].grad.numpy()
     np.testing.assert_allclose(g_torch, g_jax, atol=1e-4 * np.abs(g_jax).max(),
                                err_msg=path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed (an optional comparison)")
+def test_torch_joint_nlu_port_has_the_same_loss_and_gradients():
+  # Real SNIPS sentences of different lengths, with characters: the character CNN's
+  # padding and max, both LSTM layers' directions within each length, the sentence
+  # vector and the tag loss over real tokens only, on both sides.
+  import torch  # pylint: disable=g-import-not-at-top
+  config = vs_torch.workload_config("joint_nlu")
+  model, variables, x, y = vs_torch._model_and_batch(config)  # pylint: disable=protected-access
+  ids, chars, lengths = x
+  assert len(set(lengths.tolist())) > 5 and lengths.max() < ids.shape[1]
+  assert (chars[..., -1] == 0).any() and (chars > 0).any()
+
+  def loss_fn(params):
+    return vs_torch.jax_loss(model.apply({"params": params}, *x, train=True), y)
+  loss, grads = jax.value_and_grad(loss_fn)(variables["params"])
+  # Untrained: about ln(intents) + ln(tags).
+  num_tags = variables["params"]["tag_head"]["bias"].shape[0]
+  num_intents = variables["params"]["intent_head"]["bias"].shape[0]
+  assert float(loss) == pytest.approx(np.log(num_tags) + np.log(num_intents), rel=0.1)
+  port = vs_torch.torch_model(torch, config, variables).train()
+  ty = tuple(torch.from_numpy(a.astype(np.int64)) for a in y)
+  t_loss = vs_torch.torch_loss(torch, port(*vs_torch.torch_inputs(torch, x)), ty)
+  t_loss.backward()
+  assert float(t_loss) == pytest.approx(float(loss), rel=1e-5)
+  g = variables["params"]
+  pairs = {
+      "word embedding": (grads["Embed_0"]["embedding"], port.words.weight.grad.numpy()),
+      "char conv": (grads["CharCNN_0"]["Conv_0"]["kernel"],
+                    port.conv.weight.grad.numpy().transpose(2, 1, 0)),
+      # Layer 0's backward cell and layer 1's forward cell: the input gate's kernel.
+      "lstm l0 reverse": (np.asarray(grads["OptimizedLSTMCell_1"]["ii"]["kernel"]).T,
+                          port.lstm.weight_ih_l0_reverse.grad.numpy()[:config.hidden]),
+      "lstm l1": (np.asarray(grads["OptimizedLSTMCell_2"]["ii"]["kernel"]).T,
+                  port.lstm.weight_ih_l1.grad.numpy()[:config.hidden]),
+      "tag head": (grads["tag_head"]["kernel"], port.tag.weight.grad.numpy().T),
+  }
+  assert g["Embed_0"]["embedding"].shape == pairs["word embedding"][1].shape
+  for name, (g_jax, g_torch) in pairs.items():
+    g_jax = np.asarray(g_jax)
+    np.testing.assert_allclose(g_torch, g_jax, atol=1e-4 * np.abs(g_jax).max(),
+                               err_msg=name)

@@ -1,6 +1,7 @@
 """A recipe's training step, jaxloss vs PyTorch on the same machine, side by side.
 
-  python -m tools.bench.vs_torch [--workloads digits_cnn resnet8 resnet32 bilstm sasrec]
+  python -m tools.bench.vs_torch [--workloads digits_cnn resnet8 resnet32 bilstm sasrec
+                                              joint_nlu]
                                  [--threads 1 2] [--steps 5] [--repeats 9]
                                  [--json PATH] [--markdown PATH] [--no-compile]
                                  [--torch_device cpu|cuda]
@@ -17,8 +18,13 @@ A *workload* is one recipe config: its model, batch size and optimizer.
   AdamW.
 * ``sasrec``: ``rerank/configs/rerank.py:listwise``: SASRec (2 blocks, d = 50) on the
   first 128 Games users with 49 uniform negatives, the listwise softmax loss, AdamW.
+* ``joint_nlu``: ``nlu/configs/joint_nlu.py`` (the default): ``JointNluModel`` (word
+  embedding 128 + character CNN 64, 2 bidirectional LSTM layers of 256, an intent head
+  and a tag head) on the first 64 SNIPS training sentences; intent CE + the mean over
+  real tokens of the tag CE (λ 1 each), AdamW. The recipe's step adds the soft label
+  masks, word dropout and dropout.
 
-The text BiLSTM and SASRec run without dropout on both sides, so that both compute the
+The text BiLSTM, SASRec and the joint NLU model run without dropout on both sides, so that both compute the
 same loss (the recipe's own step keeps its dropout). Each workload is timed with these
 contenders:
 
@@ -85,6 +91,7 @@ WORKLOADS = {
     "resnet32": ("cifar10_lt", "four_stage,full", False),
     "bilstm": ("vsfc", "four_stage,sentiment", True),
     "sasrec": ("experiments.rerank.configs.rerank", "listwise", True),
+    "joint_nlu": ("experiments.nlu.configs.joint_nlu", None, True),
 }
 COMPILE_WARMUP = 3
 
@@ -151,6 +158,32 @@ def _sasrec_and_batch(config, rng, seed: int):
   return model, variables, (negatives, seq, pos), np.zeros((b,), np.int32)
 
 
+def _nlu_and_batch(config, seed: int):
+  """``JointNluModel`` (dropout and word dropout off) and the first ``batch_size`` SNIPS
+  training sentences as the recipe reads them: ``x = (ids [B, T], chars [B, T, W],
+  lengths [B])``, ``y = (intent [B], tags [B, T])``."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from experiments import recipes  # pylint: disable=import-outside-toplevel
+  from jaxloss.models.text import JointNluModel  # pylint: disable=import-outside-toplevel
+  recipe = recipes.builder(config)(config)
+  b, train = int(config.batch_size), recipe.train
+  x = tuple(np.asarray(train[k][:b]) for k in ("ids", "chars", "lengths"))
+  y = (np.asarray(train["label"]["intent"][:b], np.int32),
+       np.asarray(train["label"]["tags"][:b], np.int32))
+  shapes = _param_shapes(recipe)
+  size = lambda path: shapes[".params" + path][0]  # pylint: disable=unnecessary-lambda-assignment
+  model = JointNluModel(
+      vocab_size=size("['Embed_0']['embedding']"),
+      char_vocab_size=size("['CharCNN_0']['Embed_0']['embedding']"),
+      num_tags=size("['tag_head']['bias']"),
+      sentence_classes=(("intent", size("['intent_head']['bias']")),),
+      embed_dim=int(config.embed_dim), char_embed_dim=int(config.char_embed_dim),
+      char_features=size("['CharCNN_0']['Conv_0']['bias']"), hidden=int(config.hidden),
+      num_layers=int(config.num_layers), dropout_rate=0.0, word_dropout_rate=0.0)
+  variables = model.init(jax.random.PRNGKey(seed), *(a[:1] for a in x), train=False)
+  return model, variables, x, y
+
+
 def _model_and_batch(config, seed: int = 0):
   """The flax model, its variables and one batch (numpy) of ``config``'s shapes. The
   batch ``x`` is an array, or a tuple of arrays for a text model (``ids``, ``lengths``:
@@ -164,6 +197,8 @@ def _model_and_batch(config, seed: int = 0):
   b = int(config.batch_size)
   if config.get("trainer") == "rerank":
     return _sasrec_and_batch(config, rng, seed)
+  if config.get("trainer") == "nlu":
+    return _nlu_and_batch(config, seed)
   if config.model == "bilstm":
     vocab_size, num_classes, x, y = _text_vocab_and_batch(config, b)
     model = TextClassifier(vocab_size, num_classes, embed_dim=config.embed_dim,
@@ -183,7 +218,7 @@ def _model_and_batch(config, seed: int = 0):
 
 def optimizer_settings(config) -> dict:
   """The recipe's optimizer as ``jaxloss.train_step.make_optimizer``'s arguments (SGD
-  with momentum for the image models, AdamW for the text BiLSTM and SASRec)."""
+  with momentum for the image models, AdamW for the text models and SASRec)."""
   rerank = config.get("trainer") == "rerank"
   return {"name": "adamw" if rerank else config.optimizer,
           "learning_rate": float(config.learning_rate),
@@ -197,10 +232,19 @@ def optimizer_settings(config) -> dict:
 def jax_loss(outputs, y):
   """The bare step's loss: softmax CE of logits ``[B, C]`` and labels ``y [B]``; for
   SASRec's ``{"scores" [B, L, 1+K], "where"}``, the recipe's listwise softmax loss (the
-  true item is candidate 0), averaged over the valid positions."""
+  true item is candidate 0), averaged over the valid positions; for the joint NLU
+  model's ``{"intent" [B, K], "tags" [B, T, C]}`` and ``y = (intent, tags)``, the intent
+  CE plus the tag CE averaged over the real tokens (a tag of -1 is padding)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
+  if isinstance(outputs, dict) and "tags" in outputs:
+    intent, tags = y
+    real = tags >= 0
+    token = optax.softmax_cross_entropy_with_integer_labels(outputs["tags"],
+                                                            jnp.maximum(tags, 0))
+    return (optax.softmax_cross_entropy_with_integer_labels(outputs["intent"], intent).mean()
+            + jnp.sum(jnp.where(real, token, 0.0)) / jnp.maximum(jnp.sum(real), 1))
   if isinstance(outputs, dict):
     where = outputs["where"]
     logp = jax.nn.log_softmax(jnp.where(where, outputs["scores"], -1e9), axis=-1)[..., 0]
@@ -226,7 +270,7 @@ def bare_program(config, model, variables, x, y):
   @jax.jit
   def step(params, stats, opt_state, inputs, y):
     def loss_fn(p):
-      if not stats:  # no batch norm (the text model, SASRec)
+      if not stats:  # no batch norm (the text models, SASRec)
         outputs = model.apply({"params": p}, *inputs, train=True)
         return jax_loss(outputs, y), {"batch_stats": stats}
       logits, new = model.apply({"params": p, "batch_stats": stats}, *inputs,
@@ -303,6 +347,8 @@ def torch_model(torch, config, variables):
 
   if config.get("trainer") == "rerank":
     return _torch_sasrec(torch, params)
+  if config.get("trainer") == "nlu":
+    return _torch_joint_nlu(torch, params)
   if config.model == "bilstm":
     return _torch_bilstm(torch, params)
   if config.model != "resnet":
@@ -368,30 +414,101 @@ def torch_model(torch, config, variables):
   return ResNet()
 
 
-def _torch_bilstm(torch, params):
-  """``TextClassifier`` (embedding, one bidirectional LSTM over each sentence's length,
-  masked mean + max pooling, a linear head) in PyTorch, on the flax weights. flax's
-  ``OptimizedLSTMCell`` has gates i, f, g, o from ``i*`` (input kernels) and ``h*``
-  (hidden kernels and the biases), as ``torch.nn.LSTM``'s rows; ``_0`` is the forward
-  cell, ``_1`` the backward one (it reads each sentence from its last real token, as
-  ``pack_padded_sequence`` does)."""
-  nn = torch.nn
-  enc = params["BiLSTMEncoder_0"]
-  emb = np.asarray(enc["Embed_0"]["embedding"])
-  hidden = np.asarray(enc["OptimizedLSTMCell_0"]["hi"]["kernel"]).shape[0]
-  lstm = nn.LSTM(emb.shape[1], hidden, batch_first=True, bidirectional=True)
-
-  def cell(suffix, p):
+def _torch_lstm(torch, params, input_size: int, num_layers: int):
+  """A bidirectional ``torch.nn.LSTM`` holding flax's ``OptimizedLSTMCell_<k>`` weights
+  (layer ``l``'s forward cell is ``k = 2l``, its backward cell ``2l + 1``). flax's cell
+  has gates i, f, g, o from ``i*`` (input kernels) and ``h*`` (hidden kernels and the
+  biases), as ``torch.nn.LSTM``'s rows."""
+  hidden = np.asarray(params["OptimizedLSTMCell_0"]["hi"]["kernel"]).shape[0]
+  lstm = torch.nn.LSTM(input_size, hidden, num_layers=num_layers, batch_first=True,
+                       bidirectional=True)
+  for k in range(2 * num_layers):
+    p, name = params[f"OptimizedLSTMCell_{k}"], f"l{k // 2}{'_reverse' if k % 2 else ''}"
     w_ih = np.concatenate([np.asarray(p[f"i{g}"]["kernel"]).T for g in "ifgo"])
     w_hh = np.concatenate([np.asarray(p[f"h{g}"]["kernel"]).T for g in "ifgo"])
     b = np.concatenate([np.asarray(p[f"h{g}"]["bias"]) for g in "ifgo"])
-    getattr(lstm, f"weight_ih_l0{suffix}").data = torch.from_numpy(w_ih.copy())
-    getattr(lstm, f"weight_hh_l0{suffix}").data = torch.from_numpy(w_hh.copy())
-    getattr(lstm, f"bias_ih_l0{suffix}").data = torch.from_numpy(b.copy())
-    getattr(lstm, f"bias_hh_l0{suffix}").data = torch.zeros(4 * hidden)
+    getattr(lstm, f"weight_ih_{name}").data = torch.from_numpy(w_ih.copy())
+    getattr(lstm, f"weight_hh_{name}").data = torch.from_numpy(w_hh.copy())
+    getattr(lstm, f"bias_ih_{name}").data = torch.from_numpy(b.copy())
+    getattr(lstm, f"bias_hh_{name}").data = torch.zeros(4 * hidden)
+  return lstm
 
-  cell("", enc["OptimizedLSTMCell_0"])
-  cell("_reverse", enc["OptimizedLSTMCell_1"])
+
+def _packed_lstm(torch, lstm, x, lengths):
+  """``lstm`` over each sequence's first ``lengths`` steps (the backward direction
+  starts at its last real step, as flax's ``nn.RNN(seq_lengths=...)``); padded steps
+  of the output are 0."""
+  nn = torch.nn
+  packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True,
+                                             enforce_sorted=False)
+  out, _ = lstm(packed)
+  return nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                          total_length=x.shape[1])[0]
+
+
+def _torch_linear(torch, p):
+  k = np.asarray(p["kernel"])
+  m = torch.nn.Linear(*k.shape)
+  m.weight.data = torch.from_numpy(k.T.copy())
+  m.bias.data = torch.from_numpy(np.asarray(p["bias"]).copy())
+  return m
+
+
+def _torch_joint_nlu(torch, params):
+  """:class:`jaxloss.models.text.JointNluModel` (dropout off) in PyTorch on the flax
+  weights: word embedding + the character CNN (flax's ``Conv`` over the characters,
+  ``"SAME"`` padding; max over the real characters, 0 for an empty word), the stacked
+  bidirectional LSTM over each sentence's length, masked mean + max sentence vector,
+  the intent head, and the tag head on each token state beside ``relu(context)``;
+  returns ``{"intent", "tags"}``."""
+  nn, F = torch.nn, torch.nn.functional
+  words = np.asarray(params["Embed_0"]["embedding"])
+  chars = np.asarray(params["CharCNN_0"]["Embed_0"]["embedding"])
+  kernel = np.asarray(params["CharCNN_0"]["Conv_0"]["kernel"])  # [width, in, out]
+  num_layers = sum(k.startswith("OptimizedLSTMCell_") for k in params) // 2
+
+  class JointNlu(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.words, self.chars = nn.Embedding(*words.shape), nn.Embedding(*chars.shape)
+      self.words.weight.data = torch.from_numpy(words.copy())
+      self.chars.weight.data = torch.from_numpy(chars.copy())
+      self.conv = nn.Conv1d(kernel.shape[1], kernel.shape[2], kernel.shape[0],
+                            padding=kernel.shape[0] // 2)
+      self.conv.weight.data = torch.from_numpy(kernel.transpose(2, 1, 0).copy())
+      self.conv.bias.data = torch.from_numpy(
+          np.asarray(params["CharCNN_0"]["Conv_0"]["bias"]).copy())
+      self.lstm = _torch_lstm(torch, params, words.shape[1] + kernel.shape[2], num_layers)
+      self.intent = _torch_linear(torch, params["intent_head"])
+      self.context = _torch_linear(torch, params["context"])
+      self.tag = _torch_linear(torch, params["tag_head"])
+
+    def forward(self, ids, char_ids, lengths):
+      b, t, w = char_ids.shape
+      c = self.chars(char_ids).view(b * t, w, -1).transpose(1, 2)  # [B*T, E, W]
+      c = F.relu(self.conv(c)).transpose(1, 2).view(b, t, w, -1)
+      real = (char_ids > 0).unsqueeze(-1)
+      pooled = c.masked_fill(~real, -1e9).max(2).values
+      c = torch.where(real.any(2), pooled, torch.zeros_like(pooled))
+      x = _packed_lstm(torch, self.lstm, torch.cat([self.words(ids), c], -1), lengths)
+      mask = (torch.arange(t, device=ids.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+      mean = (x * mask).sum(1) / mask.sum(1).clamp(min=1)
+      sentence = torch.cat([mean, x.masked_fill(~mask, -1e9).max(1).values], -1)
+      context = F.relu(self.context(sentence))[:, None].expand(b, t, -1)
+      return {"intent": self.intent(sentence),
+              "tags": self.tag(torch.cat([x, context], -1))}
+  return JointNlu()
+
+
+def _torch_bilstm(torch, params):
+  """``TextClassifier`` (embedding, one bidirectional LSTM over each sentence's length,
+  masked mean + max pooling, a linear head) in PyTorch, on the flax weights
+  (:func:`_torch_lstm`; the backward cell reads each sentence from its last real token,
+  as ``pack_padded_sequence`` does)."""
+  nn = torch.nn
+  enc = params["BiLSTMEncoder_0"]
+  emb = np.asarray(enc["Embed_0"]["embedding"])
+  lstm = _torch_lstm(torch, enc, emb.shape[1], 1)
   k = np.asarray(params["Dense_0"]["kernel"])
 
   class BiLSTM(nn.Module):
@@ -405,11 +522,7 @@ def _torch_bilstm(torch, params):
       self.fc.bias.data = torch.from_numpy(np.asarray(params["Dense_0"]["bias"]).copy())
 
     def forward(self, ids, lengths):
-      packed = nn.utils.rnn.pack_padded_sequence(
-          self.embed(ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
-      out, _ = self.lstm(packed)
-      out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
-                                                total_length=ids.shape[1])
+      out = _packed_lstm(torch, self.lstm, self.embed(ids), lengths)
       mask = (torch.arange(ids.shape[1], device=ids.device)[None, :]
               < lengths[:, None]).unsqueeze(-1)
       mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -419,7 +532,16 @@ def _torch_bilstm(torch, params):
 
 
 def torch_loss(torch, outputs, y):
-  """:func:`jax_loss` in PyTorch (SASRec's outputs are ``(scores, where)``)."""
+  """:func:`jax_loss` in PyTorch (SASRec's outputs are ``(scores, where)``, the joint
+  NLU model's ``{"intent", "tags"}`` with ``y = (intent, tags)``)."""
+  if isinstance(outputs, dict):
+    intent, tags = y
+    F = torch.nn.functional
+    real = tags >= 0
+    token = F.cross_entropy(outputs["tags"].flatten(0, 1), tags.clamp(min=0).flatten(),
+                            reduction="none").view(tags.shape)
+    return (F.cross_entropy(outputs["intent"], intent)
+            + (token * real).sum() / real.sum().clamp(min=1))
   if isinstance(outputs, tuple):
     scores, where = outputs
     logp = torch.log_softmax(scores.masked_fill(~where, -1e9), dim=-1)[..., 0]
@@ -494,7 +616,7 @@ def _torch_sasrec(torch, params):
 
 def torch_inputs(torch, x, device: str = "cpu"):
   """The batch ``x`` of :func:`_model_and_batch` as PyTorch tensors: NCHW images, or
-  ``(ids, lengths)`` as int64."""
+  the text inputs (``(ids, lengths)``, ``(ids, chars, lengths)``, ...) as int64."""
   if isinstance(x, tuple):
     return tuple(torch.from_numpy(np.asarray(a).astype(np.int64)).to(device) for a in x)
   return (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device),)
@@ -511,7 +633,8 @@ def _prepare_torch(torch, config, variables, x, y, compiled: bool, device: str =
                             betas=(0.9, o["b2"]), eps=1e-8, weight_decay=o["weight_decay"])
   fwd = torch.compile(model) if compiled else model
   tx = torch_inputs(torch, x, device)
-  ty = torch.from_numpy(y.astype(np.int64)).to(device)
+  ty = (tuple(torch.from_numpy(a.astype(np.int64)).to(device) for a in y)
+        if isinstance(y, tuple) else torch.from_numpy(y.astype(np.int64)).to(device))
   sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
   def step():
@@ -555,8 +678,12 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
   """
   config = workload_config(workload)
   model, variables, x, y = _model_and_batch(config)
-  kind = "sasrec" if config.get("trainer") == "rerank" else config.model
-  if kind == "sasrec":
+  kind = {"rerank": "sasrec", "nlu": "joint_nlu"}.get(config.get("trainer"))
+  kind = kind or config.model
+  if kind == "joint_nlu":
+    label = (f"JointNluModel({config.num_layers} x BiLSTM {config.hidden}, "
+             f"embed {config.embed_dim} + chars)")
+  elif kind == "sasrec":
     label = (f"SASRec({config.num_blocks} blocks, d {config.hidden}, "
              f"{config.num_candidates} candidates)")
   elif kind == "bilstm":
