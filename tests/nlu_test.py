@@ -213,7 +213,8 @@ def test_smoke_run_on_snips(smoke_run):
   for key in ("intent_accuracy", "slot_f1", "sentence_accuracy", "pred_non_o_share",
               "top_intent_share"):
     assert 0.0 <= summary[key] <= 1.0, key
-  assert summary["train_step_compilations"] == 1
+  # One compilation per bucket the batches were cut to: 16, 24, 32 or the data's 35.
+  assert 1 <= summary["train_step_compilations"] <= 4
   assert summary["skipped_steps"] == 0
   assert summary["eval_repeat_max_diff"] == 0.0
   # Sixteen steps of plain CE on the small model tag every word O (slot F1 0): the
@@ -241,6 +242,40 @@ def test_smoke_run_on_snips(smoke_run):
   for name in ("summary.json", "curves.png", "test_predictions.txt", "vocab.json",
                "chars.json", "diagnosis.json"):
     assert os.path.exists(os.path.join(workdir, name)), name
+
+
+@needs_snips
+def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir):
+  """The from-scratch recipe cuts each training batch (words, characters and tags) to
+  the bucket of its longest sentence. Everything is masked by length, so the loss and
+  its gradient equal the full-width batch's up to float32 rounding."""
+  config = _smoke(tfds_dir, dropout_rate=0.0, word_dropout_rate=0.0)
+  recipe = nlu.build(config)
+  buckets = recipe.sequence_buckets
+  assert buckets.label_keys == ("tags",) and buckets.keys == ("ids", "chars")
+  order = np.argsort(buckets.lengths, kind="stable")[:16]  # the shortest sentences
+  full = {k: recipe.train[k][order] for k in recipe.input_keys}
+  labels = {k: v[order] for k, v in recipe.train["label"].items()}
+  longest = int(buckets.lengths[order].max())
+  width = min(b for b in buckets.buckets if b >= longest)
+  assert width < full["ids"].shape[1]  # the cut is real
+  cut = {k: (v[:, :width] if k in buckets.keys else v) for k, v in full.items()}
+  cut_labels = {**labels, "tags": labels["tags"][:, :width]}
+  state = recipe.init(jax.random.PRNGKey(0))
+  knobs = recipe.compiled.values(jnp.asarray(0))
+
+  def loss(params, inputs, y):
+    out = state.apply_fn({"params": params}, *(inputs[k] for k in recipe.input_keys),
+                         train=False)
+    per_example, weight, _ = recipe.objective(out, y, knobs)
+    return jnp.sum(per_example * weight) / jnp.sum(weight)
+  a, ga = jax.value_and_grad(loss)(state.params, full, labels)
+  b, gb = jax.value_and_grad(loss)(state.params, cut, cut_labels)
+  # float32 sums of up to 35 terms in another order: a few ulps.
+  assert float(b) == pytest.approx(float(a), rel=1e-5)
+  for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x),
+                               atol=1e-5 * max(float(np.abs(x).max()), 1e-6))
 
 
 @needs_snips

@@ -47,6 +47,7 @@ from jaxloss.models.text import JointNluModel
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import make_optimizer
 from jaxloss.training import Recipe, Selection
+from jaxloss.training.recipe import SequenceBuckets
 from experiments.nlu import encoder as nlu_encoder
 from experiments.nlu.objective import bio_class_weights, make_joint_nlu_loss
 
@@ -406,6 +407,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     sequence_buckets, encoder_facts = enc.sequence_buckets, enc.facts
 
   sampler = epoch_permutation_sampler(num_train, config.batch_size)
+  if not use_encoder:
+    # Each training batch cut to the bucket of its longest sentence (words, characters
+    # and tags): the LSTMs scan 16-24 steps instead of the data's longest sentence.
+    # Everything is masked by length, so only float rounding differs from full width.
+    sequence_buckets = SequenceBuckets(
+        keys=("ids", "chars"), lengths=np.asarray(train["lengths"]),
+        buckets=tuple(config.sequence_buckets), label_keys=("tags",))
 
   tag_valid_j = jnp.asarray(tag_valid)
   allowed_j, start_j = jnp.asarray(allowed), jnp.asarray(start_allowed)

@@ -258,9 +258,16 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
       if buckets is not None:  # the global batch's bucket: the same on every process
         longest = int(np.max(np.asarray(buckets.lengths)[drawn]))
         axis = 2 if ensemble else 1  # an ensemble's rows are [b, M, ...]
+        cut = lambda x: x[:, :, :width] if ensemble else x[:, :width]  # pylint: disable=unnecessary-lambda-assignment
         for k in buckets.keys:
           width = min(bucket_length(longest, buckets.buckets), part[k].shape[axis])
-          part[k] = part[k][:, :, :width] if ensemble else part[k][:, :width]
+          part[k] = cut(part[k])
+        if buckets.label_keys:
+          part["label"] = dict(part["label"])
+          for k in buckets.label_keys:
+            width = min(bucket_length(longest, buckets.buckets),
+                        part["label"][k].shape[axis])
+            part["label"][k] = cut(part["label"][k])
       return dp.assemble_batch(part, recipe.batch_size)
   else:
     train_data = dp.replicate({k: recipe.train[k] for k in fields})

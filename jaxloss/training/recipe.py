@@ -51,11 +51,14 @@ class SequenceBuckets:
       evaluation split's examples. Given, a split is evaluated in order of length and
       each evaluation batch is cut to its own bucket (one predict compilation per
       bucket); the outputs come back in the split's order. None: full width.
+    label_keys: entries of a dict ``train["label"]`` cut with the inputs (per-token
+      labels such as BIO tags, ``[N, T]``).
   """
   keys: tuple[str, ...]
   lengths: np.ndarray
   buckets: tuple[int, ...]
   eval_lengths: Optional[Mapping[str, np.ndarray]] = None
+  label_keys: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,8 +177,12 @@ class Recipe:
     sb = self.sequence_buckets
     if sb is not None:
       absent = [k for k in sb.keys if k not in self.input_keys]
+      labels = self.train["label"]
+      absent += [f"label.{k}" for k in sb.label_keys
+                 if not isinstance(labels, Mapping) or k not in labels]
       if absent or len(sb.lengths) != n:
-        raise ValueError(f"recipe {self.name!r}: sequence_buckets needs input fields "
+        raise ValueError(f"recipe {self.name!r}: sequence_buckets needs input and label "
+                         f"fields "
                          f"(not {absent}) and one length per training example "
                          f"({len(sb.lengths)} for {n})")
     if self.selection is not None and self.selection.split not in self.eval_splits:

@@ -20,9 +20,11 @@ A *workload* is one recipe config: its model, batch size and optimizer.
   first 128 Games users with 49 uniform negatives, the listwise softmax loss, AdamW.
 * ``joint_nlu``: ``nlu/configs/joint_nlu.py`` (the default): ``JointNluModel`` (word
   embedding 128 + character CNN 64, 2 bidirectional LSTM layers of 256, an intent head
-  and a tag head) on the first 64 SNIPS training sentences; intent CE + the mean over
-  real tokens of the tag CE (λ 1 each), AdamW. The recipe's step adds the soft label
-  masks, word dropout and dropout.
+  and a tag head) on the first 64 SNIPS training sentences, cut to the bucket of the
+  longest (16 words) as the recipe cuts its batches; intent CE + the mean over real
+  tokens of the tag CE (λ 1 each), AdamW. The recipe's step adds the soft label masks,
+  word dropout and dropout; its ``jaxloss step`` row runs at the data's full width (35
+  words), as ``tools.bench.step`` keeps the training set on the device.
 
 The text BiLSTM, SASRec and the joint NLU model run without dropout on both sides, so that both compute the
 same loss (the recipe's own step keeps its dropout). Each workload is timed with these
@@ -161,15 +163,20 @@ def _sasrec_and_batch(config, rng, seed: int):
 def _nlu_and_batch(config, seed: int):
   """``JointNluModel`` (dropout and word dropout off) and the first ``batch_size`` SNIPS
   training sentences as the recipe reads them: ``x = (ids [B, T], chars [B, T, W],
-  lengths [B])``, ``y = (intent [B], tags [B, T])``."""
+  lengths [B])``, ``y = (intent [B], tags [B, T])``, cut to the bucket of the longest
+  sentence as the recipe's training batches are (``config.sequence_buckets``)."""
   import jax  # pylint: disable=import-outside-toplevel
   from experiments import recipes  # pylint: disable=import-outside-toplevel
   from jaxloss.models.text import JointNluModel  # pylint: disable=import-outside-toplevel
   recipe = recipes.builder(config)(config)
   b, train = int(config.batch_size), recipe.train
-  x = tuple(np.asarray(train[k][:b]) for k in ("ids", "chars", "lengths"))
+  from jaxloss.data.subword import bucket_length  # pylint: disable=import-outside-toplevel
+  lengths = np.asarray(train["lengths"][:b])
+  width = min(bucket_length(int(lengths.max()), tuple(config.sequence_buckets)),
+              train["ids"].shape[1])
+  x = (np.asarray(train["ids"][:b, :width]), np.asarray(train["chars"][:b, :width]), lengths)
   y = (np.asarray(train["label"]["intent"][:b], np.int32),
-       np.asarray(train["label"]["tags"][:b], np.int32))
+       np.asarray(train["label"]["tags"][:b, :width], np.int32))
   shapes = _param_shapes(recipe)
   size = lambda path: shapes[".params" + path][0]  # pylint: disable=unnecessary-lambda-assignment
   model = JointNluModel(

@@ -81,7 +81,8 @@ def get_config(arg=None):
   c.encoder = ml_collections.config_dict.placeholder(str)
   c.encoder_num_layers = ml_collections.config_dict.placeholder(int)  # None: all
   c.encoder_max_length = 128  # sub-words a sentence, special tokens included
-  c.sequence_buckets = (16, 24, 32, 48, 64, 96, 128)  # padded widths of a batch
+  # Padded widths of a training batch: words from scratch, sub-words with an encoder.
+  c.sequence_buckets = (16, 24, 32, 48, 64, 96, 128)
   c.freeze_encoder = False  # train the heads only
   c.cache_features = True  # frozen: run the encoder once, train the heads on its features
   c.layer_decay = 1.0  # LR factor per layer below the top (1: none)
