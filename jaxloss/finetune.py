@@ -143,13 +143,13 @@ def make_finetune_optimizer(params: Mapping[str, Any], *, learning_rate: float,
   parts.append(adamw)
   if layer_decay < 1 or encoder_lr_scale < 1:
     # One group per (encoder or head, depth); the heads' depth is 0 (factor 1).
-    groups = {k: jax.tree.map(
-        lambda d, e=(k == encoder): f"{'encoder' if e else 'head'}_depth_{d}", v)
-        for k, v in depths.items()}
-    factors = {}
-    for g in set(jax.tree.leaves(groups)):
-      d = int(g.rsplit("_", 1)[1])
-      factors[g] = (encoder_lr_scale if g.startswith("encoder") else 1.0) * layer_decay ** d
+    factors, groups = {}, {}
+    for k, tree in depths.items():
+      scale = encoder_lr_scale if k == encoder else 1.0
+      part = "encoder" if k == encoder else "head"
+      for d in set(jax.tree.leaves(tree)):
+        factors[f"{part}_depth_{d}"] = scale * layer_decay ** d
+      groups[k] = jax.tree.map(lambda d, part=part: f"{part}_depth_{d}", tree)
     parts.append(optax.multi_transform(
         {g: optax.scale(f) for g, f in sorted(factors.items())}, groups))
   return optax.chain(*parts)

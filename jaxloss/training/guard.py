@@ -22,7 +22,8 @@ from typing import Any, Iterable, Mapping
 RUNTIME_FIELDS = (
     "progress", "interrupt_at_step", "distributed.", "num_devices", "parallel",
     "train_input", "eval_batch_size", "eval_every_steps", "checkpoint_every_steps",
-    "keep_checkpoints", "monitor.halt_on", "monitor.fail_on_error", "tfds_data_dir", "runtime_fields",
+    "keep_checkpoints", "monitor.halt_on", "monitor.fail_on_error", "tfds_data_dir",
+    "runtime_fields",
 )
 
 

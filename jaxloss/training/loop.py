@@ -9,8 +9,8 @@ everything here is written once for all of them.
 
 Config fields the loop reads (all recipes' configs have them):
 ``seed``, ``eval_batch_size``, ``eval_every_steps``, ``checkpoint_every_steps``,
-``keep_checkpoints``, ``progress``, ``interrupt_at_step``, ``parallel``, ``num_devices``, ``train_input``,
-``distributed``, ``monitor`` (thresholds, ``enabled``, ``halt_on``,
+``keep_checkpoints``, ``progress``, ``interrupt_at_step``, ``parallel``, ``num_devices``,
+``train_input``, ``distributed``, ``monitor`` (thresholds, ``enabled``, ``halt_on``,
 ``fail_on_error``: a diagnosis with an error sets ``summary["exit_status"]`` to
 :data:`EXIT_DIAGNOSIS`, which ``python -m experiments.run`` exits with).
 
@@ -258,16 +258,15 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
       if buckets is not None:  # the global batch's bucket: the same on every process
         longest = int(np.max(np.asarray(buckets.lengths)[drawn]))
         axis = 2 if ensemble else 1  # an ensemble's rows are [b, M, ...]
-        cut = lambda x: x[:, :, :width] if ensemble else x[:, :width]  # pylint: disable=unnecessary-lambda-assignment
+
+        def cut(x):
+          width = min(bucket_length(longest, buckets.buckets), x.shape[axis])
+          return x[:, :, :width] if ensemble else x[:, :width]
         for k in buckets.keys:
-          width = min(bucket_length(longest, buckets.buckets), part[k].shape[axis])
           part[k] = cut(part[k])
-        if buckets.label_keys:
-          part["label"] = dict(part["label"])
-          for k in buckets.label_keys:
-            width = min(bucket_length(longest, buckets.buckets),
-                        part["label"][k].shape[axis])
-            part["label"][k] = cut(part["label"][k])
+        if buckets.label_keys:  # per-token labels, cut with the inputs
+          part["label"] = {k: cut(v) if k in buckets.label_keys else v
+                           for k, v in part["label"].items()}
       return dp.assemble_batch(part, recipe.batch_size)
   else:
     train_data = dp.replicate({k: recipe.train[k] for k in fields})
