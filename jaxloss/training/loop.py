@@ -133,6 +133,28 @@ def _host_sampler(recipe: Recipe):
   return jax.jit(draw)
 
 
+def cut_to_bucket(part: dict, buckets, drawn: np.ndarray, *, ensemble: bool = False
+                  ) -> dict:
+  """``part`` (a host batch ``{field: [b, ...]}``, ``[b, M, ...]`` for an ensemble)
+  with ``buckets.keys`` and the per-token ``buckets.label_keys`` of ``part["label"]``
+  cut along the sequence axis to the bucket of the longest of the *global* batch's
+  examples ``drawn`` (indices into the training set), so that every process cuts to
+  the same width (:class:`~jaxloss.training.recipe.SequenceBuckets`)."""
+  longest = int(np.max(np.asarray(buckets.lengths)[np.asarray(drawn)]))
+  axis = 2 if ensemble else 1  # an ensemble's rows are [b, M, ...]
+
+  def cut(x):
+    width = min(bucket_length(longest, buckets.buckets), x.shape[axis])
+    return x[:, :, :width] if ensemble else x[:, :width]
+  out = dict(part)
+  for k in buckets.keys:
+    out[k] = cut(part[k])
+  if buckets.label_keys:
+    out["label"] = {k: cut(v) if k in buckets.label_keys else v
+                    for k, v in part["label"].items()}
+  return out
+
+
 def _gather(tree):
   """A tree of global arrays as host NumPy arrays (all processes' rows)."""
   if jax.process_count() == 1:
@@ -256,17 +278,7 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
       local = drawn[rows]
       part = {k: jax.tree.map(lambda x: x[local], recipe.train[k]) for k in fields}
       if buckets is not None:  # the global batch's bucket: the same on every process
-        longest = int(np.max(np.asarray(buckets.lengths)[drawn]))
-        axis = 2 if ensemble else 1  # an ensemble's rows are [b, M, ...]
-
-        def cut(x):
-          width = min(bucket_length(longest, buckets.buckets), x.shape[axis])
-          return x[:, :, :width] if ensemble else x[:, :width]
-        for k in buckets.keys:
-          part[k] = cut(part[k])
-        if buckets.label_keys:  # per-token labels, cut with the inputs
-          part["label"] = {k: cut(v) if k in buckets.label_keys else v
-                           for k, v in part["label"].items()}
+        part = cut_to_bucket(part, buckets, drawn, ensemble=ensemble)
       return dp.assemble_batch(part, recipe.batch_size)
   else:
     train_data = dp.replicate({k: recipe.train[k] for k in fields})

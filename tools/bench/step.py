@@ -25,7 +25,12 @@ VARIANTS = {"main": None, "supcon": "supcon"}
 
 
 def _step_and_state(config, monitor: bool):
+  """``(step, state, data)``: the recipe's compiled train step (called once), as
+  ``experiments.run`` builds it. ``data`` is the whole training set on the device; for
+  a recipe with ``sequence_buckets`` (host input) it is its first ``batch_size``
+  examples, cut to their bucket as the loop cuts a batch."""
   import jax
+  import numpy as np
   from experiments import recipes
   from jaxloss.parallel import DataParallel
   from jaxloss.training import loop
@@ -33,9 +38,18 @@ def _step_and_state(config, monitor: bool):
   config.monitor.enabled = monitor
   recipe = recipes.builder(config)(config)  # config.trainer's build (imbalance, rerank)
   dp = DataParallel(config.parallel, config.num_devices)
-  step = dp.launch_train_step(loop.step_body(recipe, dp.num_devices))
+  host = recipe.sequence_buckets is not None
+  step = dp.launch_train_step(loop.step_body(recipe, dp.num_devices, host=host),
+                              batch_sharded=host)
   state = dp.replicate(loop.init_state(recipe))
-  data = dp.replicate({k: recipe.train[k] for k in (*recipe.input_keys, "label")})
+  fields = (*recipe.input_keys, "label")
+  if host:
+    drawn = np.arange(recipe.batch_size)
+    part = {k: jax.tree.map(lambda x: x[drawn], recipe.train[k]) for k in fields}
+    part = loop.cut_to_bucket(part, recipe.sequence_buckets, drawn)
+    data = dp.assemble_batch(part, recipe.batch_size)
+  else:
+    data = dp.replicate({k: recipe.train[k] for k in fields})
   state, _ = step(state, data)  # compile
   jax.block_until_ready(state)
   return step, state, data

@@ -22,9 +22,8 @@ A *workload* is one recipe config: its model, batch size and optimizer.
   embedding 128 + character CNN 64, 2 bidirectional LSTM layers of 256, an intent head
   and a tag head) on the first 64 SNIPS training sentences, cut to the bucket of the
   longest (16 words) as the recipe cuts its batches; intent CE + the mean over real
-  tokens of the tag CE (λ 1 each), AdamW. The recipe's step adds the soft label masks,
-  word dropout and dropout; its ``jaxloss step`` row runs at the data's full width (35
-  words), as ``tools.bench.step`` keeps the training set on the device.
+  tokens of the tag CE (λ 1 each), AdamW. The recipe's step (host input, the same 64
+  sentences cut to their bucket) adds the soft label masks, word dropout and dropout.
 
 The text BiLSTM, SASRec and the joint NLU model run without dropout on both sides, so that both compute the
 same loss (the recipe's own step keeps its dropout). Each workload is timed with these
