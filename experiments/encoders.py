@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from jaxloss import finetune
 from jaxloss.data import subword
-from jaxloss.data.sampler import length_grouped_sampler
+from jaxloss.data.sampler import length_grouped_sampler, stream_sampler
 from jaxloss.models.pretrained import (Pretrained, keep_vocabulary, load_pretrained,
                                        resolve_model_dir, truncate_layers)
 from jaxloss.train_step import make_optimizer
@@ -155,7 +155,8 @@ class Setup:
 
 
 def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
-               monitor_sums, state_cls) -> Setup:
+               monitor_sums, state_cls, train_stream: Optional[np.ndarray] = None
+               ) -> Setup:
   """Loads ``config.encoder``, adds its inputs to ``splits`` (in place: each split's
   ``text`` tokenised) and returns the :class:`Setup` of a text recipe on it.
 
@@ -172,6 +173,8 @@ def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
     heads_fn: ``(token_hidden) -> heads`` taking ``(token_features, subword_mask)``
       (the frozen, cached form).
     monitor_sums, state_cls: the TrainState's monitor sums and class.
+    train_stream: the training examples' indices to draw from, repeats included
+      (:func:`jaxloss.data.sampler.repeat_indices`); None: each example once.
 
   Raises:
     ValueError: ``config.token_hidden`` < 1; a frozen, cached encoder without
@@ -215,9 +218,12 @@ def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
   eval_lengths = {n: splits[n]["subword_lengths"] for n in splits if n != "train"}
   sampler = None
   if config.get("length_grouped"):
-    sampler = length_grouped_sampler(train_lengths, config.batch_size,
-                                     group_batches=config.group_batches,
-                                     key=jax.random.PRNGKey(config.seed))
+    stream = (np.arange(len(train_lengths)) if train_stream is None
+              else np.asarray(train_stream))
+    sampler = stream_sampler(
+        length_grouped_sampler(np.asarray(train_lengths)[stream], config.batch_size,
+                               group_batches=config.group_batches,
+                               key=jax.random.PRNGKey(config.seed)), stream)
   width = splits["train"]["subword_ids"].shape[1]
   if cached:
     t0 = time.time()

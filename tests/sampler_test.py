@@ -7,8 +7,9 @@ import pytest
 from scipy import stats
 
 from jaxloss.data.augment import augment_batch, shift_and_noise
-from jaxloss.data.sampler import (length_grouped_indices, length_grouped_sampler,
-                                  sample_indices, sampling_probabilities)
+from jaxloss.data.sampler import (epoch_permutation_sampler, length_grouped_indices,
+                                  length_grouped_sampler, repeat_factors, repeat_indices,
+                                  sample_indices, sampling_probabilities, stream_sampler)
 
 LABELS = np.repeat(np.arange(4), [80, 15, 4, 1])
 COUNTS = np.bincount(LABELS)
@@ -141,3 +142,40 @@ def test_length_grouped_sampler_shares_one_order_when_given_a_key():
 def test_length_grouped_bad_arguments(b, g, match):
   with pytest.raises(ValueError, match=match):
     length_grouped_sampler(np.arange(10), b, group_batches=g)
+
+
+def test_repeat_factors_follow_lvis_on_real_visfd_labels():
+  """Repeat-factor sampling on the UIT-ViSFD training labels' 30 ASPECT#polarity
+  categories, against a direct loop over the reviews."""
+  import os  # pylint: disable=g-import-not-at-top
+  from experiments.absa.recipe import train_stream  # pylint: disable=g-import-not-at-top
+  from jaxloss.data import uit_visfd  # pylint: disable=g-import-not-at-top
+  path = os.path.join(uit_visfd.default_manual_dir(), "Train.csv")
+  if not os.path.exists(path):
+    pytest.skip(f"{path} is absent (../shared/data)")
+  labels = np.stack([row["labels"] for row in uit_visfd.read_csv(path)])
+  t = 0.03
+  cats = [(a, c) for a in range(labels.shape[1]) for c in (1, 2, 3)]
+  freq = {ac: np.mean(labels[:, ac[0]] == ac[1]) for ac in cats}
+  expected = []
+  for row in labels:
+    r = max([1.0] + [max(1.0, np.sqrt(t / freq[(a, c)])) for a, c in cats
+                     if row[a] == c])
+    expected.append(max(1, int(np.rint(r))))
+  stream = train_stream(labels, t)
+  np.testing.assert_array_equal(np.bincount(stream, minlength=len(labels)), expected)
+  # STORAGE (column 9) reviews: 91 of 7,786, each repeated 2-5 times; most reviews once.
+  storage = labels[:, 9] > 0
+  counts = np.bincount(stream, minlength=len(labels))
+  assert storage.sum() == 91 and counts[storage].min() >= 2 and counts[storage].max() == 5
+  assert np.mean(counts == 1) > 0.9
+  np.testing.assert_array_equal(train_stream(labels, None), np.arange(len(labels)))
+  with pytest.raises(ValueError, match="threshold"):
+    repeat_factors(labels[:, :3] > 0, 0.0)
+
+
+def test_stream_sampler_draws_through_the_stream():
+  stream = repeat_indices([1.0, 3.0, 1.0])  # [0, 1, 1, 1, 2]
+  sampler = stream_sampler(epoch_permutation_sampler(len(stream), 5), stream)
+  drawn = np.asarray(sampler(jax.random.PRNGKey(0), 0, None, None))
+  assert sorted(drawn.tolist()) == [0, 1, 1, 1, 2]

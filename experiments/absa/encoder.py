@@ -23,7 +23,8 @@ from jaxloss.models.encoder_heads import AspectSentimentHeads, EncoderAspectSent
 from experiments import encoders
 
 
-def setup(config, splits: dict, monitor_sums, state_cls) -> encoders.Setup:
+def setup(config, splits: dict, monitor_sums, state_cls, train_stream=None
+          ) -> encoders.Setup:
   """Loads ``config.encoder``, adds its inputs to ``splits`` (in place) and returns the
   :class:`experiments.encoders.Setup` (see :func:`experiments.encoders.text_setup`).
 
@@ -41,4 +42,5 @@ def setup(config, splits: dict, monitor_sums, state_cls) -> encoders.Setup:
                                 dropout_rate=config.head_dropout_rate,
                                 projection_dim=config.projection_dim)
   return encoders.text_setup(config, splits, model_fn=model_fn, heads_fn=heads_fn,
-                             monitor_sums=monitor_sums, state_cls=state_cls)
+                             monitor_sums=monitor_sums, state_cls=state_cls,
+                             train_stream=train_stream)

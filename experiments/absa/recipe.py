@@ -36,7 +36,8 @@ from jaxloss import curriculum as curriculum_lib
 from jaxloss import finetune
 from jaxloss import metrics as metrics_lib
 from jaxloss import monitors
-from jaxloss.data.sampler import epoch_permutation_sampler
+from jaxloss.data.sampler import (epoch_permutation_sampler, repeat_factors,
+                                  repeat_indices, stream_sampler)
 from jaxloss.data.text import Vocabulary, tokenize
 from jaxloss.data.uit_visfd import load_uit_visfd
 from jaxloss.models.text import AspectSentimentModel
@@ -106,6 +107,9 @@ def validate(config) -> None:
   if config.contrastive_weight is not None and not config.contrastive_weight >= 0:
     raise ValueError(f"config.contrastive_weight must be >= 0 or None, got "
                      f"{config.contrastive_weight}")
+  t = config.get("repeat_factor_threshold")
+  if t is not None and not 0 < t <= 1:
+    raise ValueError(f"config.repeat_factor_threshold must be in (0, 1] or None, got {t}")
 
 
 # --- Data --------------------------------------------------------------------------------
@@ -153,6 +157,18 @@ def contrastive_reference(labels: np.ndarray, batch_size: int, *, batches: int =
     with_pos.append(has.mean())
   return {"chance": float(np.mean(chance)), "floor": float(np.mean(floor)),
           "share_with_positives": float(np.mean(with_pos)), "batch_size": batch_size}
+
+
+def train_stream(labels: np.ndarray, threshold: float | None) -> np.ndarray:
+  """The training reviews' indices the sampler draws from: each review once, or with
+  ``threshold`` repeated by :func:`jaxloss.data.sampler.repeat_factors` over its
+  ``ASPECT#polarity`` labels (``labels [N, A]``, 0 absent)."""
+  labels = np.asarray(labels)
+  if threshold is None:
+    return np.arange(len(labels), dtype=np.int32)
+  num_classes = 4
+  categories = (labels[..., None] == np.arange(1, num_classes)).reshape(len(labels), -1)
+  return repeat_indices(repeat_factors(categories, threshold))
 
 
 def uniform_logit_loss(labels: np.ndarray, alpha: np.ndarray | None, gamma: float
@@ -289,10 +305,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              rng=state_key, train_sums=monitors.zero_sums(monitor_spec))
 
-  sampler = epoch_permutation_sampler(num_train, config.batch_size)
+  stream = train_stream(train["labels"], config.get("repeat_factor_threshold"))
+  sampler = stream_sampler(epoch_permutation_sampler(len(stream), config.batch_size),
+                           stream)
   inputs, encoder_facts, sequence_buckets = ("ids", "lengths"), None, None
   if use_encoder:
-    enc = absa_encoder.setup(config, splits, monitors.zero_sums(monitor_spec), TrainState)
+    enc = absa_encoder.setup(config, splits, monitors.zero_sums(monitor_spec), TrainState,
+                             train_stream=stream)
     model, inputs, init, tx = enc.model, enc.inputs, enc.init, enc.tx
     sequence_buckets, encoder_facts = enc.sequence_buckets, enc.facts
     sampler = enc.sampler or sampler

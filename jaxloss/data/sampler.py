@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def sampling_probabilities(labels: jax.Array, class_counts: jax.Array,
@@ -99,6 +100,57 @@ def epoch_permutation_indices(key: jax.Array, step: jax.Array, num_examples: int
   perm_b = jax.random.permutation(jax.random.fold_in(key, first_epoch + 1), num_examples)
   in_first = positions // num_examples == first_epoch
   return jnp.where(in_first, perm_a[within], perm_b[within]).astype(jnp.int32)
+
+
+def repeat_factors(categories, threshold: float) -> np.ndarray:
+  """Repeat-factor sampling's per-example factors (Gupta et al., *LVIS*, CVPR 2019):
+  ``r_c = max(1, sqrt(t / f_c))`` for each category ``c`` present in a fraction
+  ``f_c`` of the examples, and ``r_i = max(1, max_{c in i} r_c)``.
+
+  For multi-label data whose rare labels share examples with common ones (a review
+  with a STORAGE opinion also rates the BATTERY), so that no single-label class mix
+  applies.
+
+  Args:
+    categories: bool ``[N, K]``, example ``i`` has category ``k`` (e.g. each
+      ``ASPECT#polarity`` a review carries).
+    threshold: ``t`` in (0, 1]: categories rarer than this are repeated.
+
+  Returns:
+    float64 ``[N]`` factors >= 1.
+
+  Raises:
+    ValueError: ``categories`` not 2-D, or ``threshold`` outside (0, 1].
+
+  Examples:
+    >>> cats = np.array([[1, 0], [1, 0], [1, 0], [1, 1]], bool)  # f = 1, 0.25
+    >>> repeat_factors(cats, 0.5).round(3).tolist()
+    [1.0, 1.0, 1.0, 1.414]
+  """
+  cats = np.asarray(categories, bool)
+  if cats.ndim != 2:
+    raise ValueError(f"categories must be [N, K], got shape {cats.shape}")
+  if not 0 < threshold <= 1:
+    raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+  freq = cats.mean(axis=0)
+  per_category = np.where(freq > 0, np.sqrt(threshold / np.maximum(freq, 1e-12)), 1.0)
+  per_category = np.maximum(per_category, 1.0)
+  return np.max(np.where(cats, per_category[None], 1.0), axis=1, initial=1.0)
+
+
+def repeat_indices(factors) -> np.ndarray:
+  """The training stream's example indices with example ``i`` repeated
+  ``round(factors[i])`` times (at least once), in order: int32 ``[M]``.
+
+  LVIS's sampler rounds stochastically each epoch; rounding once keeps the stream a
+  fixed array, so the samplers below stay pure functions of ``(key, step)`` with
+  static shapes (a resumed run draws the same batches).
+
+  >>> repeat_indices([1.0, 2.4, 2.6]).tolist()
+  [0, 1, 1, 2, 2, 2]
+  """
+  copies = np.maximum(np.rint(np.asarray(factors, np.float64)), 1).astype(np.int64)
+  return np.repeat(np.arange(len(copies)), copies).astype(np.int32)
 
 
 def epoch_permutation_sampler(num_examples: int, batch_size: int):
@@ -188,6 +240,16 @@ def length_grouped_indices(key: jax.Array, step: jax.Array, lengths: jax.Array,
                                  steps_per_epoch)[within]
   return jax.lax.dynamic_slice(ordered, (batch * batch_size,),
                                (batch_size,)).astype(jnp.int32)
+
+
+def stream_sampler(sampler, stream):
+  """``sampler`` drawing positions in ``stream`` (e.g. :func:`repeat_indices`), mapped
+  to the example indices it holds: ``(rng, step, data, knobs) -> int32 [B]``."""
+  stream = jnp.asarray(stream, jnp.int32)
+
+  def draw(rng, step, data, knobs):
+    return stream[sampler(rng, step, data, knobs)]
+  return draw
 
 
 def length_grouped_sampler(lengths, batch_size: int, *, group_batches: int = 50,

@@ -70,6 +70,10 @@ def get_config(arg=None):
   c.focal_gamma = 2.0
   c.alpha_method = "sqrt_inverse_frequency"  # per aspect, normalised to mean 1
   c.class_weight_cap = 10.0
+  # Repeat-factor sampling (Gupta et al., LVIS 2019) over the ASPECT#polarity labels:
+  # a review is repeated by max(1, sqrt(t / f)) of its rarest label's frequency f.
+  # None: each review once an epoch.
+  c.repeat_factor_threshold = ml_collections.config_dict.placeholder(float)
   c.focal_weight = 0.7
   c.contrastive_weight = ml_collections.config_dict.placeholder(float)
   c.contrastive_weight = 0.3
