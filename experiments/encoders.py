@@ -218,12 +218,14 @@ def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
   eval_lengths = {n: splits[n]["subword_lengths"] for n in splits if n != "train"}
   sampler = None
   if config.get("length_grouped"):
-    stream = (np.arange(len(train_lengths)) if train_stream is None
-              else np.asarray(train_stream))
-    sampler = stream_sampler(
-        length_grouped_sampler(np.asarray(train_lengths)[stream], config.batch_size,
-                               group_batches=config.group_batches,
-                               key=jax.random.PRNGKey(config.seed)), stream)
+    lengths = np.asarray(train_lengths)
+    if train_stream is not None:
+      lengths = lengths[np.asarray(train_stream)]
+    sampler = length_grouped_sampler(lengths, config.batch_size,
+                                     group_batches=config.group_batches,
+                                     key=jax.random.PRNGKey(config.seed))
+    if train_stream is not None:
+      sampler = stream_sampler(sampler, train_stream)
   width = splits["train"]["subword_ids"].shape[1]
   if cached:
     t0 = time.time()

@@ -305,9 +305,12 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              rng=state_key, train_sums=monitors.zero_sums(monitor_spec))
 
-  stream = train_stream(train["labels"], config.get("repeat_factor_threshold"))
-  sampler = stream_sampler(epoch_permutation_sampler(len(stream), config.batch_size),
-                           stream)
+  stream = None  # each review once an epoch
+  sampler = epoch_permutation_sampler(num_train, config.batch_size)
+  if config.get("repeat_factor_threshold") is not None:
+    stream = train_stream(train["labels"], config.repeat_factor_threshold)
+    sampler = stream_sampler(epoch_permutation_sampler(len(stream), config.batch_size),
+                             stream)
   inputs, encoder_facts, sequence_buckets = ("ids", "lengths"), None, None
   if use_encoder:
     enc = absa_encoder.setup(config, splits, monitors.zero_sums(monitor_spec), TrainState,

@@ -243,8 +243,25 @@ def length_grouped_indices(key: jax.Array, step: jax.Array, lengths: jax.Array,
 
 
 def stream_sampler(sampler, stream):
-  """``sampler`` drawing positions in ``stream`` (e.g. :func:`repeat_indices`), mapped
-  to the example indices it holds: ``(rng, step, data, knobs) -> int32 [B]``."""
+  """``sampler`` drawing positions in ``stream``, mapped to the example indices it holds.
+
+  Used with :func:`repeat_indices` for repeat-factor sampling (Gupta et al., LVIS 2019):
+  build ``sampler`` over ``len(stream)`` examples (its lengths, if length-grouped, taken
+  as ``lengths[stream]``), and the draws come back as training-set indices.
+
+  Args:
+    sampler: ``(rng, step, data, knobs) -> int [B]`` positions in ``[0, len(stream))``.
+    stream: int ``[M]`` training-set indices, repeats included.
+
+  Returns:
+    ``(rng, step, data, knobs) -> int32 [B]`` training-set indices.
+
+  Examples:
+    >>> stream = repeat_indices([1.0, 3.0])  # [0, 1, 1, 1]
+    >>> draw = stream_sampler(epoch_permutation_sampler(4, 4), stream)
+    >>> sorted(draw(jax.random.PRNGKey(0), 0, None, None).tolist())
+    [0, 1, 1, 1]
+  """
   stream = jnp.asarray(stream, jnp.int32)
 
   def draw(rng, step, data, knobs):
