@@ -9,7 +9,7 @@ import pytest
 
 from jaxloss import finetune
 from jaxloss.models.bert import BertEncoder, EncoderConfig
-from jaxloss.models.encoder_heads import EncoderJointNluModel
+from jaxloss.models.encoder_heads import EncoderAspectSentimentModel, EncoderJointNluModel
 
 CFG = EncoderConfig(vocab_size=40, hidden_size=8, num_hidden_layers=3,
                     num_attention_heads=2, intermediate_size=16,
@@ -168,3 +168,21 @@ def test_mean_pooling_and_tags_ignore_padding():
   np.testing.assert_allclose(a["intent"], b["intent"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(a["tags"], b["tags"], rtol=1e-5, atol=1e-6)
 
+
+
+def test_aspect_attention_on_the_encoder_ignores_padding_and_is_checked():
+  model = EncoderAspectSentimentModel(BertEncoder(CFG), num_aspects=3, dropout_rate=0.0,
+                                      projection_dim=4, aspect_attention=True)
+  p = jax.jit(lambda k: model.init(k, IDS, MASK, train=False)["params"])(
+      jax.random.PRNGKey(2))
+  assert p["classifier"]["kernel"].shape == (3, 8 + 8, 4)  # own vector + review vector
+  assert p["aspect_attention"]["query"]["kernel"].shape == (8, 3)
+  apply = jax.jit(lambda p, ids: model.apply(
+      {"params": p}, ids, (ids != 0).astype(jnp.int32), train=False))
+  a, b = apply(p, IDS), apply(p, jnp.pad(IDS, ((0, 0), (0, 2))))
+  np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(a["projection"], b["projection"], rtol=1e-5, atol=1e-6)
+  bad = EncoderAspectSentimentModel(BertEncoder(CFG), aspect_attention=True,
+                                    token_hidden=4)
+  with pytest.raises(ValueError, match="aspect_attention .* token_hidden"):
+    bad.init(jax.random.PRNGKey(0), IDS, MASK, train=False)

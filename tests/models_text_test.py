@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxloss.models.text import AspectSentimentModel, BiLSTMEncoder
+from jaxloss.models.text import (AspectAttention, AspectClassifier, AspectSentimentModel,
+                                 BiLSTMEncoder)
 
 
 def _init(model, ids, lengths):
@@ -56,3 +57,65 @@ def test_dropout_needs_train_and_an_rng():
   with pytest.raises(ValueError, match="num_layers must be >= 1"):
     BiLSTMEncoder(vocab_size=5, num_layers=0).init(jax.random.PRNGKey(0), ids, lengths,
                                                    train=False)
+
+
+def test_default_head_keeps_its_parameter_names():
+  # Checkpoints written before aspect_attention existed load into the default model.
+  model = AspectSentimentModel(vocab_size=30, embed_dim=8, hidden=4, projection_dim=5)
+  ids, lengths = jnp.array([[1, 2, 3]]), jnp.array([3])
+  params = _init(model, ids, lengths)["params"]
+  assert sorted(params) == ["BiLSTMEncoder_0", "Dense_0", "Dense_1", "Dense_2"]
+  assert params["Dense_0"]["kernel"].shape == (16, 40)
+
+
+def test_aspect_attention_equals_a_direct_computation():
+  rng = np.random.RandomState(0)
+  states = jnp.asarray(rng.randn(2, 5, 6), jnp.float32)
+  mask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+  att = AspectAttention(num_aspects=3, attention_dim=4)
+  variables = att.init(jax.random.PRNGKey(0), states, mask)
+  vectors, weights = att.apply(variables, states, mask)
+  p = jax.tree.map(np.asarray, variables["params"])
+  s = np.asarray(states, np.float64)
+  for b in range(2):
+    real = np.flatnonzero(np.asarray(mask[b]))
+    keys = np.tanh(s[b, real] @ p["key"]["kernel"] + p["key"]["bias"])  # [n, 4]
+    scores = keys @ p["query"]["kernel"]  # [n, A]
+    w = np.exp(scores - scores.max(0))
+    w /= w.sum(0)
+    np.testing.assert_allclose(weights[b, real], w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(weights[b, len(real):], 0.0)
+    np.testing.assert_allclose(vectors[b], w.T @ s[b, real], rtol=1e-5, atol=1e-5)
+  # Whatever stands at the padded positions does not matter.
+  junk = states.at[0, 3:].set(100.0)
+  np.testing.assert_allclose(att.apply(variables, junk, mask)[0][0], vectors[0],
+                             atol=1e-6)
+
+
+def test_aspect_classifier_is_one_dense_per_aspect():
+  rng = np.random.RandomState(1)
+  features = jnp.asarray(rng.randn(2, 3, 5), jnp.float32)
+  clf = AspectClassifier(num_classes=4)
+  variables = clf.init(jax.random.PRNGKey(0), features)
+  kernel = np.asarray(variables["params"]["kernel"])
+  bias = np.asarray(variables["params"]["bias"])
+  assert kernel.shape == (3, 5, 4) and bias.shape == (3, 4)
+  out = np.asarray(clf.apply(variables, features))
+  for a in range(3):
+    np.testing.assert_allclose(out[:, a], np.asarray(features[:, a]) @ kernel[a] + bias[a],
+                               rtol=1e-5, atol=1e-6)
+  # Aspects do not share weights (lecun_normal per aspect, fan-in 5).
+  assert np.abs(kernel[0] - kernel[1]).max() > 1e-3
+
+
+def test_aspect_attention_model_ignores_padding():
+  model = AspectSentimentModel(vocab_size=50, embed_dim=8, hidden=6, projection_dim=5,
+                               aspect_attention=True)
+  ids = jnp.array([[3, 4, 5, 9, 9, 9]])
+  variables = _init(model, ids, jnp.array([3]))
+  assert variables["params"]["Dense_0"]["kernel"].shape == (10, 12 + 24, 4)
+  short = model.apply(variables, ids[:, :3], jnp.array([3]), train=False)
+  long = model.apply(variables, ids, jnp.array([3]), train=False)
+  assert short["logits"].shape == (1, 10, 4)
+  np.testing.assert_allclose(short["logits"], long["logits"], atol=1e-5)
+  np.testing.assert_allclose(short["projection"], long["projection"], atol=1e-5)

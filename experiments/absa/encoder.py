@@ -35,7 +35,8 @@ def setup(config, splits: dict, monitor_sums, state_cls, train_stream=None
     return EncoderAspectSentimentModel(
         module, dropout_rate=config.head_dropout_rate,
         projection_dim=config.projection_dim, pooling=pooling, token_hidden=token_hidden,
-        freeze_encoder=bool(config.freeze_encoder))
+        freeze_encoder=bool(config.freeze_encoder),
+        aspect_attention=bool(config.get("aspect_attention")))
 
   def heads_fn(token_hidden):
     return AspectSentimentHeads(token_hidden=token_hidden,

@@ -110,6 +110,10 @@ def validate(config) -> None:
   t = config.get("repeat_factor_threshold")
   if t is not None and not 0 < t <= 1:
     raise ValueError(f"config.repeat_factor_threshold must be in (0, 1] or None, got {t}")
+  if config.get("aspect_attention") and config.get("token_hidden") is not None:
+    raise ValueError("config.aspect_attention needs the encoder's token states; it "
+                     "cannot be combined with config.token_hidden (the frozen-state "
+                     "BiLSTM head)")
 
 
 # --- Data --------------------------------------------------------------------------------
@@ -275,7 +279,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     model = AspectSentimentModel(len(vocab), embed_dim=config.embed_dim,
                                  hidden=config.hidden, num_layers=config.num_layers,
                                  dropout_rate=config.dropout_rate,
-                                 projection_dim=config.projection_dim)
+                                 projection_dim=config.projection_dim,
+                                 aspect_attention=bool(config.get("aspect_attention")))
     tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
                         weight_decay=config.weight_decay,
                         max_grad_norm=config.max_grad_norm)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxloss.models.bert import BertEncoder, mean_pool
-from jaxloss.models.text import varying_like, masked_mean_max
+from jaxloss.models.text import aspect_logits, masked_mean_max, varying_like
 
 POOLINGS = ("pooler", "cls", "mean")
 
@@ -131,14 +131,15 @@ class EncoderJointNluModel(nn.Module):
 
 
 def _aspect_heads(embedding, *, num_aspects: int, num_classes: int, dropout_rate: float,
-                  projection_dim: int, train: bool) -> dict:
+                  projection_dim: int, train: bool, states=None, mask=None) -> dict:
   """The per-aspect classifier and the SupCon projection (Dense-ReLU-Dense) on a review
   vector ``[B, E]``, as layers named ``classifier``, ``projection_hidden`` and
-  ``projection`` in the calling module's scope."""
+  ``projection`` in the calling module's scope. With token ``states [B, S, H]`` and
+  their ``mask``, each aspect also reads its own attention pooling of the states
+  (:func:`jaxloss.models.text.aspect_logits`)."""
   embedding = embedding.astype(jnp.float32)
-  h = nn.Dropout(dropout_rate, deterministic=not train)(embedding)
-  logits = nn.Dense(num_aspects * num_classes, name="classifier")(h)
-  logits = logits.reshape(logits.shape[:-1] + (num_aspects, num_classes))
+  logits = aspect_logits(embedding, states, mask, num_aspects=num_aspects,
+                         num_classes=num_classes, dropout_rate=dropout_rate, train=train)
   hidden = nn.relu(nn.Dense(embedding.shape[-1], name="projection_hidden")(embedding))
   projection = nn.Dense(projection_dim, name="projection")(hidden)
   return {"logits": logits, "projection": projection, "embedding": embedding}
@@ -201,12 +202,15 @@ class EncoderAspectSentimentModel(nn.Module):
       many units a direction over the last hidden states, mean+max pooled (the
       heads of the frozen per-token row; ``pooling`` is then unused).
     freeze_encoder: no gradient through the encoder (``stop_gradient`` on its output).
+    aspect_attention: each aspect's classifier also reads its own attention pooling
+      of the last hidden states (:class:`~jaxloss.models.text.AspectAttention`);
+      the projection still reads the review vector. Not with ``token_hidden``.
 
   Call: ``subword_ids [B, S]`` int, ``subword_mask [B, S]``, ``train`` ->
   ``{"logits": [B, A, C], "projection": [B, P], "embedding": [B, E]}`` float32.
 
   Raises:
-    ValueError: an unknown ``pooling``.
+    ValueError: an unknown ``pooling``; ``aspect_attention`` with ``token_hidden``.
   """
   encoder: BertEncoder
   num_aspects: int = 10
@@ -216,11 +220,15 @@ class EncoderAspectSentimentModel(nn.Module):
   pooling: str = "mean"
   token_hidden: Optional[int] = None
   freeze_encoder: bool = False
+  aspect_attention: bool = False
 
   @nn.compact
   def __call__(self, subword_ids, subword_mask, *, train: bool):
     if self.pooling not in POOLINGS:
       raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+    if self.aspect_attention and self.token_hidden is not None:
+      raise ValueError("aspect_attention reads the encoder's states; it cannot be "
+                       "combined with token_hidden")
     hidden = self.token_features(subword_ids, subword_mask, train=train)
     if self.token_hidden is not None:
       embedding = _token_bilstm(hidden, subword_mask, self.token_hidden,
@@ -229,9 +237,13 @@ class EncoderAspectSentimentModel(nn.Module):
       embedding = sentence_vector(self.encoder, hidden, subword_mask, self.pooling)
       if self.freeze_encoder:
         embedding = jax.lax.stop_gradient(embedding)
+    attended = None
+    if self.aspect_attention:
+      attended = jax.lax.stop_gradient(hidden) if self.freeze_encoder else hidden
     return _aspect_heads(embedding, num_aspects=self.num_aspects,
                          num_classes=self.num_classes, dropout_rate=self.dropout_rate,
-                         projection_dim=self.projection_dim, train=train)
+                         projection_dim=self.projection_dim, train=train,
+                         states=attended, mask=subword_mask)
 
   def token_features(self, subword_ids, subword_mask, *, train: bool = False):
     """The last hidden state ``[B, S, H]`` (the input of :class:`AspectSentimentHeads`;

@@ -51,16 +51,18 @@ class BiLSTMEncoder(nn.Module):
 
   Call: ``ids`` int ``[B, L]``, ``lengths`` int ``[B]`` (>= 1; positions ``>= length``
   are padding); returns float32 ``[B, 4 * hidden]`` (mean and max over valid positions
-  of the concatenated forward/backward states).
+  of the concatenated forward/backward states), or with ``return_states`` the pair
+  ``(pooled [B, 4 * hidden], states [B, L, 2 * hidden])`` (same parameters).
   """
   vocab_size: int
   embed_dim: int = 128
   hidden: int = 128
   num_layers: int = 1
   dropout_rate: float = 0.2
+  return_states: bool = False
 
   @nn.compact
-  def __call__(self, ids: jax.Array, lengths: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, ids: jax.Array, lengths: jax.Array, *, train: bool):
     if self.num_layers < 1:
       raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
     mask = jnp.arange(ids.shape[1])[None, :] < lengths[:, None]
@@ -74,7 +76,73 @@ class BiLSTMEncoder(nn.Module):
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
           nn.RNN(nn.OptimizedLSTMCell(self.hidden)),
       )(x, seq_lengths=lengths, initial_carry=((zeros, zeros), (zeros, zeros)))
-    return masked_mean_max(x, mask)
+    pooled = masked_mean_max(x, mask)
+    return (pooled, x) if self.return_states else pooled
+
+
+class AspectAttention(nn.Module):
+  """One attention pooling per aspect over token states (additive attention, Bahdanau
+  et al., ICLR 2015; one query per aspect as in aspect-category sentiment models, e.g.
+  Wang et al., *Attention-based LSTM for Aspect-level Sentiment Classification*, EMNLP
+  2016): ``score[b, t, a] = q_a . tanh(W h[b, t] + c)``, softmax over the real
+  positions ``t``, and each aspect's vector is its weighted mean of the states.
+
+  A review vector shared by every aspect (a mean) dilutes an aspect named by two words
+  of fifty; this lets each aspect read its own words.
+
+  Attributes:
+    num_aspects: A.
+    attention_dim: width of ``tanh(W h + c)``; None: the states' width.
+
+  Call: ``states [B, L, D]`` (any float dtype), ``mask [B, L]`` (True / 1 at real
+  positions) -> ``(vectors [B, A, D], weights [B, L, A])`` float32; ``weights`` sum
+  to 1 over ``L`` (uniform on a row with no real position).
+  """
+  num_aspects: int
+  attention_dim: int | None = None
+
+  @nn.compact
+  def __call__(self, states: jax.Array, mask: jax.Array):
+    x = states.astype(jnp.float32)
+    keys = jnp.tanh(nn.Dense(self.attention_dim or x.shape[-1], name="key")(x))
+    scores = nn.Dense(self.num_aspects, use_bias=False, name="query")(keys)
+    scores = jnp.where(mask.astype(bool)[..., None], scores, -1e9)
+    weights = jax.nn.softmax(scores, axis=1)
+    return jnp.einsum("bla,bld->bad", weights, x), weights
+
+
+class AspectClassifier(nn.Module):
+  """Per-aspect logits ``[B, A, C]``: one ``Dense(C)`` per aspect on that aspect's
+  features ``[B, A, F]`` (a kernel ``[A, F, C]`` and a bias ``[A, C]``)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    a, f = features.shape[-2:]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(batch_axis=(0,)),
+                        (a, f, self.num_classes), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (a, self.num_classes), jnp.float32)
+    return jnp.einsum("...af,afc->...ac", features, kernel) + bias
+
+
+def aspect_logits(embedding: jax.Array, states: jax.Array | None, mask: jax.Array | None,
+                  *, num_aspects: int, num_classes: int, dropout_rate: float,
+                  train: bool, name: str = "classifier") -> jax.Array:
+  """The ``[B, A, C]`` logits of the multi-aspect models, in the calling module's scope.
+
+  ``states is None``: one ``Dense(A * C)`` on the review vector ``embedding [B, E]``
+  (the recipe's shared head). Otherwise :class:`AspectAttention` over ``states [B, L,
+  D]`` (``mask [B, L]``) gives each aspect its own vector, and :class:`AspectClassifier`
+  reads it concatenated with the review vector (``[B, A, D + E]``)."""
+  drop = nn.Dropout(dropout_rate, deterministic=not train)
+  embedding = embedding.astype(jnp.float32)
+  if states is None:
+    logits = nn.Dense(num_aspects * num_classes, name=name)(drop(embedding))
+    return logits.reshape(logits.shape[:-1] + (num_aspects, num_classes))
+  vectors, _ = AspectAttention(num_aspects, name="aspect_attention")(states, mask)
+  shared = jnp.broadcast_to(embedding[:, None, :], vectors.shape[:2] + embedding.shape[-1:])
+  features = drop(jnp.concatenate([vectors, shared], axis=-1))
+  return AspectClassifier(num_classes, name=name)(features)
 
 
 class AspectSentimentModel(nn.Module):
@@ -86,6 +154,10 @@ class AspectSentimentModel(nn.Module):
     num_aspects: A (10 for UIT-ViSFD).
     num_classes: C per aspect (4: absent, positive, negative, neutral).
     projection_dim: width of the SupCon projection (Dense-ReLU-Dense).
+    aspect_attention: False: the classifier reads the pooled review vector (one
+      ``Dense(A * C)``). True: each aspect reads its own :class:`AspectAttention`
+      pooling of the BiLSTM states, concatenated with the review vector (see
+      :func:`aspect_logits`). The projection reads the review vector either way.
 
   Call: ``ids [B, L]``, ``lengths [B]`` -> ``{"logits": [B, A, C], "projection":
   [B, projection_dim], "embedding": [B, 4 * hidden]}`` (float32; the projection is not
@@ -99,17 +171,21 @@ class AspectSentimentModel(nn.Module):
   num_layers: int = 1
   dropout_rate: float = 0.2
   projection_dim: int = 64
+  aspect_attention: bool = False
 
   @nn.compact
   def __call__(self, ids, lengths, *, train: bool):
-    embedding = BiLSTMEncoder(self.vocab_size, self.embed_dim, self.hidden,
-                              self.num_layers, self.dropout_rate)(ids, lengths,
-                                                                  train=train)
-    h = nn.Dropout(self.dropout_rate, deterministic=not train)(embedding)
-    logits = nn.Dense(self.num_aspects * self.num_classes)(h)
-    logits = logits.reshape(logits.shape[:-1] + (self.num_aspects, self.num_classes))
-    hidden = nn.relu(nn.Dense(embedding.shape[-1])(embedding))
-    projection = nn.Dense(self.projection_dim)(hidden)
+    embedding, states = BiLSTMEncoder(self.vocab_size, self.embed_dim, self.hidden,
+                                      self.num_layers, self.dropout_rate,
+                                      return_states=True)(ids, lengths, train=train)
+    mask = jnp.arange(ids.shape[1])[None, :] < lengths[:, None]
+    logits = aspect_logits(embedding, states if self.aspect_attention else None, mask,
+                           num_aspects=self.num_aspects, num_classes=self.num_classes,
+                           dropout_rate=self.dropout_rate, train=train,
+                           name="Dense_0")
+    # The names of the layers before ``aspect_attention`` existed, so checkpoints load.
+    hidden = nn.relu(nn.Dense(embedding.shape[-1], name="Dense_1")(embedding))
+    projection = nn.Dense(self.projection_dim, name="Dense_2")(hidden)
     return {"logits": logits, "projection": projection, "embedding": embedding}
 
 

@@ -53,6 +53,9 @@ def get_config(arg=None):
   c.num_layers = 1
   c.dropout_rate = 0.3
   c.projection_dim = 64
+  # True: each aspect's classifier also reads its own attention pooling of the token
+  # states (jaxloss.models.text.AspectAttention), not only the shared review vector.
+  c.aspect_attention = False
 
   # Optimisation: AdamW, linear warm-up then cosine decay (in epochs).
   c.num_epochs = 20
