@@ -217,6 +217,9 @@ def test_config_variants():
   assert visfd_absa.get_config().contrastive_weight == 0.3
   with pytest.raises(ValueError, match="variant must be one of"):
     visfd_absa.get_config("bert")
+  assert visfd_absa.get_config().aspect_attention
+  assert visfd_absa.get_config("e5").aspect_attention
+  assert visfd_absa.get_config("e5_frozen").aspect_attention
 
 
 # --- runs on the real data ------------------------------------------------------------------

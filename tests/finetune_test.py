@@ -170,7 +170,7 @@ def test_mean_pooling_and_tags_ignore_padding():
 
 
 
-def test_aspect_attention_on_the_encoder_ignores_padding_and_is_checked():
+def test_aspect_attention_on_the_encoder_ignores_padding():
   model = EncoderAspectSentimentModel(BertEncoder(CFG), num_aspects=3, dropout_rate=0.0,
                                       projection_dim=4, aspect_attention=True)
   p = jax.jit(lambda k: model.init(k, IDS, MASK, train=False)["params"])(
@@ -182,7 +182,10 @@ def test_aspect_attention_on_the_encoder_ignores_padding_and_is_checked():
   a, b = apply(p, IDS), apply(p, jnp.pad(IDS, ((0, 0), (0, 2))))
   np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(a["projection"], b["projection"], rtol=1e-5, atol=1e-6)
-  bad = EncoderAspectSentimentModel(BertEncoder(CFG), aspect_attention=True,
-                                    token_hidden=4)
-  with pytest.raises(ValueError, match="aspect_attention .* token_hidden"):
-    bad.init(jax.random.PRNGKey(0), IDS, MASK, train=False)
+  # With a token BiLSTM the aspects attend over its states (2 x 4 units).
+  lstm = EncoderAspectSentimentModel(BertEncoder(CFG), num_aspects=3, dropout_rate=0.0,
+                                     projection_dim=4, aspect_attention=True,
+                                     token_hidden=4)
+  p = jax.jit(lambda k: lstm.init(k, IDS, MASK, train=False)["params"])(
+      jax.random.PRNGKey(3))
+  assert p["classifier"]["kernel"].shape == (3, 8 + 16, 4)  # own vector + mean+max

@@ -41,7 +41,8 @@ def setup(config, splits: dict, monitor_sums, state_cls, train_stream=None
   def heads_fn(token_hidden):
     return AspectSentimentHeads(token_hidden=token_hidden,
                                 dropout_rate=config.head_dropout_rate,
-                                projection_dim=config.projection_dim)
+                                projection_dim=config.projection_dim,
+                                aspect_attention=bool(config.get("aspect_attention")))
   return encoders.text_setup(config, splits, model_fn=model_fn, heads_fn=heads_fn,
                              monitor_sums=monitor_sums, state_cls=state_cls,
                              train_stream=train_stream)

@@ -110,10 +110,6 @@ def validate(config) -> None:
   t = config.get("repeat_factor_threshold")
   if t is not None and not 0 < t <= 1:
     raise ValueError(f"config.repeat_factor_threshold must be in (0, 1] or None, got {t}")
-  if config.get("aspect_attention") and config.get("token_hidden") is not None:
-    raise ValueError("config.aspect_attention needs the encoder's token states; it "
-                     "cannot be combined with config.token_hidden (the frozen-state "
-                     "BiLSTM head)")
 
 
 # --- Data --------------------------------------------------------------------------------

@@ -146,8 +146,9 @@ def _aspect_heads(embedding, *, num_aspects: int, num_classes: int, dropout_rate
 
 
 def _token_bilstm(states, mask, hidden: int, dropout_rate: float, train: bool):
-  """A BiLSTM over token states ``[B, S, H]`` and masked mean+max pooling: ``[B, 4 *
-  hidden]`` (the from-scratch model's encoder on pretrained states)."""
+  """A BiLSTM over token states ``[B, S, H]``: its masked mean+max pooling ``[B, 4 *
+  hidden]`` and its states ``[B, S, 2 * hidden]`` (the from-scratch model's encoder on
+  pretrained states)."""
   mask = mask.astype(bool)
   lengths = jnp.maximum(jnp.sum(mask, axis=-1), 1).astype(jnp.int32)
   x = nn.Dropout(dropout_rate, deterministic=not train)(states.astype(jnp.float32))
@@ -156,7 +157,7 @@ def _token_bilstm(states, mask, hidden: int, dropout_rate: float, train: bool):
                        nn.RNN(nn.OptimizedLSTMCell(hidden)), name="token_bilstm"
                        )(x, seq_lengths=lengths, initial_carry=((zeros, zeros),
                                                                 (zeros, zeros)))
-  return masked_mean_max(x, mask)
+  return masked_mean_max(x, mask), x
 
 
 class AspectSentimentHeads(nn.Module):
@@ -164,6 +165,9 @@ class AspectSentimentHeads(nn.Module):
   ``token_hidden`` units a direction over the states, masked mean+max pooling, then
   the per-aspect classifier and the SupCon projection (the heads of
   :class:`EncoderAspectSentimentModel`).
+
+  ``aspect_attention``: each aspect's classifier also reads its own attention pooling
+  of the BiLSTM's states (:func:`jaxloss.models.text.aspect_logits`).
 
   Call: ``token_features [B, S, H]`` (any float dtype), ``subword_mask [B, S]`` (1 real,
   0 padding), ``train`` -> ``{"logits": [B, A, C], "projection": [B, projection_dim],
@@ -174,14 +178,17 @@ class AspectSentimentHeads(nn.Module):
   token_hidden: int = 128
   dropout_rate: float = 0.1
   projection_dim: int = 128
+  aspect_attention: bool = False
 
   @nn.compact
   def __call__(self, token_features, subword_mask, *, train: bool):
-    embedding = _token_bilstm(token_features, subword_mask, self.token_hidden,
-                              self.dropout_rate, train)
+    embedding, states = _token_bilstm(token_features, subword_mask, self.token_hidden,
+                                      self.dropout_rate, train)
     return _aspect_heads(embedding, num_aspects=self.num_aspects,
                          num_classes=self.num_classes, dropout_rate=self.dropout_rate,
-                         projection_dim=self.projection_dim, train=train)
+                         projection_dim=self.projection_dim, train=train,
+                         states=states if self.aspect_attention else None,
+                         mask=subword_mask)
 
 
 class EncoderAspectSentimentModel(nn.Module):
@@ -203,14 +210,15 @@ class EncoderAspectSentimentModel(nn.Module):
       heads of the frozen per-token row; ``pooling`` is then unused).
     freeze_encoder: no gradient through the encoder (``stop_gradient`` on its output).
     aspect_attention: each aspect's classifier also reads its own attention pooling
-      of the last hidden states (:class:`~jaxloss.models.text.AspectAttention`);
-      the projection still reads the review vector. Not with ``token_hidden``.
+      (:class:`~jaxloss.models.text.AspectAttention`) of the states the heads read:
+      the last hidden states, or the token BiLSTM's with ``token_hidden``. The
+      projection still reads the review vector.
 
   Call: ``subword_ids [B, S]`` int, ``subword_mask [B, S]``, ``train`` ->
   ``{"logits": [B, A, C], "projection": [B, P], "embedding": [B, E]}`` float32.
 
   Raises:
-    ValueError: an unknown ``pooling``; ``aspect_attention`` with ``token_hidden``.
+    ValueError: an unknown ``pooling``.
   """
   encoder: BertEncoder
   num_aspects: int = 10
@@ -226,20 +234,16 @@ class EncoderAspectSentimentModel(nn.Module):
   def __call__(self, subword_ids, subword_mask, *, train: bool):
     if self.pooling not in POOLINGS:
       raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-    if self.aspect_attention and self.token_hidden is not None:
-      raise ValueError("aspect_attention reads the encoder's states; it cannot be "
-                       "combined with token_hidden")
     hidden = self.token_features(subword_ids, subword_mask, train=train)
     if self.token_hidden is not None:
-      embedding = _token_bilstm(hidden, subword_mask, self.token_hidden,
-                                self.dropout_rate, train)
+      embedding, states = _token_bilstm(hidden, subword_mask, self.token_hidden,
+                                        self.dropout_rate, train)
     else:
-      embedding = sentence_vector(self.encoder, hidden, subword_mask, self.pooling)
+      embedding, states = sentence_vector(self.encoder, hidden, subword_mask,
+                                          self.pooling), hidden
       if self.freeze_encoder:
         embedding = jax.lax.stop_gradient(embedding)
-    attended = None
-    if self.aspect_attention:
-      attended = jax.lax.stop_gradient(hidden) if self.freeze_encoder else hidden
+    attended = states if self.aspect_attention else None
     return _aspect_heads(embedding, num_aspects=self.num_aspects,
                          num_classes=self.num_classes, dropout_rate=self.dropout_rate,
                          projection_dim=self.projection_dim, train=train,
@@ -269,8 +273,8 @@ class TokenStatesClassifier(nn.Module):
   @nn.compact
   def __call__(self, token_features, subword_mask, *, train: bool, dropout=None):
     del dropout
-    h = _token_bilstm(token_features, subword_mask, self.token_hidden, self.dropout_rate,
-                      train)
+    h, _ = _token_bilstm(token_features, subword_mask, self.token_hidden,
+                         self.dropout_rate, train)
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
                     name="classifier")(h)
@@ -309,8 +313,8 @@ class EncoderClassifier(nn.Module):
       raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
     hidden = self.token_features(subword_ids, subword_mask, train=train)
     if self.token_hidden is not None:
-      h = _token_bilstm(hidden, subword_mask, self.token_hidden, self.dropout_rate,
-                        train)
+      h, _ = _token_bilstm(hidden, subword_mask, self.token_hidden, self.dropout_rate,
+                           train)
     else:
       h = sentence_vector(self.encoder, hidden, subword_mask, self.pooling)
       if self.freeze_encoder:

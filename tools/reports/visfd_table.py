@@ -1,9 +1,10 @@
 """The UIT-ViSFD results table: ``python -m tools.reports.visfd_table [--root DIR] [--seed S]``.
 
 Runs, one after the other and each into its own workdir under ``--root``, the rows of
-the README table: per-aspect CE, focal, focal + SupCon 0.7/0.3, and the two-member
+the README table: per-aspect CE, focal, focal + SupCon 0.7/0.3, the two-member
 ensemble (0.7/0.3 with seed 0 and 0.8/0.2 with seed 1 in one vmapped step, whose members
-are also reported: member 1 is the 0.8/0.2 row); a run whose
+are also reported: member 1 is the 0.8/0.2 row), all with per-aspect attention heads,
+and focal + SupCon with one shared head (``aspect_attention=False``); a run whose
 ``summary.json`` exists is reused, a partly trained one resumes. Prints a Markdown table
 of Test aspect F1 / sentiment F1 (Dev-selected epoch) beside the published anchor and
 writes it to ``docs/visfd_absa.md`` and ``docs/visfd_absa.json``.
@@ -29,6 +30,9 @@ ROWS = (
     # the table reports as the 0.8/0.2 row instead of training it a second time.
     ("ensemble of 0.7/0.3 and 0.8/0.2 (probability mean)", "focal_supcon",
      {"ensemble_focal_weights": "0.7,0.8"}),
+    # The practitioners' head: one classifier on the shared review vector.
+    ("focal + SupCon 0.7 / 0.3, one shared head (no aspect attention)", "focal_supcon",
+     {"aspect_attention": False}),
 )
 
 

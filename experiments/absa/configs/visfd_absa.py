@@ -10,7 +10,9 @@ Run (from the repository root):
 
 Variants: ``focal_supcon`` (default: focal 0.7 + SupCon 0.3), ``focal`` (focal alone),
 ``ce`` (plain per-aspect cross-entropy, no contrastive term) and ``smoke`` (a few hundred
-reviews, two epochs; used by the tests).
+reviews, two epochs; used by the tests). Each aspect's classifier reads its own attention
+pooling of the token states beside the review vector (``aspect_attention``; False gives
+the practitioners' single head on the review vector).
 
 On a pretrained encoder (``config.encoder``, a Hugging Face folder or a name under
 ``../shared/models``): ``e5`` fine-tunes ``multilingual-e5-small`` with the same loss,
@@ -54,8 +56,9 @@ def get_config(arg=None):
   c.dropout_rate = 0.3
   c.projection_dim = 64
   # True: each aspect's classifier also reads its own attention pooling of the token
-  # states (jaxloss.models.text.AspectAttention), not only the shared review vector.
-  c.aspect_attention = False
+  # states (jaxloss.models.text.AspectAttention) beside the shared review vector; False:
+  # one classifier on the review vector alone (the practitioners' head).
+  c.aspect_attention = True
 
   # Optimisation: AdamW, linear warm-up then cosine decay (in epochs).
   c.num_epochs = 20
