@@ -8,10 +8,11 @@ from jaxloss.models.encoder_heads import (AspectSentimentHeads, EncoderAspectSen
 from jaxloss.models.pretrained import Pretrained, load_pretrained
 from jaxloss.models.resnet import CifarResNet
 from jaxloss.models.sequential import SASRec
-from jaxloss.models.text import (AspectSentimentModel, BiLSTMEncoder, CharCNN,
-                                 JointNluModel, TextClassifier)
+from jaxloss.models.text import (AspectAttention, AspectClassifier, AspectSentimentModel,
+                                 BiLSTMEncoder, CharCNN, JointNluModel, TextClassifier)
 
-__all__ = ["AspectSentimentHeads", "AspectSentimentModel", "BertEncoder", "BiLSTMEncoder",
+__all__ = ["AspectAttention", "AspectClassifier", "AspectSentimentHeads",
+           "AspectSentimentModel", "BertEncoder", "BiLSTMEncoder",
            "CharCNN", "CifarResNet", "EncoderAspectSentimentModel", "EncoderClassifier",
            "EncoderConfig", "EncoderJointNluModel", "JointNluHeads", "JointNluModel",
            "Pretrained", "SASRec", "SmallCNN", "TextClassifier", "TokenStatesClassifier",

@@ -4,11 +4,14 @@
 respect each sequence's length (the backward direction starts at the last real token,
 so padding never leaks in), and pools the valid positions by mean and max.
 :class:`AspectSentimentModel` puts an ``[A, C]`` classifier (one softmax per aspect)
-and a SupCon projection head on the pooled embedding.
+and a SupCon projection head on the pooled embedding; with ``aspect_attention`` each
+aspect's classifier also reads its own :class:`AspectAttention` pooling of the states.
 
 References:
   S. Hochreiter, J. Schmidhuber, *Long Short-Term Memory*, Neural Computation 1997.
   P. Khosla et al., *Supervised Contrastive Learning*, NeurIPS 2020 (projection head).
+  D. Bahdanau, K. Cho, Y. Bengio, *Neural Machine Translation by Jointly Learning to
+  Align and Translate*, ICLR 2015 (additive attention).
 """
 
 from __future__ import annotations
