@@ -152,6 +152,8 @@ class Setup:
   sequence_buckets: SequenceBuckets
   sampler: Optional[Callable]
   facts: dict
+  # Sub-word ids as the model reads them -> their text (the tokenizer's tokens).
+  token_text: Optional[Callable] = None
 
 
 def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
@@ -194,6 +196,7 @@ def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
       pre, {name: s["text"] for name, s in splits.items()},
       max_length=config.encoder_max_length, buckets=buckets,
       prefix=config.encoder_text_prefix)
+  new_to_old = None
   if config.get("encoder_data_vocabulary") and not cached:
     # Only the sub-words these splits use (keep_vocabulary): the same fine-tuning with
     # a smaller embedding table, optimizer state and gradient all-reduce (a frozen,
@@ -203,6 +206,9 @@ def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
         pre, np.concatenate([s["subword_ids"].ravel() for s in sub.values()]))
     for s in sub.values():
       s["subword_ids"] = old_to_new[s["subword_ids"]]
+    kept = np.flatnonzero(old_to_new >= 0)  # old_to_new is -1 at the dropped ids
+    new_to_old = np.zeros(pre.config.vocab_size, np.int64)
+    new_to_old[old_to_new[kept]] = kept
     facts["vocabulary"] = {"kept": pre.config.vocab_size, "of": full}
   for name in splits:
     splits[name].update(sub[name])
@@ -257,4 +263,11 @@ def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
   init, tx = pretrained_init(config, pre, model, dummy, monitor_sums, state_cls)
   cut = SequenceBuckets(keys=TEXT_INPUTS, lengths=train_lengths,
                         buckets=buckets, eval_lengths=eval_lengths)
-  return Setup(model, TEXT_INPUTS, init, tx, cut, sampler, facts)
+  tokenizer = pre.tokenizer
+
+  def token_text(ids):
+    ids = np.asarray(ids)
+    if new_to_old is not None:
+      ids = new_to_old[ids]
+    return [tokenizer.id_to_token(int(i)) for i in ids.ravel()]
+  return Setup(model, TEXT_INPUTS, init, tx, cut, sampler, facts, token_text)

@@ -71,6 +71,14 @@ def test_e5_ensemble_fine_tunes_with_length_grouped_batches(tmp_path, tfds_dir, 
   assert summary["skipped_steps"] == [0, 0] and steps == 2
   for key in ("aspect_f1", "sentiment_f1"):
     assert 0.0 <= summary[key] <= 1.0
+  # The attended sub-words decode through the trimmed vocabulary to the tokenizer's
+  # own tokens (a token the texts contain, not the id's text in the full vocabulary).
+  tokenizer = encoders.load(config).tokenizer
+  texts = absa_recipe.load_uit_visfd(data_dir=config.data_dir, manual_dir=config.manual_dir
+                                     )["test"]["text"][:24]
+  used = {t for text in texts for t in tokenizer.encode("query: " + text).tokens}
+  tops = [t["token"] for v in summary["attended_tokens"].values() for t in v["top"]]
+  assert tops and set(tops) <= used
 
   # Both members draw the same length-grouped batches (one shared key), so each step's
   # width is its one batch's bucket: one compilation per distinct width.

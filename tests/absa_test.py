@@ -211,6 +211,18 @@ def test_uniform_logit_loss():
   assert absa.uniform_logit_loss(labels, alpha, 2.0) == pytest.approx(expected)
 
 
+def test_attended_tokens_counts_the_reviews_with_each_aspect():
+  labels = np.zeros((6, 10), np.int64)
+  labels[:4, 9] = [1, 2, 3, 1]  # STORAGE present in the first four reviews
+  tokens = np.zeros((6, 10), np.int64)
+  tokens[:, 9] = [7, 7, 5, 7, 5, 5]  # the last two are absent: not counted
+  text = {5: "dung", 7: "bộ"}
+  out = absa.attended_tokens(labels, tokens, lambda ids: [text[int(i)] for i in ids],
+                             top=1)
+  assert out["STORAGE"] == {"reviews": 4, "top": [{"token": "bộ", "share": 0.75}]}
+  assert out["BATTERY"] == {"reviews": 0, "top": []}
+
+
 def test_config_variants():
   assert visfd_absa.get_config("ce").loss == "ce"
   assert visfd_absa.get_config("focal").contrastive_weight is None
@@ -251,6 +263,18 @@ def test_smoke_ensemble_writes_everything(smoke_run):
   assert summary["anchors"][0]["aspect_f1"] == 0.8448
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f)["aspect_f1"] == summary["aspect_f1"]
+  # What each aspect read (member 0's most-attended Test tokens), with real counts.
+  with open(os.path.join(workdir, "config.json")) as f:
+    cfg = json.load(f)
+  cfg = cfg.get("config", cfg)
+  labels = np.asarray(absa.load_uit_visfd(data_dir=cfg["data_dir"], manual_dir=cfg[
+      "manual_dir"])["test"]["labels"])[:cfg["max_eval_examples"]]
+  attended = summary["attended_tokens"]
+  assert list(attended) == list(absa.metrics_lib.ASPECTS)
+  for a, (name, v) in enumerate(attended.items()):
+    assert v["reviews"] == int(np.sum(labels[:, a] != 0)), name
+    shares = [t["share"] for t in v["top"]]
+    assert shares == sorted(shares, reverse=True) and sum(shares) <= 1 + 1e-9
   for name in ("vocab.json", "metrics.jsonl", "member_0/metrics.jsonl",
                "member_1/diagnosis.json", "loss_relationship.png",
                "embedding_space_evolution.png", "embeddings/epoch_1.npz",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxloss.models.text import (AspectAttention, AspectClassifier, AspectSentimentModel,
-                                 BiLSTMEncoder)
+                                 BiLSTMEncoder, attended_positions)
 
 
 def _init(model, ids, lengths):
@@ -86,6 +86,12 @@ def test_aspect_attention_equals_a_direct_computation():
     np.testing.assert_allclose(weights[b, real], w, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(weights[b, len(real):], 0.0)
     np.testing.assert_allclose(vectors[b], w.T @ s[b, real], rtol=1e-5, atol=1e-5)
+  # The weights are sown for inspection; the most-attended position per aspect.
+  _, inter = att.apply(variables, states, mask, mutable=["intermediates"])
+  np.testing.assert_array_equal(attended_positions(inter["intermediates"]),
+                                np.argmax(np.asarray(weights), axis=1))
+  with pytest.raises(ValueError, match="found 0"):
+    attended_positions({})
   # Whatever stands at the padded positions does not matter.
   junk = states.at[0, 3:].set(100.0)
   np.testing.assert_allclose(att.apply(variables, junk, mask)[0][0], vectors[0],

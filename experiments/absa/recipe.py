@@ -40,7 +40,7 @@ from jaxloss.data.sampler import (epoch_permutation_sampler, repeat_factors,
                                   repeat_indices, stream_sampler)
 from jaxloss.data.text import Vocabulary, tokenize
 from jaxloss.data.uit_visfd import load_uit_visfd
-from jaxloss.models.text import AspectSentimentModel
+from jaxloss.models.text import AspectSentimentModel, attended_positions
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import make_optimizer
 from jaxloss.training import Member, Recipe, Selection
@@ -215,6 +215,33 @@ def _shares(labels: np.ndarray, num_classes: int) -> list[float]:
   return (counts / max(counts.sum(), 1)).tolist()
 
 
+def attended_tokens(labels: np.ndarray, tokens: np.ndarray, token_text, top: int = 5
+                    ) -> dict:
+  """What each aspect reads: over the reviews where aspect ``a`` is present
+  (``labels[:, a] != 0``), the ``top`` most frequent tokens among the one each review's
+  aspect-``a`` attention weighted most.
+
+  Args:
+    labels: int ``[N, A]`` (0 = absent).
+    tokens: int ``[N, A]``, the most-attended token id of each review and aspect.
+    token_text: ids -> list of token strings.
+
+  Returns:
+    ``{aspect: {"reviews": n, "top": [{"token": str, "share": float}, ...]}}``, shares
+    of the ``n`` reviews, in the order of :data:`jaxloss.metrics.ASPECTS`.
+  """
+  out = {}
+  for a, name in enumerate(metrics_lib.ASPECTS):
+    rows = np.flatnonzero(labels[:, a] != 0)
+    ids, counts = np.unique(np.asarray(tokens)[rows, a], return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:top]
+    text = token_text(ids[order]) if order.size else []
+    out[name] = {"reviews": int(rows.size),
+                 "top": [{"token": t, "share": float(counts[i] / rows.size)}
+                         for t, i in zip(text, order)]}
+  return out
+
+
 def snapshot_epochs(num_epochs: int) -> list[int]:
   """Epochs whose Test embeddings are kept for the embedding figure: the first, the
   middle and the last (fewer if the run is shorter)."""
@@ -320,13 +347,27 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     sequence_buckets, encoder_facts = enc.sequence_buckets, enc.facts
     sampler = enc.sampler or sampler
 
+  # With aspect attention over token ids, evaluation also returns the token each
+  # aspect attended to most ([B, A] ids); the last Test evaluation summarises them.
+  attended = bool(config.get("aspect_attention")) and inputs[0] in ("ids", "subword_ids")
+  token_text = (enc.token_text if use_encoder else
+                (lambda ids: [vocab.tokens[int(i)] for i in np.ravel(ids)]))
+
   def predict(state, batch):
     args = [batch[k] for k in inputs]
     if not use_encoder:
       args[1] = jnp.maximum(args[1], 1)
-    out = model.apply({"params": state.params}, *args, train=False)
-    return {"probs": jax.nn.softmax(out["logits"], axis=-1),
-            "embedding": out["embedding"]}
+    if attended:
+      out, inter = model.apply({"params": state.params}, *args, train=False,
+                               mutable=["intermediates"])
+    else:
+      out = model.apply({"params": state.params}, *args, train=False)
+    result = {"probs": jax.nn.softmax(out["logits"], axis=-1),
+              "embedding": out["embedding"]}
+    if attended:
+      positions = attended_positions(inter["intermediates"])
+      result["attended_token"] = jnp.take_along_axis(args[0], positions, axis=1)
+    return result
 
   def meta(k) -> dict:
     member = members[k]
@@ -362,8 +403,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
 
   snapshots = snapshot_epochs(config.num_epochs)
 
+  attention_report = {}
+
   def on_evaluation(workdir, step, epoch, split, outputs, last) -> None:
     e_int = int(round(epoch))
+    if split == "test" and last and attended:
+      attention_report.update(attended_tokens(test_labels, outputs[0]["attended_token"],
+                                              token_text))
     if split == "test" and (last or (abs(epoch - e_int) < 1e-9 and e_int in snapshots)):
       emb_dir = os.path.join(workdir, "embeddings")
       os.makedirs(emb_dir, exist_ok=True)
@@ -409,6 +455,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                 "encoder": encoder_facts,
                 "contrastive_reference": supcon_ref,
                 "initial_reference": initial_reference})
+    if attention_report:
+      out["attended_tokens"] = dict(attention_report)
     return out
 
   def progress(train_event, reports) -> str:
@@ -457,6 +505,10 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     for a in ANCHORS:
       lines.append(f"  {a['model']}: aspect F1 {100 * a['aspect_f1']:.2f}  sentiment F1 "
                    f"{100 * a['sentiment_f1']:.2f}")
+    if summary.get("attended_tokens"):
+      lines.append("  most-attended token, Test reviews with the aspect (member 0): " +
+                   ", ".join(f"{a} {v['top'][0]['token']!r} {100 * v['top'][0]['share']:.0f}%"
+                             for a, v in summary["attended_tokens"].items() if v["top"]))
     if summary["ensemble"]:
       for k, m in enumerate(summary["members"]):
         lines.append(f"  member {k} ({m['focal_weight']:g}/{m['contrastive_weight']:g}, "

@@ -99,7 +99,8 @@ class AspectAttention(nn.Module):
 
   Call: ``states [B, L, D]`` (any float dtype), ``mask [B, L]`` (True / 1 at real
   positions) -> ``(vectors [B, A, D], weights [B, L, A])`` float32; ``weights`` sum
-  to 1 over ``L`` (uniform on a row with no real position).
+  to 1 over ``L`` (uniform on a row with no real position). ``weights`` are also sown
+  as ``intermediates/.../weights`` (see :func:`attended_positions`).
   """
   num_aspects: int
   attention_dim: int | None = None
@@ -111,7 +112,25 @@ class AspectAttention(nn.Module):
     scores = nn.Dense(self.num_aspects, use_bias=False, name="query")(keys)
     scores = jnp.where(mask.astype(bool)[..., None], scores, -1e9)
     weights = jax.nn.softmax(scores, axis=1)
+    # Kept when "intermediates" is mutable (apply(..., mutable=["intermediates"])), so a
+    # caller can see what each aspect read; a no-op otherwise.
+    self.sow("intermediates", "weights", weights)
     return jnp.einsum("bla,bld->bad", weights, x), weights
+
+
+def attended_positions(intermediates) -> jax.Array:
+  """``int32 [B, A]``: the position each aspect attended to most, from the
+  ``intermediates`` collection of an ``apply(..., mutable=["intermediates"])`` of a
+  model with one :class:`AspectAttention`.
+
+  Raises:
+    ValueError: no (or more than one) sown attention in ``intermediates``.
+  """
+  found = [v for path, v in jax.tree_util.tree_leaves_with_path(intermediates)
+           if any(getattr(k, "key", None) == "weights" for k in path)]
+  if len(found) != 1:
+    raise ValueError(f"expected one AspectAttention's sown weights, found {len(found)}")
+  return jnp.argmax(found[0], axis=1).astype(jnp.int32)
 
 
 class AspectClassifier(nn.Module):
