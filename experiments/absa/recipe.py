@@ -2,7 +2,11 @@
 
 Per-aspect focal loss (α per aspect and class from the training counts) plus a
 supervised contrastive term with multi-label positives, on a BiLSTM trained from
-scratch; the recipe of ``experiments/absa/configs/visfd_absa.py``.
+scratch or a pretrained encoder (``experiments/absa/encoder.py``); the recipe of
+``experiments/absa/configs/visfd_absa.py``. With ``config.aspect_attention`` (the
+default) each aspect's classifier reads its own attention pooling of the token states,
+and the last Test evaluation reports each aspect's most-attended tokens
+(``summary.json``: ``attended_tokens``; :func:`attended_tokens`).
 
 An *ensemble* (``config.ensemble_focal_weights = "0.7,0.8"``) is the loop's members
 axis: member k has its own parameters, optimizer state and key (seed

@@ -50,7 +50,8 @@ def get_config(arg=None):
   c.vocab_min_count = 2  # tokens seen fewer times in Train map to UNK
   c.max_len = 96  # tokens per review (p95 of Train is 89)
 
-  # Model: BiLSTM encoder trained from scratch, [10, 4] classifier, SupCon projection.
+  # Model: BiLSTM encoder trained from scratch, per-aspect classifiers [10, 4], SupCon
+  # projection.
   c.embed_dim = 128
   c.hidden = 64
   c.num_layers = 1
