@@ -23,7 +23,8 @@
 #          four processes at once on the one GPU; cifar_rest: focal, and four_stage with
 #          --config.sampler_mix=0.0 (the other rows of tools.reports.cifar_table);
 #   text   visfd_absa.py:e5 (the two-member ensemble), vsfc.py:e5,{four_stage,erm}, and
-#          visfd_absa.py:e5 member 0 at higher learning rates for 10 epochs.
+#          visfd_absa.py:e5 member 0 for 8 epochs and with plain CE (the best loss from
+#          scratch with aspect attention).
 # Results: $OUT/runs.tgz (every workdir without checkpoints), $OUT/check.log. Measured
 # with it (2026-12-04, one H200, 15 minutes): the four CIFAR rows in ~400 s each, at once;
 # the text runs did not finish (each new sub-word width compiled for 60-90 s).
@@ -131,8 +132,8 @@ declare -A JOBS=(
   [absa_e5]="--config=$A:e5 --config.checkpoint_every_steps=200"
   [vsfc_e5_four_stage]="--config=$V:e5,four_stage"
   [vsfc_e5_erm]="--config=$V:e5,erm"
-  [absa_e5_m0_lr1e-4]="--config=$A:e5 --config.ensemble_focal_weights= --config.learning_rate=1e-4 --config.num_epochs=10 --config.checkpoint_every_steps=200"
-  [absa_e5_m0_lr2e-4]="--config=$A:e5 --config.ensemble_focal_weights= --config.learning_rate=2e-4 --config.num_epochs=10 --config.checkpoint_every_steps=200"
+  [absa_e5_m0_8ep]="--config=$A:e5 --config.ensemble_focal_weights= --config.num_epochs=8 --config.checkpoint_every_steps=200"
+  [absa_e5_m0_ce]="--config=$A:e5 --config.ensemble_focal_weights= --config.loss=ce --config.focal_weight=1.0 --config.contrastive_weight=0.0 --config.checkpoint_every_steps=200"
 )
 workdir() {  # CIFAR runs where `tools.reports.cifar_table --size full --root
   # $W/cifar10_lt_full --reuse_only` finds them (tables.row_dirname); the others by job name
@@ -167,8 +168,8 @@ if [[ $RUN_GROUPS == *,cifar_rest,* ]]; then
   for j in cifar_focal cifar_four_stage_sampler0; do chain $j & pids+=($!); done
 fi
 if [[ $RUN_GROUPS == *,text,* ]]; then
-  chain absa_e5 absa_e5_m0_lr2e-4 & pids+=($!)
-  chain vsfc_e5_four_stage vsfc_e5_erm absa_e5_m0_lr1e-4 & pids+=($!)
+  chain absa_e5 absa_e5_m0_8ep & pids+=($!)
+  chain vsfc_e5_four_stage vsfc_e5_erm absa_e5_m0_ce & pids+=($!)
 fi
 
 n=0
