@@ -206,9 +206,9 @@ def text_setup(config, splits: dict, *, model_fn: Callable, heads_fn: Callable,
         pre, np.concatenate([s["subword_ids"].ravel() for s in sub.values()]))
     for s in sub.values():
       s["subword_ids"] = old_to_new[s["subword_ids"]]
-    kept = np.flatnonzero(old_to_new >= 0)  # old_to_new is -1 at the dropped ids
-    new_to_old = np.zeros(pre.config.vocab_size, np.int64)
-    new_to_old[old_to_new[kept]] = kept
+    # keep_vocabulary numbers the kept ids in increasing order (-1 at the dropped ones),
+    # so new id i is the i-th kept old id.
+    new_to_old = np.flatnonzero(old_to_new >= 0)
     facts["vocabulary"] = {"kept": pre.config.vocab_size, "of": full}
   for name in splits:
     splits[name].update(sub[name])

@@ -361,11 +361,10 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     args = [batch[k] for k in inputs]
     if not use_encoder:
       args[1] = jnp.maximum(args[1], 1)
-    if attended:
-      out, inter = model.apply({"params": state.params}, *args, train=False,
-                               mutable=["intermediates"])
-    else:
-      out = model.apply({"params": state.params}, *args, train=False)
+    # With "intermediates" mutable, apply also returns the sown attention weights.
+    out = model.apply({"params": state.params}, *args, train=False,
+                      mutable=["intermediates"] if attended else False)
+    out, inter = out if attended else (out, None)
     result = {"probs": jax.nn.softmax(out["logits"], axis=-1),
               "embedding": out["embedding"]}
     if attended:

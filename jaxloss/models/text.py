@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxloss.losses.masking import mask_invalid_logits
+
 
 def varying_like(x: jax.Array, ref: jax.Array) -> jax.Array:
   """``x`` with the varying manual axes of ``ref`` (inside ``shard_map``; a no-op
@@ -110,7 +112,7 @@ class AspectAttention(nn.Module):
     x = states.astype(jnp.float32)
     keys = jnp.tanh(nn.Dense(self.attention_dim or x.shape[-1], name="key")(x))
     scores = nn.Dense(self.num_aspects, use_bias=False, name="query")(keys)
-    scores = jnp.where(mask.astype(bool)[..., None], scores, -1e9)
+    scores = mask_invalid_logits(scores, mask.astype(bool)[..., None])  # finite fill
     weights = jax.nn.softmax(scores, axis=1)
     # Kept when "intermediates" is mutable (apply(..., mutable=["intermediates"])), so a
     # caller can see what each aspect read; a no-op otherwise.
