@@ -136,8 +136,13 @@ def attended_positions(intermediates) -> jax.Array:
 
 
 class AspectClassifier(nn.Module):
-  """Per-aspect logits ``[B, A, C]``: one ``Dense(C)`` per aspect on that aspect's
-  features ``[B, A, F]`` (a kernel ``[A, F, C]`` and a bias ``[A, C]``)."""
+  """Per-aspect logits: one ``Dense(C)`` per aspect on that aspect's own features (a
+  kernel ``[A, F, C]``, LeCun-normal per aspect, and a bias ``[A, C]``, float32), as
+  the per-aspect heads of aspect-category sentiment models (Wang et al., EMNLP 2016).
+
+  Call: ``features [..., A, F]`` float -> logits ``[..., A, C]`` float32 (tested equal
+  to a loop of one dense layer per aspect in ``tests/models_text_test.py``).
+  """
   num_classes: int
 
   @nn.compact
@@ -157,7 +162,9 @@ def aspect_logits(embedding: jax.Array, states: jax.Array | None, mask: jax.Arra
   ``states is None``: one ``Dense(A * C)`` on the review vector ``embedding [B, E]``
   (the recipe's shared head). Otherwise :class:`AspectAttention` over ``states [B, L,
   D]`` (``mask [B, L]``) gives each aspect its own vector, and :class:`AspectClassifier`
-  reads it concatenated with the review vector (``[B, A, D + E]``)."""
+  reads it concatenated with the review vector (``[B, A, D + E]``). Logits are
+  float32; dropout (``dropout_rate``, when ``train``) is applied to the classifier's
+  input. ``mask`` is required with ``states`` (True / 1 at real positions)."""
   drop = nn.Dropout(dropout_rate, deterministic=not train)
   embedding = embedding.astype(jnp.float32)
   if states is None:
