@@ -10,6 +10,7 @@ from jaxloss.losses import (
     checked,
     class_priors_from_counts,
     class_weights_from_counts,
+    crf_sequence_loss,
     large_negative,
     ldam_loss,
     ldam_margins,
@@ -69,7 +70,8 @@ __all__ = [
     "war", "warmup_milestone_lr",
     # losses (the same names as jaxloss.losses.__all__)
     "balanced_softmax_cross_entropy", "checked", "class_priors_from_counts",
-    "class_weights_from_counts", "large_negative", "ldam_loss", "ldam_margins",
+    "class_weights_from_counts", "crf_sequence_loss", "large_negative", "ldam_loss",
+    "ldam_margins",
     "listwise_softmax_loss", "logit_adjust", "logit_adjusted_softmax_cross_entropy",
     "mask_invalid_logits", "masked_mean", "ntxent_loss", "pairwise_logistic_loss",
     "sequence_tagging_loss", "sigmoid_focal_loss", "smooth_labels",

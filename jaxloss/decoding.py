@@ -1,4 +1,5 @@
-"""BIO tag constraints and constrained (Viterbi) decoding for joint-NLU taggers.
+"""BIO tag constraints and constrained (Viterbi) decoding for joint-NLU taggers (MEMM
+and CRF).
 
 Tag vocabularies look like JointBERT's ``slot_label.txt``: ``["PAD", "UNK", "O",
 "B-album", "I-album", ...]``. Every name is one of
@@ -26,6 +27,10 @@ masks the others out of the token's softmax. So the model learns
 exactly these log-probabilities (Viterbi over the previous tag). :func:`greedy_decode`
 is the unconstrained baseline: argmax over the statically valid tags. It can emit an
 ``I-X`` after ``O``, which seqeval then reads as the start of a new span.
+
+The globally normalised alternative is a linear-chain CRF: learned tag-to-tag
+transition scores, trained with :func:`jaxloss.losses.crf_sequence_loss` and decoded by
+:func:`crf_decode`, under the same three constraint masks.
 
 Finite fills: invalid tags get :func:`jaxloss.losses.masking.large_negative` (-1e9 in
 float32), never ``-inf``. So padding rows and impossible paths stay finite. A
@@ -145,6 +150,43 @@ def bio_transitions(tag_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
       if types[p] == types[c]:
         allowed[p, c] = True
   return allowed, free.copy()
+
+
+def observed_transitions(tag_sequences: Sequence[Sequence[int]], num_tags: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+  """The transitions and first tags that occur in labelled data.
+
+  OR them into :func:`bio_transitions`' masks so that every training sequence stays
+  valid: hand-labelled data sometimes hold an ``I-X`` after ``O``, and a gold sequence
+  the constraints forbid gets a loss of about ``1e9`` under the finite fill.
+
+  Args:
+    tag_sequences: one int sequence of tag ids per sentence (empty ones are skipped).
+    num_tags: C.
+
+  Returns:
+    ``(allowed, start_allowed)``: NumPy bool ``[C, C]`` (``[p, c]``: some sentence has
+    ``c`` right after ``p``) and ``[C]`` (some sentence starts with ``c``).
+
+  Raises:
+    ValueError: a tag id outside ``[0, num_tags)``, naming the sentence.
+
+  Examples:
+    >>> allowed, start = observed_transitions([[1, 3], [2]], 4)
+    >>> np.argwhere(allowed).tolist(), start.astype(int).tolist()
+    ([[1, 3]], [0, 1, 1, 0])
+  """
+  allowed = np.zeros((num_tags, num_tags), bool)
+  start = np.zeros(num_tags, bool)
+  for i, seq in enumerate(tag_sequences):
+    seq = np.asarray(seq, np.int64)
+    if not seq.size:
+      continue
+    if seq.min() < 0 or seq.max() >= num_tags:
+      raise ValueError(f"tag_sequences[{i}] has a tag id outside [0, {num_tags})")
+    start[seq[0]] = True
+    allowed[seq[:-1], seq[1:]] = True
+  return allowed, start
 
 
 def tag_valid_mask(tag_names: Sequence[str],
@@ -478,3 +520,89 @@ def greedy_decode(logits: ArrayLike, static_valid: ArrayLike) -> jax.Array:
   _checks.check_logits_rank(logits)
   static_valid = _check_bool_vector(static_valid, logits.shape[-1], "static_valid")
   return _greedy_core(logits, static_valid)
+
+
+@jax.jit
+def _crf_viterbi_core(emissions, mask, transitions, start, end, allowed, start_allowed,
+                      static_valid):
+  from jaxloss.losses import crf  # pylint: disable=g-import-not-at-top
+  e, trans, a, b, _ = crf._constrained_scores(  # pylint: disable=protected-access
+      emissions, transitions, start, end, allowed, start_allowed, static_valid)
+  e = jnp.where(mask[..., None], e, 0.0)
+  alpha, _, backs = crf.crf_forward_scan(e, mask, trans, a, use_max=True)
+  last = (alpha + b[None]).argmax(axis=-1)  # the tag of the last real token
+
+  def backward(tag, back):  # tag at t -> tag at the real token before t
+    return jnp.take_along_axis(back, tag[:, None], axis=1)[:, 0], tag
+
+  first, rest = jax.lax.scan(backward, last, backs[1:], reverse=True)
+  path = jnp.concatenate([first[None], rest], axis=0).T  # [B, T]
+  return jnp.where(mask, path, 0).astype(jnp.int32)
+
+
+def crf_decode(emissions: ArrayLike, lengths: ArrayLike, *, transitions: ArrayLike,
+               start_transitions: Optional[ArrayLike] = None,
+               end_transitions: Optional[ArrayLike] = None,
+               allowed: Optional[ArrayLike] = None,
+               start_allowed: Optional[ArrayLike] = None,
+               static_valid: Optional[ArrayLike] = None) -> jax.Array:
+  r"""The highest-scoring tag sequence of each sentence under a linear-chain CRF.
+
+  Maximises :math:`s(y) = a_{y_0} + \sum_t e_{t, y_t} + \sum_{t>0} A_{y_{t-1}, y_t} +
+  b_{y_{L-1}}` over the sequences the constraint masks allow: the model that
+  :func:`jaxloss.losses.crf_sequence_loss` trains, with the same masks and the same
+  finite fill. Unlike :func:`constrained_decode` (locally normalised MEMM scores) the
+  scores here are not normalised per token; the learned ``transitions`` carry the tag
+  dependencies.
+
+  Positions ``t >= lengths[b]`` are 0 in the output and never read. Jittable, one
+  ``lax.scan`` over ``T``, ``O(B T C^2)``; scores upcast to at least float32.
+
+  Args:
+    emissions: floating ``[B, T, C]`` tag scores.
+    lengths: int ``[B]`` real tokens per sentence, in ``[0, T]``.
+    transitions: floating ``[C, C]``; ``start_transitions`` / ``end_transitions``:
+      floating ``[C]`` or None (0).
+    allowed, start_allowed, static_valid: optional bool ``[C, C]``, ``[C]``, ``[C]``
+      (e.g. :func:`bio_transitions`, :func:`tag_valid_mask`).
+
+  Returns:
+    int32 ``[B, T]`` tag ids.
+
+  Raises:
+    TypeError: non-floating scores, ``lengths`` not integer, masks not bool.
+    ValueError: shapes that disagree; concrete lengths outside ``[0, T]``.
+
+  Examples:
+    >>> names = ["PAD", "O", "B-a", "I-a"]
+    >>> allowed, start = bio_transitions(names)
+    >>> e = jnp.array([[[0.0, 2.0, 1.5, 0.0], [0.0, 0.0, 0.0, 3.0]]])
+    >>> crf_decode(e, jnp.array([2]), transitions=jnp.zeros((4, 4)), allowed=allowed,
+    ...            start_allowed=start, static_valid=tag_valid_mask(names))
+    Array([[2, 3]], dtype=int32)
+
+  References:
+    Lafferty, McCallum & Pereira, ICML 2001; Viterbi, IEEE Trans. Inf. Theory 1967.
+  """
+  from jaxloss.losses import crf  # pylint: disable=g-import-not-at-top
+  emissions, transitions, start, end = crf._check_scores(  # pylint: disable=protected-access
+      emissions, transitions, start_transitions, end_transitions)
+  if emissions.ndim != 3:
+    raise ValueError(f"`emissions` must have shape [B, T, C], got "
+                     f"{tuple(emissions.shape)}")
+  batch, length, num = emissions.shape
+  lengths = jnp.asarray(lengths)
+  _checks.check_integer(lengths, "lengths")
+  _checks.check_shape(lengths, (batch,), "lengths", "one length per sentence, [B]")
+  allowed, start_allowed, static_valid = crf._check_masks(  # pylint: disable=protected-access
+      num, allowed, start_allowed, static_valid)
+  values = _checks.concrete_value(lengths)
+  if values is not None and values.size and (values.min() < 0 or
+                                             values.max() > length):
+    raise ValueError(f"`lengths` must be in [0, {length}] (T), got values in "
+                     f"[{values.min()}, {values.max()}]")
+  if length == 0:
+    return jnp.zeros((batch, 0), jnp.int32)
+  mask = jnp.arange(length)[None, :] < lengths[:, None]
+  return _crf_viterbi_core(emissions, mask, transitions, start, end, allowed,
+                           start_allowed, static_valid)

@@ -174,6 +174,44 @@ def test_neg_inf_masks_poison_the_gradient_and_finite_masks_do_not():
   np.testing.assert_allclose(vals[0], vals[1], rtol=1e-6)
 
 
+def test_crf_entity_loss_is_the_crf_nll_per_token_under_the_masks():
+  logits, labels = _toy_batch(3)
+  allowed, start = decoding.bio_transitions(TAGS)
+  tag_valid = decoding.tag_valid_mask(TAGS)
+  rng = np.random.default_rng(4)
+  crf_params = {"tag_transitions": rng.normal(size=(7, 7)).astype(np.float32),
+                "tag_start": rng.normal(size=7).astype(np.float32),
+                "tag_end": rng.normal(size=7).astype(np.float32)}
+  loss_fn = make_joint_nlu_loss(tag_valid=tag_valid,
+                                label_valid={"intent": np.ones(4, bool)},
+                                allowed=allowed, start_allowed=start, entity_loss="crf")
+  knobs = {"lambda_entity": jnp.float32(0.5), "lambda_intent": jnp.float32(0.25)}
+  outputs = jax.tree.map(jnp.asarray, {**logits, **crf_params})
+  total, _, aux = jax.jit(loss_fn)(outputs, jax.tree.map(jnp.asarray, labels), knobs)
+  # The reference: brute force over the valid tag sequences of each sentence.
+  trans, a, b = (np.float64(crf_params[k]) for k in ("tag_transitions", "tag_start",
+                                                    "tag_end"))
+
+  def score(e, seq):
+    return (a[seq[0]] + b[seq[-1]] + sum(e[i, y] for i, y in enumerate(seq))
+            + sum(trans[p, c] for p, c in zip(seq[:-1], seq[1:])))
+
+  import itertools  # pylint: disable=g-import-not-at-top
+  for row in range(3):
+    gold = [int(t) for t in labels["tags"][row] if t >= 0]
+    e = np.float64(logits["tags"][row, :len(gold)])
+    scores = [score(e, s) for s in itertools.product(range(7), repeat=len(gold))
+              if tag_valid[list(s)].all() and start[s[0]]
+              and all(allowed[p, c] for p, c in zip(s[:-1], s[1:]))]
+    nll = (np.logaddexp.reduce(scores) - score(e, gold)) / len(gold)
+    np.testing.assert_allclose(aux["terms"]["entity"][row], nll, rtol=1e-5)
+  np.testing.assert_allclose(
+      total, 0.5 * aux["terms"]["entity"] + 0.25 * aux["terms"]["intent"], rtol=1e-6)
+  with pytest.raises(ValueError, match="mask_fill"):
+    make_joint_nlu_loss(tag_valid=tag_valid, label_valid={"intent": np.ones(4, bool)},
+                        entity_loss="crf", mask_fill="neg_inf")
+
+
 def test_loss_errors():
   ok = dict(tag_valid=np.ones(7, bool), label_valid={"intent": np.ones(3, bool)})
   with pytest.raises(ValueError, match="entity_loss"):
@@ -257,11 +295,15 @@ def test_smoke_run_on_snips(smoke_run, tfds_dir):
 
 
 @needs_snips
-def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir):
+@pytest.mark.parametrize("entity_loss", ["ce", "crf"])
+def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir,
+                                                                       entity_loss):
   """The from-scratch recipe cuts each training batch (words, characters and tags) to
   the bucket of its longest sentence. Everything is masked by length, so the loss and
-  its gradient equal the full-width batch's up to float32 rounding."""
-  config = _smoke(tfds_dir, dropout_rate=0.0, word_dropout_rate=0.0)
+  its gradient equal the full-width batch's up to float32 rounding (with the CRF too:
+  its recursion carries the state unchanged over padding)."""
+  config = _smoke(tfds_dir, dropout_rate=0.0, word_dropout_rate=0.0,
+                  entity_loss=entity_loss)
   recipe = nlu.build(config)
   buckets = recipe.sequence_buckets
   assert buckets.label_keys == ("tags",) and buckets.keys == ("ids", "chars")
@@ -274,6 +316,12 @@ def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir
   cut = {k: (v[:, :width] if k in buckets.keys else v) for k, v in full.items()}
   cut_labels = {**labels, "tags": labels["tags"][:, :width]}
   state = recipe.init(jax.random.PRNGKey(0))
+  if entity_loss == "crf":  # random transitions: zeros would hide a misplaced pair
+    rng = np.random.default_rng(0)
+    params = dict(state.params)
+    for name in ("crf_transitions", "crf_start", "crf_end"):
+      params[name] = jnp.asarray(rng.normal(size=params[name].shape), jnp.float32)
+    state = state.replace(params=params)
   knobs = recipe.compiled.values(jnp.asarray(0))
 
   def loss(params, inputs, y):
@@ -288,6 +336,26 @@ def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir
   for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
     np.testing.assert_allclose(np.asarray(y), np.asarray(x),
                                atol=1e-5 * max(float(np.abs(x).max()), 1e-6))
+  if entity_loss == "crf":  # the recipe decodes with the CRF's own transitions
+    pred = recipe.predict(state, full)["tags"]
+    out = state.apply_fn({"params": state.params},
+                         *(full[k] for k in recipe.input_keys), train=False)
+    from jaxloss.data.joint_nlu import load_joint_nlu  # pylint: disable=g-import-not-at-top
+    data = load_joint_nlu(manual_dir=config.data_dir, data_dir=tfds_dir)
+    names = list(data["tag_names"])
+    counts = np.bincount(np.concatenate(
+        data["train"]["tag_ids"][:config.max_train_examples]), minlength=len(names))
+    allowed, start = decoding.bio_transitions(names)  # SNIPS: no off-BIO transition
+    expected = decoding.crf_decode(
+        out["tags"], full["lengths"], transitions=params["crf_transitions"],
+        start_transitions=params["crf_start"], end_transitions=params["crf_end"],
+        allowed=allowed, start_allowed=start,
+        static_valid=decoding.tag_valid_mask(names, counts))
+    np.testing.assert_array_equal(pred, expected)
+    # The transitions matter: decoding without them gives other tags somewhere.
+    plain = decoding.crf_decode(out["tags"], full["lengths"],
+                                transitions=np.zeros_like(params["crf_transitions"]))
+    assert np.any(np.asarray(plain) != np.asarray(pred))
 
 
 @needs_snips

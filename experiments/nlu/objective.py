@@ -62,7 +62,7 @@ def bio_class_weights(tag_counts: np.ndarray, tag_names: Sequence[str], *,
   return out
 
 
-ENTITY_LOSSES = ("focal", "ce")
+ENTITY_LOSSES = ("focal", "ce", "crf")
 MASK_FILLS = ("finite", "neg_inf")
 
 
@@ -82,6 +82,14 @@ def make_joint_nlu_loss(*, tag_valid: np.ndarray, label_valid: Mapping[str, np.n
   (``entity_loss="ce"``). The λ values are curriculum knobs ``lambda_<field>`` and
   ``lambda_entity`` (optax schedules evaluated on the step, e.g. the entity warm-up
   0.3 → 0.4 → 0.5).
+
+  ``entity_loss="crf"`` replaces the token loss by the linear-chain CRF negative
+  log-likelihood per real token (:func:`jaxloss.losses.crf_sequence_loss`, Lafferty et
+  al. 2001; BiLSTM-CRF as in Lample et al. 2016) with the model's learned
+  ``outputs["tag_transitions"]`` / ``"tag_start"`` / ``"tag_end"``; the tag masks then
+  restrict the CRF's sequences (never-seen tags, and ``allowed`` / ``start_allowed`` as
+  global transition constraints) instead of each token's softmax, and inference
+  decodes with :func:`jaxloss.decoding.crf_decode`.
 
   Masks (derived from the training data by the caller): a sentence label or tag never
   seen in training (``PAD``, ``UNK``, unseen ``I-`` tags) is invalid everywhere
@@ -103,7 +111,7 @@ def make_joint_nlu_loss(*, tag_valid: np.ndarray, label_valid: Mapping[str, np.n
     label_valid: ``{field: bool [K_field]}``, one per sentence-level head.
     allowed, start_allowed: bool ``[C, C]`` / ``[C]`` BIO transitions, or None (no
       transition mask).
-    entity_loss: ``"focal"`` or ``"ce"``.
+    entity_loss: ``"focal"``, ``"ce"`` or ``"crf"``.
     gamma, entity_alpha, tag_class_weights: the focal entity loss (ignored for
       ``"ce"``); ``tag_class_weights`` ``[C]`` or None.
     mask_fill: ``"finite"`` or ``"neg_inf"``.
@@ -117,7 +125,7 @@ def make_joint_nlu_loss(*, tag_valid: np.ndarray, label_valid: Mapping[str, np.n
 
   Raises:
     ValueError: unknown ``entity_loss`` or ``mask_fill``; ``gamma < 0``; shapes that
-      disagree; a head with no valid class.
+      disagree; a head with no valid class; ``"crf"`` with ``mask_fill="neg_inf"``.
   """
   if entity_loss not in ENTITY_LOSSES:
     raise ValueError(f"entity_loss must be one of {ENTITY_LOSSES}, got {entity_loss!r}")
@@ -125,6 +133,8 @@ def make_joint_nlu_loss(*, tag_valid: np.ndarray, label_valid: Mapping[str, np.n
     raise ValueError(f"mask_fill must be one of {MASK_FILLS}, got {mask_fill!r}")
   if not gamma >= 0:
     raise ValueError(f"gamma must be >= 0, got {gamma}")
+  if entity_loss == "crf" and mask_fill != "finite":
+    raise ValueError("entity_loss='crf' needs mask_fill='finite'")
   from jaxloss import decoding  # pylint: disable=g-import-not-at-top
   tag_valid = np.asarray(tag_valid, bool)
   num_tags = tag_valid.shape[0]
@@ -159,9 +169,23 @@ def make_joint_nlu_loss(*, tag_valid: np.ndarray, label_valid: Mapping[str, np.n
       return losses.mask_invalid_logits(logits, valid)
     return logits + jnp.where(valid, 0.0, -jnp.inf)  # the pre-fix recipe
 
+  def crf_entity(outputs, tags, token_mask):
+    safe_tags = jnp.where(token_mask, tags, 0)
+    entity = losses.crf_sequence_loss(
+        outputs["tags"], safe_tags, where=token_mask,
+        transitions=outputs["tag_transitions"], start_transitions=outputs["tag_start"],
+        end_transitions=outputs["tag_end"], allowed=allowed_j, start_allowed=start_j,
+        static_valid=tag_valid_j)
+    tag_logits = losses.mask_invalid_logits(outputs["tags"],
+                                            tag_valid_j & token_mask[..., None])
+    return entity, tag_logits
+
   def loss_fn(outputs, labels, knobs):
     tags = labels["tags"]
     token_mask = tags >= 0
+    if entity_loss == "crf":
+      entity, tag_logits = crf_entity(outputs, tags, token_mask)
+      return with_sentence_heads(outputs, labels, knobs, entity, tag_logits, token_mask)
     safe_tags = jnp.where(token_mask, tags, 0)
     valid = decoding.transition_valid_mask(
         safe_tags, token_mask, allowed=allowed_j, start_allowed=start_j,
@@ -179,6 +203,9 @@ def make_joint_nlu_loss(*, tag_valid: np.ndarray, label_valid: Mapping[str, np.n
         per_token = per_token * (1.0 - jnp.exp(log_p)) ** gamma * weights[safe_tags]
       m = token_mask.astype(per_token.dtype)
       entity = jnp.sum(per_token * m, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1), 1.0)
+    return with_sentence_heads(outputs, labels, knobs, entity, tag_logits, token_mask)
+
+  def with_sentence_heads(outputs, labels, knobs, entity, tag_logits, token_mask):
     terms = {"entity": entity}
     heads = {"entity": (tag_logits, token_mask)}
     total = knobs["lambda_entity"] * entity

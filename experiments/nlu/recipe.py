@@ -112,12 +112,17 @@ def validate(config) -> None:
   for field in ("dropout_rate", "word_dropout_rate"):
     if not 0 <= config[field] < 1:
       raise ValueError(f"config.{field} must be in [0, 1), got {config[field]}")
-  if config.entity_loss not in ("focal", "ce"):
-    raise ValueError(f"config.entity_loss must be 'focal' or 'ce', got "
+  if config.entity_loss not in ("focal", "ce", "crf"):
+    raise ValueError(f"config.entity_loss must be 'focal', 'ce' or 'crf', got "
                      f"{config.entity_loss!r}")
   if config.mask_fill not in ("finite", "neg_inf"):
     raise ValueError(f"config.mask_fill must be 'finite' or 'neg_inf', got "
                      f"{config.mask_fill!r}")
+  if config.entity_loss == "crf" and config.mask_fill != "finite":
+    raise ValueError("config.entity_loss='crf' needs config.mask_fill='finite'")
+  if config.entity_loss == "crf" and config.get("encoder") is not None:
+    raise ValueError("config.entity_loss='crf' is for the from-scratch tagger; with "
+                     "config.encoder use 'ce' or 'focal'")
   for name, value in config.lambdas.items():
     parse_lambda(value, name=f"lambdas.{name}")
   parse_lambda(config.get("default_lambda", 0.2), name="default_lambda")
@@ -335,7 +340,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   tag_valid = decoding.tag_valid_mask(tag_names, tag_counts)
   label_valid = {f: label_counts[f] > 0 for f in fields}
   allowed, start_allowed = decoding.bio_transitions(tag_names)
+  # A transition the training data use is allowed, even if BIO forbids it (an I-X after
+  # O in hand-labelled data): the gold sequence must stay valid, or its loss is ~1e9.
+  observed = decoding.observed_transitions(raw["train"]["tag_ids"], len(tag_names))
+  off_bio = int(np.sum(observed[0] & ~allowed) + np.sum(observed[1] & ~start_allowed))
+  allowed, start_allowed = allowed | observed[0], start_allowed | observed[1]
   constrained = bool(config.constrained_decoding)
+  crf = config.entity_loss == "crf"
   tag_weights = None
   if config.entity_loss == "focal":
     tag_weights = (bio_class_weights(tag_counts, tag_names,
@@ -378,7 +389,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         embed_dim=config.embed_dim, char_embed_dim=config.char_embed_dim,
         char_features=config.char_features, hidden=config.hidden,
         num_layers=config.num_layers, dropout_rate=config.dropout_rate,
-        word_dropout_rate=config.word_dropout_rate)
+        word_dropout_rate=config.word_dropout_rate, crf=crf)
     tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
                         weight_decay=config.weight_decay,
                         max_grad_norm=config.max_grad_norm)
@@ -433,7 +444,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   if tag_weights is not None and float(config.decode_weight_tau) != 1.0:
     taus["tau1/"] = 1.0
 
-  def decode(logits, lengths):
+  def decode(logits, lengths, out):
+    if crf:
+      masks = (dict(allowed=allowed_j, start_allowed=start_j) if constrained else {})
+      return decoding.crf_decode(logits, lengths, transitions=out["tag_transitions"],
+                                 start_transitions=out["tag_start"],
+                                 end_transitions=out["tag_end"],
+                                 static_valid=tag_valid_j, **masks)
     if constrained:
       return decoding.constrained_decode(logits, lengths, allowed=allowed_j,
                                          start_allowed=start_j, static_valid=tag_valid_j)
@@ -446,7 +463,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     result = {"tag_logits": out["tags"]}
     for prefix, tau in taus.items():
       adjusted = out["tags"] - tau * log_w_j if tau else out["tags"]
-      result[f"{prefix}tags"] = decode(adjusted, lengths).astype(jnp.int32)
+      result[f"{prefix}tags"] = decode(adjusted, lengths, out).astype(jnp.int32)
     for f in fields:
       z = jnp.where(label_valid_j[f], out[f], -jnp.inf)  # argmax only: -inf is safe
       result[f] = jnp.argmax(z, axis=-1).astype(jnp.int32)
@@ -457,6 +474,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   # sentences: the initial_loss monitor's reference, computed with the loss itself.
   n_ref = min(num_train, 512)
   zero_out = {"tags": jnp.zeros((n_ref, max_len, len(tag_names)), jnp.float32),
+              **({"tag_transitions": jnp.zeros((len(tag_names),) * 2),
+                  "tag_start": jnp.zeros(len(tag_names)),
+                  "tag_end": jnp.zeros(len(tag_names))} if crf else {}),
               **{f: jnp.zeros((n_ref, len(data["label_names"][f])), jnp.float32)
                  for f in fields}}
   ref_labels = {"tags": jnp.asarray(train["tags"][:n_ref]),
@@ -530,7 +550,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         "encoder": encoder_facts,
         "dataset": {"manual_dir": data["manual_dir"], "layout": data["layout"],
                     "label_fields": list(fields), "num_tags": len(tag_names),
-                    "unknown_labels": unknown},
+                    "unknown_labels": unknown, "off_bio_transitions": off_bio},
     })
     return summary
 
@@ -587,6 +607,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
               + ", ".join(f"{k} {v}" for k, v in lambda_values.items())
               + (f" ({', '.join(defaulted)}: config.default_lambda)" if defaulted else "")
               + f"; masks: {config.mask_fill}, constrained decoding {constrained}"
+              + (f" ({off_bio} non-BIO transition(s) of the training data allowed)"
+                 if off_bio else "")
+              + (", CRF tag transitions" if crf else "")
               + _unknown_text(unknown))
   return Recipe(
       name=config.name,

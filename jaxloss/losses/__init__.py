@@ -9,7 +9,8 @@ focal loss) and never reduces; reduce with :func:`weighted_mean` /
 Families (one module each): ``classification`` (softmax/sigmoid focal,
 weighted and logit-adjusted CE), ``long_tail`` (balanced softmax, LDAM,
 post-hoc logit adjustment), ``contrastive`` (SupCon, NT-Xent), ``ranking``
-(listwise softmax, pairwise logistic), ``sequence`` (token tagging),
+(listwise softmax, pairwise logistic), ``sequence`` (token tagging), ``crf``
+(linear-chain CRF),
 ``masking`` (finite invalid-label masks), ``multitask`` (weighted sums),
 ``weights`` (class weights and priors from counts), ``reduce``.
 """
@@ -22,6 +23,7 @@ from jaxloss.losses.classification import softmax_cross_entropy_with_integer_lab
 from jaxloss.losses.classification import softmax_focal_loss
 from jaxloss.losses.classification import softmax_focal_loss_with_integer_labels
 from jaxloss.losses.contrastive import ntxent_loss
+from jaxloss.losses.crf import crf_sequence_loss
 from jaxloss.losses.contrastive import supervised_contrastive_loss
 from jaxloss.losses.long_tail import balanced_softmax_cross_entropy
 from jaxloss.losses.long_tail import ldam_loss
@@ -43,6 +45,7 @@ __all__ = (
     "checked",
     "class_priors_from_counts",
     "class_weights_from_counts",
+    "crf_sequence_loss",
     "large_negative",
     "ldam_loss",
     "ldam_margins",

@@ -297,9 +297,14 @@ class JointNluModel(nn.Module):
     sentence_classes: ``((field, num_classes), ...)``, e.g. ``(("intent", 8),)``.
     embed_dim, char_embed_dim, char_features, hidden, num_layers, dropout_rate,
     word_dropout_rate: sizes and rates.
+    crf: add linear-chain CRF transition scores (BiLSTM-CNN-CRF, Ma & Hovy).
 
   Call: ``ids [B, T]``, ``chars [B, T, W]``, ``lengths [B]`` (>= 1) -> ``{"tags":
   [B, T, C], field: [B, K_field] for each sentence field}`` float32 logits (unmasked).
+  With ``crf=True`` the output also holds the CRF's learned tag scores
+  ``"tag_transitions" [C, C]``, ``"tag_start" [C]`` and ``"tag_end" [C]`` (parameters,
+  initialised at 0) for :func:`jaxloss.losses.crf_sequence_loss` and
+  :func:`jaxloss.decoding.crf_decode`.
 
   References:
     C.-W. Goo et al., *Slot-Gated Modeling for Joint Slot Filling and Intent
@@ -317,6 +322,7 @@ class JointNluModel(nn.Module):
   num_layers: int = 1
   dropout_rate: float = 0.3
   word_dropout_rate: float = 0.0
+  crf: bool = False
 
   @nn.compact
   def __call__(self, ids, chars, lengths, *, train: bool):
@@ -350,4 +356,10 @@ class JointNluModel(nn.Module):
     tokens = nn.Dropout(self.dropout_rate, deterministic=not train)(
         jnp.concatenate([x, nn.relu(context)], axis=-1))
     out["tags"] = nn.Dense(self.num_tags, name="tag_head")(tokens)
+    if self.crf:
+      zeros = nn.initializers.zeros
+      out["tag_transitions"] = self.param("crf_transitions", zeros,
+                                          (self.num_tags, self.num_tags))
+      out["tag_start"] = self.param("crf_start", zeros, (self.num_tags,))
+      out["tag_end"] = self.param("crf_end", zeros, (self.num_tags,))
     return out

@@ -39,6 +39,7 @@ LEAD = (2, 3)  # leading batch axes for the batch-axes test
 ALPHA = np.array([0.25, 0.5, 1.0, 2.0], np.float32)
 PRIORS = np.array([0.6, 0.3, 0.1, 0.0], np.float32)
 COUNTS = np.array([600, 300, 100, 7])
+TRANSITIONS = np.random.default_rng(7).normal(size=(C, C)).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +182,15 @@ LOSSES = [
         make=lambda rng, lead: (_logits(rng, lead + (N, C)),
                                 _int_labels(rng, lead + (N,))),
         kind="set", x_name="logits", out_shape=lambda lead: lead,
+        where_shape=lambda lead: lead + (N,), bad_aux=lambda y: y[..., :2]),
+    LossCase(
+        "crf_sequence_loss",
+        lambda x, y, where: L.crf_sequence_loss(
+            x, y, where=np.ones(y.shape, bool) if where is None else where,
+            transitions=TRANSITIONS, start_transitions=ALPHA, end_transitions=-ALPHA),
+        make=lambda rng, lead: (_logits(rng, lead + (N, C)),
+                                _int_labels(rng, lead + (N,))),
+        kind="set", x_name="emissions", out_shape=lambda lead: lead,
         where_shape=lambda lead: lead + (N,), bad_aux=lambda y: y[..., :2]),
 ]
 IDS = [case.name for case in LOSSES]

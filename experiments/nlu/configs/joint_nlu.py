@@ -16,6 +16,9 @@ Variants:
   sentence-level field of the data), as Stack-Propagation and JointBERT weigh them. No
   class weights: on data the notes were not tuned on, the O = 0.1 focal loss tagged
   99.6 % of the tokens as entities (issue 21).
+* ``crf``: the recipe with a linear-chain CRF on the tags (BiLSTM-CNN-CRF): learned
+  tag-to-tag transitions, the sequence-level negative log-likelihood per token
+  (``jaxloss.losses.crf_sequence_loss``) under the same masks, CRF Viterbi at inference.
 * ``notes``: the practitioners' notes, kept for the record: a 1-layer BiLSTM of 128,
   λ intent 0.3, entity warmed up 0.3 → 0.4 → 0.5 over epochs 0, 1, 2+, command 0.2;
   focal entity loss (α = 0.25, γ = 2) with class weights O = 0.1 and entity tags from 1
@@ -44,8 +47,8 @@ import ml_collections
 
 from experiments.configs.runtime import add_runtime
 
-VARIANTS = ("recipe", "notes", "ce", "collapse", "smoke", "notes_smoke", "jointbert",
-            "jointbert_frozen", "jointbert_smoke")
+VARIANTS = ("recipe", "crf", "notes", "ce", "collapse", "smoke", "notes_smoke",
+            "jointbert", "jointbert_frozen", "jointbert_smoke")
 
 
 def get_config(arg=None):
@@ -109,7 +112,7 @@ def get_config(arg=None):
   # The λ of a sentence-level label field of the data that c.lambdas does not name (a
   # JSONL set with e.g. a "scenario" field gets a head with this weight).
   c.default_lambda = 1.0
-  c.entity_loss = "ce"  # or "focal" (the notes' entity loss)
+  c.entity_loss = "ce"  # "focal" (the notes' entity loss) or "crf"
   c.entity_gamma = 2.0
   c.entity_alpha = 0.25
   c.entity_class_weights = False  # O = entity_o_weight, tags 1 .. class_weight_cap
@@ -135,6 +138,8 @@ def get_config(arg=None):
     c.default_lambda = 0.2
     c.entity_loss = "focal"
     c.entity_class_weights = True
+  if variant == "crf":
+    c.entity_loss = "crf"
   if variant == "ce":  # the notes' model and λ, plain CE on the tags
     c.entity_loss = "ce"
     c.entity_class_weights = False
