@@ -529,7 +529,8 @@ def _crf_viterbi_core(emissions, mask, transitions, start, end, allowed, start_a
   e, trans, a, b, _ = crf._constrained_scores(  # pylint: disable=protected-access
       emissions, transitions, start, end, allowed, start_allowed, static_valid)
   e = jnp.where(mask[..., None], e, 0.0)
-  alpha, _, backs = crf.crf_forward_scan(e, mask, trans, a, use_max=True)
+  alpha, _, backs = crf._forward_scan(  # pylint: disable=protected-access
+      e, mask, trans, a, use_max=True)
   last = (alpha + b[None]).argmax(axis=-1)  # the tag of the last real token
 
   def backward(tag, back):  # tag at t -> tag at the real token before t

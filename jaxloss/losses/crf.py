@@ -65,7 +65,7 @@ def _constrained_scores(emissions, transitions, start, end, allowed, start_allow
   return e, trans, a, b, dtype
 
 
-def crf_forward_scan(e, mask, trans, a, *, use_max: bool):
+def _forward_scan(e, mask, trans, a, *, use_max: bool):
   """The forward recursion over real tokens: ``(alpha [B, C], seen [B], backs)``.
 
   ``alpha`` holds, for each last tag, the log-sum (``use_max=False``) or the max
@@ -122,7 +122,7 @@ def _crf_core(emissions, tags, mask, transitions, start, end, allowed, start_all
   # Skipped tokens are replaced before any arithmetic (garbage padding stays out).
   e = jnp.where(mask[..., None], e, 0.0)
   tags = jnp.where(mask, tags, 0)
-  alpha, seen, _ = crf_forward_scan(e, mask, trans, a, use_max=False)
+  alpha, seen, _ = _forward_scan(e, mask, trans, a, use_max=False)
   log_z = jax.nn.logsumexp(alpha + b[None], axis=-1)
   nll = jnp.where(seen, log_z - _gold_score(e, tags, mask, trans, a, b), 0.0)
   count = mask.sum(axis=-1).astype(dtype)
