@@ -125,3 +125,27 @@ def test_aspect_attention_model_ignores_padding():
   assert short["logits"].shape == (1, 10, 4)
   np.testing.assert_allclose(short["logits"], long["logits"], atol=1e-5)
   np.testing.assert_allclose(short["projection"], long["projection"], atol=1e-5)
+
+
+@pytest.mark.parametrize("crf, heads", [(False, 0), (True, 2)])
+def test_joint_nlu_model_ignores_padding_with_crf_and_attention(crf, heads):
+  from jaxloss.models.text import JointNluModel  # pylint: disable=g-import-not-at-top
+  model = JointNluModel(vocab_size=30, char_vocab_size=20, num_tags=7,
+                        sentence_classes=(("intent", 3),), embed_dim=8, char_embed_dim=4,
+                        char_features=5, hidden=6, num_layers=1, crf=crf,
+                        attention_heads=heads)
+  ids = jnp.array([[3, 4, 5, 9, 9]])
+  chars = jnp.array(np.random.default_rng(0).integers(1, 20, size=(1, 5, 4)))
+  lengths = jnp.array([3])
+  variables = model.init(jax.random.PRNGKey(0), ids, chars, lengths, train=False)
+  if heads:  # random CRF scores and attention weights are in the tree
+    assert "self_attention" in variables["params"]
+  assert ("crf_transitions" in variables["params"]) == crf
+  full = model.apply(variables, ids, chars, lengths, train=False)
+  cut = model.apply(variables, ids[:, :3], chars[:, :3], lengths, train=False)
+  # Tokens after the length (garbage ids 9) change nothing at the real tokens.
+  np.testing.assert_allclose(full["tags"][:, :3], cut["tags"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(full["intent"], cut["intent"], rtol=1e-5, atol=1e-6)
+  if crf:
+    assert full["tag_transitions"].shape == (7, 7)
+    assert full["tag_start"].shape == full["tag_end"].shape == (7,)

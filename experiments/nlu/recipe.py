@@ -118,6 +118,10 @@ def validate(config) -> None:
   if config.mask_fill not in ("finite", "neg_inf"):
     raise ValueError(f"config.mask_fill must be 'finite' or 'neg_inf', got "
                      f"{config.mask_fill!r}")
+  heads = config.get("attention_heads", 0)
+  if not (isinstance(heads, int) and heads >= 0 and (2 * config.hidden) % max(heads, 1) == 0):
+    raise ValueError(f"config.attention_heads must be 0 or a divisor of 2 * config.hidden "
+                     f"= {2 * config.hidden}, got {heads!r}")
   if config.entity_loss == "crf" and config.mask_fill != "finite":
     raise ValueError("config.entity_loss='crf' needs config.mask_fill='finite'")
   if config.entity_loss == "crf" and config.get("encoder") is not None:
@@ -389,7 +393,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         embed_dim=config.embed_dim, char_embed_dim=config.char_embed_dim,
         char_features=config.char_features, hidden=config.hidden,
         num_layers=config.num_layers, dropout_rate=config.dropout_rate,
-        word_dropout_rate=config.word_dropout_rate, crf=crf)
+        word_dropout_rate=config.word_dropout_rate, crf=crf,
+        attention_heads=config.get("attention_heads", 0))
     tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
                         weight_decay=config.weight_decay,
                         max_grad_norm=config.max_grad_norm)

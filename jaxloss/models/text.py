@@ -298,6 +298,9 @@ class JointNluModel(nn.Module):
     embed_dim, char_embed_dim, char_features, hidden, num_layers, dropout_rate,
     word_dropout_rate: sizes and rates.
     crf: add linear-chain CRF transition scores (BiLSTM-CNN-CRF, Ma & Hovy).
+    attention_heads: 0, or the heads of a self-attention layer over the BiLSTM states
+      whose output is concatenated to each token's state before the tag head, as the
+      Stack-Propagation encoder concatenates BiLSTM and self-attention (Qin et al.).
 
   Call: ``ids [B, T]``, ``chars [B, T, W]``, ``lengths [B]`` (>= 1) -> ``{"tags":
   [B, T, C], field: [B, K_field] for each sentence field}`` float32 logits (unmasked).
@@ -309,7 +312,9 @@ class JointNluModel(nn.Module):
   References:
     C.-W. Goo et al., *Slot-Gated Modeling for Joint Slot Filling and Intent
     Prediction*, NAACL 2018. X. Ma, E. Hovy, *End-to-end Sequence Labeling via
-    Bi-directional LSTM-CNNs-CRF*, ACL 2016.
+    Bi-directional LSTM-CNNs-CRF*, ACL 2016. L. Qin et al., *A Stack-Propagation
+    Framework with Token-Level Intent Detection for Spoken Language Understanding*,
+    EMNLP 2019.
   """
   vocab_size: int
   char_vocab_size: int
@@ -323,6 +328,7 @@ class JointNluModel(nn.Module):
   dropout_rate: float = 0.3
   word_dropout_rate: float = 0.0
   crf: bool = False
+  attention_heads: int = 0
 
   @nn.compact
   def __call__(self, ids, chars, lengths, *, train: bool):
@@ -353,8 +359,14 @@ class JointNluModel(nn.Module):
            for name, k in self.sentence_classes}
     context = jnp.broadcast_to(nn.Dense(self.hidden, name="context")(sentence)[:, None],
                                x.shape[:2] + (self.hidden,))
+    parts = [x, nn.relu(context)]
+    if self.attention_heads:
+      parts.append(nn.MultiHeadDotProductAttention(
+          num_heads=self.attention_heads, qkv_features=2 * self.hidden,
+          dropout_rate=self.dropout_rate, deterministic=not train, name="self_attention")(
+              x, mask=nn.make_attention_mask(mask, mask)))
     tokens = nn.Dropout(self.dropout_rate, deterministic=not train)(
-        jnp.concatenate([x, nn.relu(context)], axis=-1))
+        jnp.concatenate(parts, axis=-1))
     out["tags"] = nn.Dense(self.num_tags, name="tag_head")(tokens)
     if self.crf:
       zeros = nn.initializers.zeros
