@@ -416,6 +416,10 @@ def _write_jsonl(folder, seed=0):
         scenario = "media" if intent == "Music" else "home"
         f.write(json.dumps({"tokens": tokens, "tags": tags, "intent": intent,
                             "command": command, "scenario": scenario}) + "\n")
+      if split == "train":  # hand-labelled noise: an I- tag right after O
+        f.write(json.dumps({"tokens": ["play", "some", "jazz"],
+                            "tags": ["O", "O", "I-artist"], "intent": "Music",
+                            "command": "create", "scenario": "media"}) + "\n")
       if split == "test":  # an intent and a tag that training never saw
         f.write(json.dumps({"tokens": ["weather", "in", "paris"],
                             "tags": ["O", "O", "B-city"], "intent": "Weather",
@@ -425,7 +429,7 @@ def _write_jsonl(folder, seed=0):
 def test_jsonl_dataset_with_extra_label_fields_trains_a_head_for_each(tmp_path, tfds_dir):
   """A JSONL set with intent, command and an extra sentence-level field (scenario) the
   config does not name: every field gets a head, scenario with config.default_lambda,
-  and the README's command trains it with no flag."""
+  and the README's command trains it with no flag. One training sentence breaks BIO."""
   data = str(tmp_path / "assistant")
   _write_jsonl(data)
   config = _smoke(tfds_dir, data_dir=data, num_epochs=8, max_train_examples=None,
@@ -438,6 +442,11 @@ def test_jsonl_dataset_with_extra_label_fields_trains_a_head_for_each(tmp_path, 
   # Mapped to UNK as JointBERT maps them, and counted: the test sentence's intent and
   # its B-city tag.
   assert summary["dataset"]["unknown_labels"] == {"test": {"intent": 1, "tags": 1}}
+  # The training sentence with O -> I-artist: that transition is allowed (one off-BIO
+  # transition counted), so its gold tags stay valid and the first loss stays near the
+  # loss at zero logits instead of ~1e9.
+  assert summary["dataset"]["off_bio_transitions"] == 1
+  assert summary["initial_loss"] < 2 * summary["initial_reference"]
   assert summary["anchors"] == []  # the SNIPS rows do not apply to this dataset
   params = Checkpointer(os.path.join(workdir, "checkpoints")).restore_host()["params"]
   assert {"command_head", "intent_head", "scenario_head", "tag_head"} <= set(params)

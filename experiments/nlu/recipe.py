@@ -119,7 +119,8 @@ def validate(config) -> None:
     raise ValueError(f"config.mask_fill must be 'finite' or 'neg_inf', got "
                      f"{config.mask_fill!r}")
   heads = config.get("attention_heads", 0)
-  if not (isinstance(heads, int) and heads >= 0 and (2 * config.hidden) % max(heads, 1) == 0):
+  if not (isinstance(heads, int) and heads >= 0
+          and (2 * config.hidden) % max(heads, 1) == 0):
     raise ValueError(f"config.attention_heads must be 0 or a divisor of 2 * config.hidden "
                      f"= {2 * config.hidden}, got {heads!r}")
   if config.entity_loss == "crf" and config.mask_fill != "finite":
