@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxloss.losses import _checks
+from jaxloss.losses import crf
 from jaxloss.losses.masking import large_negative
 
 ArrayLike = Any
@@ -369,6 +370,19 @@ def transition_valid_mask(tags: ArrayLike, token_mask: ArrayLike,
                           constrained)
 
 
+def _check_lengths(lengths, batch: int, length: int) -> jax.Array:
+  """``lengths`` as an int array ``[B]``, concrete values checked against ``[0, T]``."""
+  lengths = jnp.asarray(lengths)
+  _checks.check_integer(lengths, "lengths")
+  _checks.check_shape(lengths, (batch,), "lengths", "one length per sentence, [B]")
+  values = _checks.concrete_value(lengths)
+  if values is not None and values.size and (values.min() < 0 or
+                                             values.max() > length):
+    raise ValueError(f"`lengths` must be in [0, {length}] (T), got values in "
+                     f"[{values.min()}, {values.max()}]")
+  return lengths
+
+
 def _normalised(x, valid, fill):
   """``x - logsumexp(x over valid)`` on valid entries, ``fill`` elsewhere."""
   z = jnp.where(valid, x, fill)
@@ -470,16 +484,9 @@ def constrained_decode(logits: ArrayLike, lengths: ArrayLike, *, allowed: ArrayL
     raise ValueError(f"`logits` must have shape [B, T, C], got "
                      f"{tuple(logits.shape)}")
   batch, length, num = logits.shape
-  lengths = jnp.asarray(lengths)
-  _checks.check_integer(lengths, "lengths")
-  _checks.check_shape(lengths, (batch,), "lengths", "one length per sentence, [B]")
+  lengths = _check_lengths(lengths, batch, length)
   allowed, start_allowed, static_valid = _check_constraints(
       allowed, start_allowed, static_valid, num)
-  values = _checks.concrete_value(lengths)
-  if values is not None and values.size and (values.min() < 0 or
-                                             values.max() > length):
-    raise ValueError(f"`lengths` must be in [0, {length}] (T), got values in "
-                     f"[{values.min()}, {values.max()}]")
   start_values = _checks.concrete_value(static_valid & start_allowed)
   if start_values is not None and not start_values.any():
     raise ValueError("no tag is valid at the start of a sentence (static_valid & "
@@ -525,7 +532,6 @@ def greedy_decode(logits: ArrayLike, static_valid: ArrayLike) -> jax.Array:
 @jax.jit
 def _crf_viterbi_core(emissions, mask, transitions, start, end, allowed, start_allowed,
                       static_valid):
-  from jaxloss.losses import crf  # pylint: disable=g-import-not-at-top
   e, trans, a, b, _ = crf._constrained_scores(  # pylint: disable=protected-access
       emissions, transitions, start, end, allowed, start_allowed, static_valid)
   e = jnp.where(mask[..., None], e, 0.0)
@@ -585,23 +591,15 @@ def crf_decode(emissions: ArrayLike, lengths: ArrayLike, *, transitions: ArrayLi
   References:
     Lafferty, McCallum & Pereira, ICML 2001; Viterbi, IEEE Trans. Inf. Theory 1967.
   """
-  from jaxloss.losses import crf  # pylint: disable=g-import-not-at-top
   emissions, transitions, start, end = crf._check_scores(  # pylint: disable=protected-access
       emissions, transitions, start_transitions, end_transitions)
   if emissions.ndim != 3:
     raise ValueError(f"`emissions` must have shape [B, T, C], got "
                      f"{tuple(emissions.shape)}")
   batch, length, num = emissions.shape
-  lengths = jnp.asarray(lengths)
-  _checks.check_integer(lengths, "lengths")
-  _checks.check_shape(lengths, (batch,), "lengths", "one length per sentence, [B]")
+  lengths = _check_lengths(lengths, batch, length)
   allowed, start_allowed, static_valid = crf._check_masks(  # pylint: disable=protected-access
       num, allowed, start_allowed, static_valid)
-  values = _checks.concrete_value(lengths)
-  if values is not None and values.size and (values.min() < 0 or
-                                             values.max() > length):
-    raise ValueError(f"`lengths` must be in [0, {length}] (T), got values in "
-                     f"[{values.min()}, {values.max()}]")
   if length == 0:
     return jnp.zeros((batch, 0), jnp.int32)
   mask = jnp.arange(length)[None, :] < lengths[:, None]
