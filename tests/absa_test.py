@@ -183,6 +183,15 @@ def test_parse_members():
   c.ensemble_focal_weights = "0.7,1.5"
   with pytest.raises(ValueError, match=r"entries must be in \[0, 1\]"):
     absa.parse_members(c)
+  # 0 is the command line's "no contrastive term" (None cannot be given there): a
+  # single member has weight 0, an ensemble (members use 1 - w) is refused.
+  c.contrastive_weight = 0.0
+  with pytest.raises(ValueError, match="needs the contrastive term"):
+    absa.parse_members(c)
+  c.ensemble_focal_weights = ""
+  assert absa.parse_members(c) == [{"focal_weight": 0.7, "contrastive_weight": 0.0,
+                                    "seed": 5}]
+  c.contrastive_weight = 0.3
   c.ensemble_focal_weights = "0.7,x"
   with pytest.raises(ValueError, match="comma-separated numbers"):
     absa.parse_members(c)

@@ -63,11 +63,12 @@ def parse_members(config) -> list[dict]:
   ``config.ensemble_focal_weights`` ("0.7,0.8", or a tuple) gives one member per focal
   weight ``w`` with contrastive weight ``1 - w`` and seed ``config.seed + k``; empty
   gives the single member of ``config.focal_weight`` / ``config.contrastive_weight``
-  (0 when None).
+  (0 when None; None and 0 both mean no contrastive term, and 0 is the one a command
+  line can give).
 
   Raises:
     ValueError: a weight outside ``[0, 1]`` or not a number; an ensemble with no
-      contrastive term configured (``config.contrastive_weight`` None).
+      contrastive term configured (``config.contrastive_weight`` None or 0).
   """
   raw = config.ensemble_focal_weights
   if isinstance(raw, str):
@@ -78,9 +79,9 @@ def parse_members(config) -> list[dict]:
     return [{"focal_weight": float(config.focal_weight),
              "contrastive_weight": float(config.contrastive_weight or 0.0),
              "seed": int(config.seed)}]
-  if config.contrastive_weight is None:
+  if not config.contrastive_weight:
     raise ValueError("config.ensemble_focal_weights needs the contrastive term: set "
-                     "config.contrastive_weight (members use 1 - focal weight)")
+                     "config.contrastive_weight > 0 (members use 1 - focal weight)")
   members = []
   for k, p in enumerate(parts):
     try:
@@ -288,7 +289,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                            for a in range(train["labels"].shape[1])])
   steps_per_epoch = math.ceil(num_train / config.batch_size)
   members = parse_members(config)
-  contrastive = config.contrastive_weight is not None
+  contrastive = bool(config.contrastive_weight)  # None or 0: no SupCon term or head
 
   # Warm-up at most half the run, so that a one-epoch run still decays.
   warmup = min(float(config.warmup_epochs), float(config.num_epochs) / 2)

@@ -72,8 +72,8 @@ def get_config(arg=None):
   c.max_grad_norm = 5.0
 
   # Loss: focal_weight * mean over aspects of focal(alpha[aspect, class]) +
-  # contrastive_weight * SupCon (multi-label positives). contrastive_weight None: no
-  # contrastive term.
+  # contrastive_weight * SupCon (multi-label positives). contrastive_weight None or 0
+  # (the command line's way): no contrastive term.
   c.loss = "focal"  # or "ce" (unweighted per-aspect cross-entropy)
   c.focal_gamma = 2.0
   c.alpha_method = "sqrt_inverse_frequency"  # per aspect, normalised to mean 1
