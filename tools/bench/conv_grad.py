@@ -1,0 +1,362 @@
+"""Where a CIFAR ResNet's gradient goes on XLA:CPU, and the candidate kernel gradients.
+
+  python -m tools.bench.conv_grad [--threads 1 2] [--depths 8] [--batch 128]
+                                  [--repeats 7] [--json PATH] [--markdown PATH]
+
+Three measurements, each thread count in its own subprocess (XLA's CPU thread pool is
+fixed when JAX starts; with fewer threads than CPUs the process is pinned, as in
+``tools.bench.vs_torch``):
+
+* **gradient ÷ forward.** ``CifarResNet(depth)`` (the CIFAR-10-LT recipe's model; its
+  ``cpu`` config is depth 8), batch ``--batch`` uint8 images, batch norm in training
+  mode: ``jax.jit`` of the mean softmax cross-entropy (the forward pass) against
+  ``jax.jit(jax.value_and_grad(...))`` of it, timed in alternating blocks in one process;
+  medians of the blocks and the median of the per-block ratios.
+* **the gradient's time by kind of op** (1 thread only: with a thread pool the thunks
+  overlap), from ``jax.profiler`` (the XLA:CPU thunks of the compiled gradient, averaged
+  over 5 calls): convolutions split into forward, input
+  gradient and kernel gradient and by the library that runs them (``ynn_fusion``: YNNPACK;
+  a plain ``convolution``: XLA's Eigen fallback), the layout transposes XLA inserts before
+  the kernel-gradient convolutions, and everything else (batch norm, ReLU, the loss).
+* **the kernel gradient's layout change**: ``[B, 32, 32, 16] -> [16, 32, 32, B]`` of one
+  activation, alone and fused with the batch norm + ReLU that produced it;
+* **candidate kernel gradients** for every 3×3 convolution shape of the model at stride 1:
+  XLA's own (``jax.vjp`` of ``lax.conv_general_dilated`` with respect to the kernel),
+  im2col (the patches as a ``[B·H·W, 9·C]`` matrix, one matmul with the output gradient)
+  and nine shifted matmuls (one ``[C, O]`` product per tap). Each candidate is checked
+  equal to XLA's before it is timed.
+
+The tool prints a Markdown table and can write it (``--markdown``) and the JSON
+(``--json``). It needs only JAX; nothing here touches PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+from tools.bench.encoder import REPO, _pin, worker_env
+
+CANDIDATES = ("xla", "im2col", "shifted_matmuls")
+
+
+def _log(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)
+
+
+def _time(fn, args, n: int) -> List[float]:
+  """``n`` timed calls of ``fn(*args)`` (after one untimed call), in ms."""
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.block_until_ready(fn(*args))
+  out = []
+  for _ in range(n):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    out.append((time.perf_counter() - t0) * 1e3)
+  return out
+
+
+def _resnet_programs(depth: int, batch: int):
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from jaxloss.models.resnet import CifarResNet  # pylint: disable=import-outside-toplevel
+  model = CifarResNet(num_classes=10, depth=depth)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.integers(0, 256, size=(batch, 32, 32, 3)), jnp.uint8)
+  y = jnp.asarray(rng.integers(0, 10, size=(batch,)))
+  variables = model.init(jax.random.PRNGKey(0), x[:2], train=False)
+  stats = variables["batch_stats"]
+
+  def loss(params):
+    logits, _ = model.apply({"params": params, "batch_stats": stats}, x, train=True,
+                            mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  return jax.jit(loss), jax.jit(jax.value_and_grad(loss)), variables["params"]
+
+
+def gradient_ratio(depth: int, batch: int, repeats: int) -> dict:
+  """Forward and gradient ms (medians of ``repeats`` alternating blocks of 5 calls)."""
+  fwd, grad, params = _resnet_programs(depth, batch)
+  f_ms, g_ms = [], []
+  for _ in range(repeats):
+    f_ms.append(statistics.median(_time(fwd, (params,), 5)))
+    g_ms.append(statistics.median(_time(grad, (params,), 5)))
+  ratios = [g / f for f, g in zip(f_ms, g_ms)]
+  return {"depth": depth, "batch": batch, "forward_ms": statistics.median(f_ms),
+          "gradient_ms": statistics.median(g_ms), "ratio_min": min(ratios),
+          "ratio_median": statistics.median(ratios), "ratio_max": max(ratios)}
+
+
+def _op_kind(name: str, opcode: str, shape: str, op_name: str) -> Optional[str]:
+  """The kind of one top-level HLO instruction of the gradient program."""
+  if name.startswith("transpose") or opcode == "transpose":
+    return "layout transposes"
+  conv = opcode == "convolution" or (opcode == "fusion/kCustom"
+                                     and "conv_general_dilated" in op_name)
+  bracket = re.search(r"\[([\d,]*)\]", shape)  # "f32[16,3,3,16]{3,2,1,0}"
+  dims = [int(d) for d in bracket.group(1).split(",") if d] if bracket else []
+  kernel_shaped = len(dims) == 4 and dims[1:3] == [3, 3]
+  if opcode == "fusion/kCustom" and not op_name and kernel_shaped:
+    conv = True  # the kernel-gradient convolutions carry no op_name
+  if not conv:
+    return None
+  library = "Eigen" if opcode == "convolution" else "YNNPACK"
+  if "transpose(" in op_name:
+    # XLA names the stride-2 input gradients (base-dilated: YNNPACK takes none).
+    stride = ", stride 2" if name.startswith("convolution-base-dilated") else ""
+    return f"conv input gradient{stride} ({library})"
+  if kernel_shaped and not op_name:
+    return f"conv kernel gradient ({library})"
+  return f"conv forward ({library})"
+
+
+def gradient_profile(depth: int, batch: int, calls: int = 5) -> dict:
+  """ms per kind of op in the compiled gradient (``jax.profiler``, mean of ``calls``)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  _, grad, params = _resnet_programs(depth, batch)
+  text = grad.lower(params).compile().as_text()
+  info = {}
+  for line in text.splitlines():
+    m = re.match(r"\s+(?:ROOT )?%(\S+) = (\S+) ([\w-]+)\(", line)
+    if m:
+      kind = re.search(r"kind=(\w+)", line)
+      meta = re.search(r'op_name="([^"]+)"', line)
+      info[m.group(1)] = (m.group(3) + ("/" + kind.group(1) if kind else ""),
+                          m.group(2), meta.group(1) if meta else "")
+  for _ in range(2):
+    jax.block_until_ready(grad(params))
+  per_op: Dict[str, float] = collections.Counter()
+  with tempfile.TemporaryDirectory(prefix="conv-grad-profile-") as tmp:
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      for _ in range(calls):
+        jax.block_until_ready(grad(params))
+    files = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
+    if not files:
+      return {"depth": depth, "status": "failed: jax.profiler wrote no perfetto trace"}
+    with gzip.open(files[0]) as f:
+      events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  for e in events:
+    if e.get("ph") == "X" and e.get("name") in info:
+      per_op[e["name"]] += e.get("dur", 0) / calls / 1e3
+  kinds: Dict[str, float] = collections.Counter()
+  for name, ms in per_op.items():
+    opcode, shape, op_name = info[name]
+    kinds[_op_kind(name, opcode, shape, op_name)
+          or "other (batch norm, ReLU, loss, reductions)"] += ms
+  return {"depth": depth, "batch": batch, "total_ms": sum(per_op.values()),
+          "kinds_ms": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+          "top_ops": [{"op": n, "ms": ms, "hlo": info[n][0], "shape": info[n][1],
+                       "op_name": info[n][2]} for n, ms in per_op.most_common(12)]}
+
+
+def transpose_costs(batch: int, repeats: int) -> dict:
+  """ms of the kernel gradient's layout change of one first-stage activation
+  ``[B, 32, 32, 16] -> [16, 32, 32, B]``: alone, and fused with the batch norm + ReLU that
+  produced it (what XLA compiles in the ResNet's gradient)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(batch, 32, 32, 16)), jnp.float32)
+  mean, scale, bias = (jnp.asarray(rng.normal(size=(16,)), jnp.float32) for _ in range(3))
+  plain = jax.jit(lambda x: jnp.transpose(x, (3, 1, 2, 0)))
+  fused = jax.jit(lambda x, m, s, b: jnp.transpose(jnp.maximum((x - m) * s + b, 0.0),
+                                                   (3, 1, 2, 0)))
+  times = collections.defaultdict(list)
+  for _ in range(repeats):
+    times["plain_ms"].append(statistics.median(_time(plain, (x,), 5)))
+    times["fused_ms"].append(statistics.median(_time(fused, (x, mean, scale, bias), 5)))
+  return {"shape": f"{batch}×32×32×16", **{k: statistics.median(v)
+                                          for k, v in times.items()}}
+
+
+def kernel_gradient_candidates(batch: int, repeats: int) -> List[dict]:
+  """ms of each candidate kernel gradient for the ResNet's stride-1 3×3 shapes."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jax import lax  # pylint: disable=import-outside-toplevel
+  dn = ("NHWC", "HWIO", "NHWC")
+  rows = []
+  for size, c, o in ((32, 3, 16), (32, 16, 16), (16, 32, 32), (8, 64, 64)):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(batch, size, size, c)), jnp.float32)
+    dy = jnp.asarray(rng.normal(size=(batch, size, size, o)), jnp.float32)
+    k0 = jnp.zeros((3, 3, c, o), jnp.float32)
+
+    def conv(x, k):
+      return lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
+                                      dimension_numbers=dn)
+
+    def xla(x, dy):
+      return jax.vjp(lambda k: conv(x, k), k0)[1](dy)[0]
+
+    def im2col(x, dy, c=c, o=o):
+      p = lax.conv_general_dilated_patches(x, (3, 3), (1, 1), ((1, 1), (1, 1)),
+                                           dimension_numbers=dn)  # [B, H, W, C*9]
+      g = p.reshape(-1, p.shape[-1]).T @ dy.reshape(-1, o)
+      return g.reshape(c, 3, 3, o).transpose(1, 2, 0, 3)
+
+    def shifted_matmuls(x, dy, size=size):
+      xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+      return jnp.stack([jnp.stack([
+          jnp.einsum("bhwc,bhwo->co", xp[:, i:i + size, j:j + size], dy)
+          for j in range(3)]) for i in range(3)])
+
+    fns = {"xla": jax.jit(xla), "im2col": jax.jit(im2col),
+           "shifted_matmuls": jax.jit(shifted_matmuls)}
+    ref = np.asarray(fns["xla"](x, dy), np.float64)
+    scale = float(np.abs(ref).max())
+    row = {"shape": f"{batch}×{size}×{size}, {c}→{o}"}
+    for name, fn in fns.items():
+      err = float(np.abs(np.asarray(fn(x, dy), np.float64) - ref).max()) / scale
+      if err > 1e-4:  # float32 sums of B·H·W = 1e5 products: ~1e-6 relative
+        row[name] = {"status": f"failed: max error {err:.1e} of the largest entry"}
+        continue
+      row[name] = {"rel_err": err}
+    times = collections.defaultdict(list)
+    for _ in range(repeats):  # alternating blocks
+      for name, fn in fns.items():
+        if "status" not in row[name]:
+          times[name].append(statistics.median(_time(fn, (x, dy), 3)))
+    for name, t in times.items():
+      row[name]["ms"] = statistics.median(t)
+    rows.append(row)
+  return rows
+
+
+# ------------------------------------------------------------ one process per setting
+
+
+def _worker(args) -> int:
+  (threads,) = args.threads
+  pinned = _pin(threads)
+  import jax  # pylint: disable=import-outside-toplevel
+  out = {"header": {"threads": threads, "pinned_cpus": pinned, "jax": jax.__version__,
+                    "xla_flags": os.environ.get("XLA_FLAGS", "")},
+         "ratios": [], "profiles": [], "candidates": []}
+  for depth in args.depths:
+    _log(f"[threads={threads}] ResNet-{depth}: gradient ÷ forward")
+    out["ratios"].append(gradient_ratio(depth, args.batch, args.repeats))
+    if threads != 1:  # with a pool, thunk events overlap and Eigen's run elsewhere
+      continue
+    _log(f"[threads={threads}] ResNet-{depth}: profile of the gradient")
+    try:
+      out["profiles"].append(gradient_profile(depth, args.batch))
+    except Exception as e:  # pylint: disable=broad-except
+      out["profiles"].append({"depth": depth, "status": f"failed: {e}"})
+  out["transpose"] = transpose_costs(args.batch, args.repeats)
+  _log(f"[threads={threads}] candidate kernel gradients")
+  out["candidates"] = kernel_gradient_candidates(args.batch, args.repeats)
+  out["header"]["load_avg_1min_end"] = os.getloadavg()[0]
+  with open(args.json, "w") as f:
+    json.dump(out, f, indent=2)
+  return 0
+
+
+def run(threads: Sequence[int] = (1, 2), depths: Sequence[int] = (8,), batch: int = 128,
+        repeats: int = 7) -> dict:
+  """Every thread count in its own subprocess; ``{"runs": [...]}``."""
+  runs = []
+  for n in threads:
+    with tempfile.TemporaryDirectory(prefix="bench-conv-grad-") as tmp:
+      path = os.path.join(tmp, "out.json")
+      cmd = [sys.executable, "-m", "tools.bench.conv_grad", "--_worker", "--threads",
+             str(n), "--depths", *map(str, depths), "--batch", str(batch), "--repeats",
+             str(repeats), "--json", path]
+      env = worker_env(n)
+      env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)  # time the optimised programs
+      proc = subprocess.run(cmd, env=env, cwd=str(REPO), check=False)
+      if proc.returncode == 0 and os.path.exists(path):
+        with open(path) as f:
+          runs.append(json.load(f))
+        continue
+    runs.append({"header": {"threads": n,
+                            "error": f"worker exited with {proc.returncode}"}})
+  return {"runs": runs}
+
+
+def format_tables(result: dict) -> str:
+  lines = ["| threads | model (batch) | forward ms | gradient ms | "
+           "gradient ÷ forward (min / median / max) |", "|---:|---|---:|---:|---|"]
+  for run_ in result["runs"]:
+    t = run_["header"]["threads"]
+    for r in run_.get("ratios", []):
+      lines.append(f"| {t} | ResNet-{r['depth']} ({r['batch']}) | {r['forward_ms']:.1f} | "
+                   f"{r['gradient_ms']:.1f} | {r['ratio_min']:.2f} / "
+                   f"**{r['ratio_median']:.2f}** / {r['ratio_max']:.2f} |")
+  lines += ["", "| threads | model | kind of op in the gradient | ms | share |",
+            "|---:|---|---|---:|---:|"]
+  for run_ in result["runs"]:
+    t = run_["header"]["threads"]
+    for p in run_.get("profiles", []):
+      if "kinds_ms" not in p:
+        lines.append(f"| {t} | ResNet-{p['depth']} | {p.get('status')} | | |")
+        continue
+      for kind, ms in p["kinds_ms"].items():
+        lines.append(f"| {t} | ResNet-{p['depth']} | {kind} | {ms:.1f} | "
+                     f"{100 * ms / p['total_ms']:.0f} % |")
+  lines += ["", "| threads | activation | transpose alone (ms) | fused with batch norm + "
+            "ReLU (ms) |", "|---:|---|---:|---:|"]
+  for run_ in result["runs"]:
+    tr = run_.get("transpose")
+    if tr:
+      lines.append(f"| {run_['header']['threads']} | {tr['shape']} | {tr['plain_ms']:.2f} | "
+                   f"{tr['fused_ms']:.2f} |")
+  lines += ["", "| threads | kernel gradient of | " + " | ".join(CANDIDATES)
+            + " (ms) |", "|---:|---|" + "---:|" * len(CANDIDATES)]
+  for run_ in result["runs"]:
+    t = run_["header"]["threads"]
+    for r in run_.get("candidates", []):
+      cells = [f"{r[c]['ms']:.2f}" if "ms" in r[c] else r[c].get("status", "")
+               for c in CANDIDATES]
+      lines.append(f"| {t} | {r['shape']} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m tools.bench.conv_grad",
+                                   description=__doc__.split("\n")[0])
+  parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+  parser.add_argument("--depths", nargs="+", type=int, default=[8])
+  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--json", default=None)
+  parser.add_argument("--markdown", default=None)
+  parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args._worker:  # pylint: disable=protected-access
+    return _worker(args)
+  for name in ("batch", "repeats"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name} must be >= 1")
+  result = run(args.threads, args.depths, args.batch, args.repeats)
+  table = format_tables(result)
+  print(table)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+  if args.markdown:
+    with open(args.markdown, "w") as f:
+      f.write(f"`python -m tools.bench.conv_grad {' '.join(argv or sys.argv[1:])}`\n\n"
+              + table + "\n")
+  return 0 if all("error" not in r["header"] for r in result["runs"]) else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
