@@ -28,7 +28,8 @@ import dataclasses
 
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
-from jaxloss.monitors.checks_predictions import (check_eval_deterministic,
+from jaxloss.monitors.checks_predictions import (check_class_starved,
+                                                 check_eval_deterministic,
                                                  check_prediction_collapse,
                                                  check_stage_expectations)
 from jaxloss.monitors.checks_terms import (check_initial_loss, check_term_saturated,
@@ -46,7 +47,8 @@ from jaxloss.monitors.stream import (CODES, CONFIG_KEYS, INTENTS,  # noqa: F401
 MONITORS: tuple[Callable[[_Run], list[Finding]], ...] = (
     check_initial_loss, check_diverged, check_non_finite, check_grad_explosion, check_grad_vanishing,
     check_clipping, check_not_learning, check_oscillating, check_term_stalled,
-    check_term_saturated, check_prediction_collapse, check_eval_deterministic,
+    check_term_saturated, check_prediction_collapse, check_class_starved,
+    check_eval_deterministic,
     check_stage_expectations,
 )
 
@@ -85,7 +87,7 @@ def diagnose(events: Sequence[Mapping], thresholds: Optional[Mapping] = None
 DIVERGENCE_SYMPTOMS = ("non_finite", "grad_explosion", "grad_vanishing",
                        "clipping_every_step", "not_learning", "loss_oscillating",
                        "term_stalled", "term_saturated", "prediction_collapse",
-                       "stage_expectation")
+                       "class_starved", "stage_expectation")
 
 
 def reconcile(findings: Sequence[Finding], run: Optional[_Run] = None

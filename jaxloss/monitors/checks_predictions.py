@@ -1,5 +1,5 @@
 """Checks of the predictions: collapse onto one class (judged against the data's own
-shares), non-deterministic evaluation, curriculum stages that do not do what they say.
+shares), classes the model stops predicting, non-deterministic evaluation, curriculum stages that do not do what they say.
 """
 
 from __future__ import annotations
@@ -130,6 +130,71 @@ def check_prediction_collapse(run: _Run) -> list[Finding]:
                       "gamma on the tagger, and check the tag masks.")
           out.append(Finding("prediction_collapse", "error", e0["step"], msg, advice,
                              subject=f"{name}/non_o/{split}", until=ep[-1]["step"]))
+  return out
+
+
+def check_class_starved(run: _Run) -> list[Finding]:
+  """``class_starved`` (warning): at the end of a finished run, averaged over its last
+  ``collapse_patience`` evaluations, a class of a head that is at least
+  ``starved_min_share`` of the labels gets less than ``starved_ratio`` of its real share
+  of the predictions (``p_c < starved_ratio · r_c``, ``r`` the evaluated split's
+  ``label_share/<head>`` where given, else the training labels' shares): the model has
+  all but stopped predicting it, the failure that a class-balanced metric (UAR, macro
+  F1) shows and accuracy hides. Judged at the end only, because a curriculum's first
+  stage may starve the tail on purpose and later stages lift it. One finding per head
+  names every starved class; a head that collapsed (``prediction_collapse`` on the same
+  evaluations) is left to that finding."""
+  if not run.finished:
+    return []
+  patience = max(int(run.th["collapse_patience"]), 1)
+  ratio, min_share = float(run.th["starved_ratio"]), float(run.th["starved_min_share"])
+  collapse_ratio = float(run.th["collapse_others_ratio"])
+  out = []
+  for name in run.meta.get("heads") or {}:
+    key = f"pred_share/{name}"
+    evals = [e for e in run.test if e.get(key) is not None][-patience:]
+    if len(evals) < patience:
+      continue
+    preds, reals = [], []
+    for e in evals:
+      real, pred = _real_shares(run, name, e), e[key]
+      if real is None or len(real) != len(pred):
+        break
+      top = int(np.argmax(pred))
+      if _crowds_out(float(pred[top]), float(real[top]), collapse_ratio):
+        break  # a collapse: prediction_collapse names it
+      preds.append(np.asarray(pred, np.float64))
+      reals.append(np.asarray(real, np.float64))
+    if len(preds) < patience:
+      continue
+    # Means over the last evaluations: one evaluation's few predictions of a small
+    # class are noisy (3 against 2 of 300 moves the share by a third).
+    pred, real = np.mean(preds, axis=0), np.mean(reals, axis=0)
+    starved = [c for c in range(len(real))
+               if real[c] >= min_share and pred[c] < ratio * real[c]]
+    if not starved:
+      continue
+    last = evals[-1]
+    names = (run.meta.get("class_names") or {}).get(name)
+    parts = [f"{names[c] if names and c < len(names) else c} gets {_pct(pred[c])} of the "
+             f"predictions against {_pct(real[c])} of the labels "
+             f"({100 * pred[c] / real[c]:.3g}% of its share)" for c in starved]
+    what = "class" if len(starved) == 1 else "classes"
+    msg = (f"head {name} (test): {what} {'; '.join(parts)} on the last "
+           f"{len(evals)} evaluations ({_steps_text(evals)}, the end of training; "
+           f"threshold {_pct(ratio)} of the share)")
+    knob_text = ""
+    if last.get("tau") is not None or last.get("class_weight_cap") is not None:
+      knob_text = (f" The last stage had class_weight_cap "
+                   f"{_num(last.get('class_weight_cap'))}, tau {_num(last.get('tau'))}: "
+                   "raise them, or end on a stage that does not cool them to 0.")
+    advice = ("The model has all but stopped predicting these classes: give them more "
+              "weight, with class weights from the counts (inverse or square-root "
+              "inverse frequency), logit adjustment (tau 1, Menon et al.), a "
+              "class-balanced sampler or a deferred re-weighting (LDAM-DRW); then check "
+              f"their recall, not only accuracy.{knob_text}")
+    out.append(Finding("class_starved", "warning", evals[0]["step"], msg, advice,
+                       subject=f"{name}/test", until=last["step"]))
   return out
 
 

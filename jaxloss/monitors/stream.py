@@ -16,8 +16,8 @@ SEVERITIES = ("error", "warning", "info")
 
 CODES = ("loss_diverged", "non_finite", "grad_explosion", "grad_vanishing", "clipping_every_step",
          "not_learning", "loss_oscillating", "term_stalled", "term_saturated",
-         "prediction_collapse", "initial_loss_off", "eval_nondeterministic",
-         "stage_expectation")
+         "prediction_collapse", "class_starved", "initial_loss_off",
+         "eval_nondeterministic", "stage_expectation")
 
 # name -> (default, meaning). Windows count log periods (train events).
 THRESHOLDS: dict[str, tuple[Any, str]] = {
@@ -54,6 +54,10 @@ THRESHOLDS: dict[str, tuple[Any, str]] = {
                                    "or above this is collapse"),
     "collapse_grace": (0.1, "share of the total steps ignored by prediction_collapse"),
     "collapse_patience": (2, "consecutive log periods of collapse"),
+    "starved_ratio": (0.1, "class_starved: at the end of training a class gets less than "
+                           "this fraction of its real share of the predictions"),
+    "starved_min_share": (0.01, "class_starved: only classes at least this share of the "
+                                "labels (rarer ones are left to the metrics)"),
     "initial_loss_tolerance": (0.25, "relative distance of the first loss from ln C"),
     "eval_tolerance": (0.0, "largest difference allowed between repeated evaluations"),
     "stage_evals": (3, "evaluations averaged at each end of a stage"),

@@ -102,8 +102,8 @@ def test_every_code_has_tests_below():
   assert set(CODES) == {
       "loss_diverged", "non_finite", "grad_explosion", "grad_vanishing", "clipping_every_step",
       "not_learning", "loss_oscillating", "term_stalled", "term_saturated",
-      "prediction_collapse", "initial_loss_off", "eval_nondeterministic",
-      "stage_expectation"}
+      "prediction_collapse", "class_starved", "initial_loss_off",
+      "eval_nondeterministic", "stage_expectation"}
 
 
 def test_healthy_stream_has_no_findings():
@@ -700,6 +700,93 @@ def test_prediction_collapse_tagger_grace():
   events = collapse_stream([0.2] * 7, meta=TAGGER,
                            fields={"non_o_share/tags": [0.0] * 5 + [0.3, 0.3]})
   assert only(diagnose(events), "prediction_collapse") == []
+
+
+# --- class_starved ----------------------------------------------------------------------
+
+# Ten classes; class 9 is 5 % of the labels.
+STARVE_REAL = [0.1] * 9 + [0.05]
+STARVE_REAL = [r / sum(STARVE_REAL) for r in STARVE_REAL]
+
+
+def starve_stream(preds, *, real=STARVE_REAL, steps=None, n_train=7, meta=None,
+                  test_fields=None):
+  """Train periods of a healthy run (400 steps in all unless ``n_train`` reaches
+  further) and one evaluation per prediction-share vector in ``preds``."""
+  steps = steps or [400 - 100 * (len(preds) - 1 - i) for i in range(len(preds))]
+  tests = [{"step": s, "pred_share/class": list(p), "label_share/class": list(real),
+            "top_share/class": max(p), "top_class/class": list(p).index(max(p)),
+            **(test_fields or {})} for s, p in zip(steps, preds)]
+  return make_stream([2.0 - 0.1 * i for i in range(n_train)],
+                     meta={"total_steps": 400, **(meta or {})}, tests=tests)
+
+
+def _starving(p9):
+  """Predictions giving class 9 the share ``p9``, the rest spread over classes 0-8."""
+  return [(1 - p9) / 9] * 9 + [p9]
+
+
+def test_class_starved_fires_at_the_end_of_training():
+  r9 = STARVE_REAL[9]
+  # Class 9 at 0.4 % of the predictions against 5.3 % of the labels (7.6 % of its
+  # share < 10 %) on the last two evaluations.
+  events = starve_stream([_starving(0.05), _starving(0.004), _starving(0.004)],
+                         meta={"class_names": {"class": [str(i) for i in range(10)]}})
+  f = the(diagnose(events), "class_starved")
+  assert (f.severity, f.step, f.until, f.subject) == ("warning", 300, 400, "class/test")
+  assert f.message == (f"head class (test): class 9 gets 0.4% of the predictions against "
+                       f"{100 * r9:.1f}% of the labels ({100 * 0.004 / r9:.3g}% of its "
+                       f"share) on the last 2 evaluations (over steps 300-400, the end "
+                       f"of training; threshold 10.0% of the share)")
+  assert "logit adjustment (tau 1" in f.advice
+
+
+def test_class_starved_names_every_starved_class_and_the_last_stage():
+  real = [0.3, 0.3, 0.2, 0.1, 0.1]
+  pred = [0.45, 0.45, 0.095, 0.005, 0.0]  # classes 3 and 4 starved, 2 at 48 % of share
+  f = the(diagnose(starve_stream([pred, pred], real=real,
+                                 test_fields={"tau": 0.0, "class_weight_cap": 1.0})),
+          "class_starved")
+  assert f.message.startswith("head class (test): classes 3 gets 0.5% of the predictions "
+                              "against 10.0% of the labels (5% of its share); 4 gets "
+                              "0.0% of the predictions against 10.0% of the labels (0% of "
+                              "its share) on the last 2 evaluations")
+  assert f.advice.endswith("The last stage had class_weight_cap 1, tau 0: raise them, "
+                           "or end on a stage that does not cool them to 0.")
+
+
+@pytest.mark.parametrize("preds,thresholds", [
+    ([_starving(0.006), _starving(0.006)], {}),      # 11 % of its share: above 10 %
+    ([_starving(0.0), _starving(0.012)], {}),        # the mean: 11 % of its share
+    ([_starving(0.0), _starving(0.05)], {}),         # recovered at the last evaluation
+    ([_starving(0.0), _starving(0.0), _starving(0.012)], {}),  # only the last 2 count
+    ([_starving(0.0)], {}),                          # one evaluation < patience 2
+    ([_starving(0.0), _starving(0.0)], {"starved_min_share": 0.06}),  # too rare to judge
+    ([_starving(0.004), _starving(0.004)], {"starved_ratio": 0.05}),  # 7.6 % > 5 %
+])
+def test_class_starved_quiet_near_miss(preds, thresholds):
+  assert only(diagnose(starve_stream(preds), thresholds=thresholds),
+              "class_starved") == []
+
+
+def test_class_starved_only_when_finished_and_not_on_a_collapse():
+  preds = [_starving(0.0), _starving(0.0)]
+  # The run is at step 400 of 800: a curriculum may still lift the class.
+  assert only(diagnose(starve_stream(preds, meta={"total_steps": 800})),
+              "class_starved") == []
+  # One class takes 96 % of the predictions: prediction_collapse's finding, not this.
+  collapsed = [[0.96] + [0.04 / 9] * 9] * 2
+  findings = diagnose(starve_stream(collapsed))
+  assert only(findings, "class_starved") == []
+  assert codes(only(findings, "prediction_collapse")) == ["prediction_collapse"]
+
+
+def test_class_starved_judged_against_training_shares_without_eval_shares():
+  events = starve_stream([_starving(0.0), _starving(0.0)],
+                         meta=_heads(STARVE_REAL))
+  for e in events:
+    e.pop("label_share/class", None)
+  assert the(diagnose(events), "class_starved").subject == "class/test"
 
 
 # Calibrated by the labels' own shares (issue 21): the cases measured on held-out data.

@@ -234,6 +234,21 @@ def test_recorded_divergence_is_one_incident_with_one_advice(variant):
               and g.code in monitors.checks.DIVERGENCE_SYMPTOMS]
 
 
+def test_recorded_erm_starves_the_rarest_digit():
+  """digits-LT (ρ = 25) with plain ERM (failures.py:no_rebalancing, the main job's data
+  and model): at the end the rarest digit, 9, gets about 1 % of the test predictions
+  against 10 % of the labels. That is one class_starved warning and nothing louder; the
+  four-stage curriculum of the main job, on the same data, is silent (above)."""
+  findings = monitors.diagnose(_recorded("no_rebalancing"))
+  loud = [f for f in findings if f.severity != "info"]
+  assert [(f.code, f.severity, f.subject) for f in loud] == [
+      ("class_starved", "warning", "class/test")]
+  assert loud[0].message.startswith("head class (test): class 9 gets ")
+  assert "against 10.0% of the labels" in loud[0].message
+  tests = [e for e in _recorded("no_rebalancing") if e["split"] == "test"]
+  assert tests[-1]["pred_share/class"][9] < 0.1 * tests[-1]["label_share/class"][9]
+
+
 @pytest.mark.parametrize("name, phrase", [
     ("nlu_all_entity", "(O almost never predicted)"),
     ("nlu_all_o", "(every token O)"),

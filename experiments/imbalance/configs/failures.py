@@ -40,6 +40,9 @@ EXPECTED = {
                      "dropout 0.3 left on in evaluation with a fresh key per call"),
     "tau_too_high": ("stage_expectation",
                      "logit adjustment tau x5 in every stage (aggressive tau 6)"),
+    "no_rebalancing": ("class_starved",
+                       "ERM: one plain stage, no class weights, logit adjustment or "
+                       "class-balanced sampling"),
 }
 VARIANTS = tuple(EXPECTED)
 
@@ -89,4 +92,6 @@ def get_config(arg=None):
     c.max_grad_norm = None
   elif variant == "logit_scale_too_low":
     c.logit_scale = 1e-5
+  elif variant == "no_rebalancing":
+    c.curriculum = "erm"
   return c
