@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,26 @@ TRAIN_INPUTS = ("auto", "device", "host")
 # The exit status of ``python -m experiments.run`` when the run's diagnosis has an error
 # (1 is a crash, 2 a config or data error); config.monitor.fail_on_error=False: 0.
 EXIT_DIAGNOSIS = 3
+
+
+def first_step_text(meta: Mapping, values: Mapping[str, float], who: str = ""
+                    ) -> Optional[str]:
+  """The line printed after the first step: its loss beside the loss of a model that
+  knows nothing (``meta["initial_reference"]``). A combined loss is shown term by term
+  (``term/<name>`` against each term's ``initial_reference``), because the weighted total
+  has no reference of its own. None when the recipe gives no reference."""
+  terms = [t for t in meta.get("terms") or []
+           if t.get("initial_reference") is not None and f"term/{t['name']}" in values]
+  if len(terms) > 1:
+    parts = [f"{t['name']} {_fmt(values['term/' + t['name']])} (at uniform outputs "
+             f"{t['initial_reference']:.4f}: {t.get('initial_reference_text', '')})"
+             for t in terms]
+    return f"first step: {who}loss {_fmt(values['loss'])}; " + "; ".join(parts)
+  ref = meta.get("initial_reference")
+  if ref is None:
+    return None
+  return (f"first step: {who}loss {_fmt(values['loss'])} (at uniform outputs {ref:.4f}: "
+          f"{meta.get('initial_reference_text', '')})")
 
 
 def _fmt(x, spec=".4f") -> str:
@@ -412,11 +432,10 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
                   for key, v in first.items() if key == "loss" or key.startswith("term/")}
         log.write({"step": 1, "split": "init",
                    "stage": compiled.names[compiled.stage_of(0)], **values})
-        ref = log.events[0].get("initial_reference")
-        if ref is not None:
-          who = f"member {k}: " if ensemble else ""
-          say(f"first step: {who}loss {_fmt(values['loss'])} (at uniform outputs "
-              f"{ref:.4f}: {log.events[0].get('initial_reference_text', '')})")
+        text = first_step_text(log.events[0], values,
+                               f"member {k}: " if ensemble else "")
+        if text:
+          say(text)
     epoch_end = step % steps_per_epoch == 0 or step == total_steps
     eval_point = eval_every is not None and (step % eval_every == 0 or step in boundaries)
     if epoch_end or eval_point:

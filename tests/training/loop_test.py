@@ -237,3 +237,25 @@ def test_tiny_recipe_reads_iris_as_scikit_learn_does():
   rest = np.setdiff1d(np.arange(len(y)), rows)
   np.testing.assert_array_equal(test["x"], x[rest])
   np.testing.assert_array_equal(test["label"], y[rest])
+
+
+def test_first_step_text_compares_each_term_with_its_own_reference():
+  from jaxloss.training.loop import first_step_text  # pylint: disable=g-import-not-at-top
+  meta = {"initial_reference": 0.6756,
+          "initial_reference_text": "the focal loss at uniform logits",
+          "terms": [{"name": "focal", "initial_reference": 0.6756,
+                     "initial_reference_text": "the focal loss at uniform logits"},
+                    {"name": "contrastive", "initial_reference": 3.4012,
+                     "initial_reference_text": "the SupCon chance level"}]}
+  values = {"loss": 1.5012, "term/focal": 0.6931, "term/contrastive": 3.3866}
+  # The weighted total (0.7 · focal + 0.3 · SupCon) is not set beside the focal term's
+  # reference, which would read as a first loss 2.2 times too high.
+  assert first_step_text(meta, values, "member 1: ") == (
+      "first step: member 1: loss 1.5012; focal 0.6931 (at uniform outputs 0.6756: the "
+      "focal loss at uniform logits); contrastive 3.3866 (at uniform outputs 3.4012: the "
+      "SupCon chance level)")
+  one = {"initial_reference": 1.3863, "initial_reference_text": "ln 4",
+         "terms": [{"name": "ce", "initial_reference": 1.3863}]}
+  assert first_step_text(one, {"loss": 1.3927, "term/ce": 1.3927}) == (
+      "first step: loss 1.3927 (at uniform outputs 1.3863: ln 4)")
+  assert first_step_text({}, {"loss": 2.0}) is None
