@@ -209,7 +209,9 @@ def check_eval_deterministic(run: _Run) -> list[Finding]:
   out = []
   for e in run.test:
     diff = e.get("eval_repeat_max_diff")
-    if diff is None or diff <= run.th["eval_tolerance"]:
+    # NaN: a stream written before NaN outputs compared equal to themselves (a
+    # diverged model's), which says nothing about determinism.
+    if diff is None or math.isnan(diff) or diff <= run.th["eval_tolerance"]:
       continue
     msg = (f"evaluating the same parameters twice at step {e['step']} gave different "
            f"outputs (max |difference| {diff:.4g})")

@@ -183,9 +183,19 @@ def _gather(tree):
 
 
 def _max_diff(a: dict, b: dict) -> float:
-  return float(max((np.max(np.abs(np.asarray(a[k], np.float64)
-                                  - np.asarray(b[k], np.float64)), initial=0.0)
-                    for k in a), default=0.0))
+  """The largest ``|a - b|`` between two evaluations of the same parameters, over every
+  output. A value repeated exactly counts 0, NaN at the same place included (a diverged
+  model's NaN outputs, twice, are deterministic); a place finite in one and not in the
+  other, or two different non-finite values, counts inf."""
+  worst = 0.0
+  for k in a:
+    x, y = np.asarray(a[k], np.float64), np.asarray(b[k], np.float64)
+    differs = ~((x == y) | (np.isnan(x) & np.isnan(y)))
+    if differs.any():
+      with np.errstate(invalid="ignore"):  # inf - inf
+        d = np.abs(x - y)[differs]
+      worst = max(worst, float(np.max(np.where(np.isfinite(d), d, np.inf))))
+  return worst
 
 
 def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,

@@ -941,6 +941,12 @@ def test_eval_nondeterministic_quiet_near_miss():
   # Tolerance raised to the difference: not above it.
   assert diagnose(make_stream(HEALTHY, tests=[REPEAT]),
                   thresholds={"eval_tolerance": 2.0}) == []
+  # NaN: an older stream's difference of a diverged model's NaN outputs (now 0).
+  assert diagnose(make_stream(HEALTHY, tests=[{**REPEAT,
+                                               "eval_repeat_max_diff": math.nan}])) == []
+  # inf: one evaluation finite where the other is not is a real difference.
+  assert codes(diagnose(make_stream(HEALTHY, tests=[{
+      **REPEAT, "eval_repeat_max_diff": math.inf}]))) == ["eval_nondeterministic"]
 
 
 # --- stage_expectation --------------------------------------------------------------

@@ -259,3 +259,18 @@ def test_first_step_text_compares_each_term_with_its_own_reference():
   assert first_step_text(one, {"loss": 1.3927, "term/ce": 1.3927}) == (
       "first step: loss 1.3927 (at uniform outputs 1.3863: ln 4)")
   assert first_step_text({}, {"loss": 2.0}) is None
+
+
+def test_eval_repeat_difference_treats_repeated_nan_as_equal():
+  from jaxloss.training.loop import _max_diff  # pylint: disable=g-import-not-at-top
+  nan, inf = float("nan"), float("inf")
+  a = {"probs": np.array([[0.2, nan], [inf, 0.5]]), "ids": np.array([3, 4])}
+  # The same outputs twice, NaN and inf included (a diverged model): deterministic.
+  assert _max_diff(a, {k: v.copy() for k, v in a.items()}) == 0.0
+  b = {"probs": np.array([[0.25, nan], [inf, 0.5]]), "ids": np.array([3, 4])}
+  assert _max_diff(a, b) == pytest.approx(0.05)
+  # NaN in one evaluation and a number in the other: as different as it gets.
+  c = {"probs": np.array([[0.2, 0.1], [inf, 0.5]]), "ids": np.array([3, 4])}
+  assert _max_diff(a, c) == inf
+  d = {"probs": np.array([[0.2, nan], [-inf, 0.5]]), "ids": np.array([3, 5])}
+  assert _max_diff(a, d) == inf
