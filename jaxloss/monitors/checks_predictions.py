@@ -1,5 +1,6 @@
 """Checks of the predictions: collapse onto one class (judged against the data's own
-shares), classes the model stops predicting, non-deterministic evaluation, curriculum stages that do not do what they say.
+shares), classes the model stops predicting, non-deterministic evaluation, curriculum
+stages that do not do what they say.
 """
 
 from __future__ import annotations
@@ -176,23 +177,33 @@ def check_class_starved(run: _Run) -> list[Finding]:
       continue
     last = evals[-1]
     names = (run.meta.get("class_names") or {}).get(name)
-    parts = [f"{names[c] if names and c < len(names) else c} gets {_pct(pred[c])} of the "
-             f"predictions against {_pct(real[c])} of the labels "
+    parts = [f"class {names[c] if names and c < len(names) else c} gets {_pct(pred[c])} "
+             f"of the predictions against {_pct(real[c])} of the labels "
              f"({100 * pred[c] / real[c]:.3g}% of its share)" for c in starved]
-    what = "class" if len(starved) == 1 else "classes"
-    msg = (f"head {name} (test): {what} {'; '.join(parts)} on the last "
-           f"{len(evals)} evaluations ({_steps_text(evals)}, the end of training; "
-           f"threshold {_pct(ratio)} of the share)")
-    knob_text = ""
-    if last.get("tau") is not None or last.get("class_weight_cap") is not None:
-      knob_text = (f" The last stage had class_weight_cap "
-                   f"{_num(last.get('class_weight_cap'))}, tau {_num(last.get('tau'))}: "
-                   "raise them, or end on a stage that does not cool them to 0.")
-    advice = ("The model has all but stopped predicting these classes: give them more "
-              "weight, with class weights from the counts (inverse or square-root "
-              "inverse frequency), logit adjustment (tau 1, Menon et al.), a "
-              "class-balanced sampler or a deferred re-weighting (LDAM-DRW); then check "
-              f"their recall, not only accuracy.{knob_text}")
+    msg = (f"head {name} (test): {'; '.join(parts)} on the last {len(evals)} "
+           f"evaluations ({_steps_text(evals)}, the end of training; threshold "
+           f"{_pct(ratio)} of the share)")
+    # Which way to push: a class that is rare in the training data needs more weight;
+    # one that is frequent there lost out to a re-weighting that is too strong.
+    train_shares = ((run.meta.get("heads") or {}).get(name) or {}).get("label_shares")
+    frequent = (train_shares is not None and len(train_shares) == len(real)
+                and all(train_shares[c] >= 1.0 / len(real) for c in starved))
+    knobs = next((e for e in reversed(run.train) if e.get("tau") is not None
+                  or e.get("class_weight_cap") is not None), None)
+    knob_text = "" if knobs is None else (
+        f" The last stage had class_weight_cap {_num(knobs.get('class_weight_cap'))}, "
+        f"tau {_num(knobs.get('tau'))}, sampler_mix {_num(knobs.get('sampler_mix'))}.")
+    if frequent:
+      advice = ("These are frequent classes in the training data, so the re-weighting "
+                "towards the rare ones is too strong: lower the logit adjustment tau, the "
+                "class-weight cap or the class-balanced sampler's share, or end with a "
+                f"stage that eases them.{knob_text}")
+    else:
+      advice = ("The model has all but stopped predicting these classes: give them more "
+                "weight, with class weights from the counts (inverse or square-root "
+                "inverse frequency), logit adjustment (tau 1, Menon et al.), a "
+                "class-balanced sampler or a deferred re-weighting (LDAM-DRW); then "
+                f"check their recall, not only accuracy.{knob_text}")
     out.append(Finding("class_starved", "warning", evals[0]["step"], msg, advice,
                        subject=f"{name}/test", until=last["step"]))
   return out

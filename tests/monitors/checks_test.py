@@ -710,7 +710,7 @@ STARVE_REAL = [r / sum(STARVE_REAL) for r in STARVE_REAL]
 
 
 def starve_stream(preds, *, real=STARVE_REAL, steps=None, n_train=7, meta=None,
-                  test_fields=None):
+                  test_fields=None, train_fields=None):
   """Train periods of a healthy run (400 steps in all unless ``n_train`` reaches
   further) and one evaluation per prediction-share vector in ``preds``."""
   steps = steps or [400 - 100 * (len(preds) - 1 - i) for i in range(len(preds))]
@@ -718,7 +718,8 @@ def starve_stream(preds, *, real=STARVE_REAL, steps=None, n_train=7, meta=None,
             "top_share/class": max(p), "top_class/class": list(p).index(max(p)),
             **(test_fields or {})} for s, p in zip(steps, preds)]
   return make_stream([2.0 - 0.1 * i for i in range(n_train)],
-                     meta={"total_steps": 400, **(meta or {})}, tests=tests)
+                     meta={"total_steps": 400, **(meta or {})}, tests=tests,
+                     fields={k: [v] * n_train for k, v in (train_fields or {}).items()})
 
 
 def _starving(p9):
@@ -744,15 +745,30 @@ def test_class_starved_fires_at_the_end_of_training():
 def test_class_starved_names_every_starved_class_and_the_last_stage():
   real = [0.3, 0.3, 0.2, 0.1, 0.1]
   pred = [0.45, 0.45, 0.095, 0.005, 0.0]  # classes 3 and 4 starved, 2 at 48 % of share
-  f = the(diagnose(starve_stream([pred, pred], real=real,
-                                 test_fields={"tau": 0.0, "class_weight_cap": 1.0})),
+  knobs = {"tau": 0.0, "class_weight_cap": 1.0, "sampler_mix": 0.0}
+  f = the(diagnose(starve_stream([pred, pred], real=real, train_fields=knobs)),
           "class_starved")
-  assert f.message.startswith("head class (test): classes 3 gets 0.5% of the predictions "
-                              "against 10.0% of the labels (5% of its share); 4 gets "
-                              "0.0% of the predictions against 10.0% of the labels (0% of "
-                              "its share) on the last 2 evaluations")
-  assert f.advice.endswith("The last stage had class_weight_cap 1, tau 0: raise them, "
-                           "or end on a stage that does not cool them to 0.")
+  assert f.message.startswith("head class (test): class 3 gets 0.5% of the predictions "
+                              "against 10.0% of the labels (5% of its share); class 4 "
+                              "gets 0.0% of the predictions against 10.0% of the labels "
+                              "(0% of its share) on the last 2 evaluations")
+  assert f.advice.startswith("The model has all but stopped predicting these classes")
+  assert f.advice.endswith("The last stage had class_weight_cap 1, tau 0, sampler_mix 0.")
+
+
+def test_class_starved_frequent_classes_blame_the_reweighting():
+  # Classes 3 and 4 are the training set's head (30 % each) but a too-strong logit
+  # adjustment leaves them 0.5 % / 0 % of the balanced test predictions.
+  real = [0.2] * 5
+  pred = [0.33, 0.33, 0.335, 0.005, 0.0]
+  train = [0.05, 0.15, 0.2, 0.3, 0.3]
+  f = the(diagnose(starve_stream([pred, pred], real=real, meta=_heads(train),
+                                 train_fields={"tau": 6.0, "class_weight_cap": 10.0,
+                                               "sampler_mix": 1.0})), "class_starved")
+  assert "class 3 gets 0.5%" in f.message and "class 4 gets 0.0%" in f.message
+  assert f.advice.startswith("These are frequent classes in the training data, so the "
+                             "re-weighting towards the rare ones is too strong")
+  assert f.advice.endswith("The last stage had class_weight_cap 10, tau 6, sampler_mix 1.")
 
 
 @pytest.mark.parametrize("preds,thresholds", [
