@@ -43,10 +43,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
-from tools.bench.encoder import REPO, _pin, worker_env
+from tools.bench.encoder import REPO, _pin, _time_blocks, worker_env
 
 CANDIDATES = ("xla", "im2col", "shifted_matmuls")
 
@@ -55,16 +54,18 @@ def _log(msg: str) -> None:
   print(msg, file=sys.stderr, flush=True)
 
 
-def _time(fn, args, n: int) -> List[float]:
-  """``n`` timed calls of ``fn(*args)`` (after one untimed call), in ms."""
+def _blocks(fns: Dict[str, Callable], args: Sequence, steps: int, repeats: int
+            ) -> Dict[str, List[float]]:
+  """ms per call of each ``fn(*args)`` in ``repeats`` alternating blocks of ``steps``
+  calls (``tools.bench.encoder._time_blocks``), after one untimed call each; a
+  candidate that raises is dropped."""
   import jax  # pylint: disable=import-outside-toplevel
-  jax.block_until_ready(fn(*args))
-  out = []
-  for _ in range(n):
-    t0 = time.perf_counter()
+  calls = {}
+  for name, fn in fns.items():
     jax.block_until_ready(fn(*args))
-    out.append((time.perf_counter() - t0) * 1e3)
-  return out
+    calls[name] = lambda fn=fn: jax.block_until_ready(fn(*args))
+  times, _ = _time_blocks(calls, steps, repeats)
+  return times
 
 
 def _resnet_programs(depth: int, batch: int):
@@ -91,10 +92,8 @@ def _resnet_programs(depth: int, batch: int):
 def gradient_ratio(depth: int, batch: int, repeats: int) -> dict:
   """Forward and gradient ms (medians of ``repeats`` alternating blocks of 5 calls)."""
   fwd, grad, params = _resnet_programs(depth, batch)
-  f_ms, g_ms = [], []
-  for _ in range(repeats):
-    f_ms.append(statistics.median(_time(fwd, (params,), 5)))
-    g_ms.append(statistics.median(_time(grad, (params,), 5)))
+  times = _blocks({"forward": fwd, "gradient": grad}, (params,), 5, repeats)
+  f_ms, g_ms = times["forward"], times["gradient"]
   ratios = [g / f for f, g in zip(f_ms, g_ms)]
   return {"depth": depth, "batch": batch, "forward_ms": statistics.median(f_ms),
           "gradient_ms": statistics.median(g_ms), "ratio_min": min(ratios),
@@ -174,13 +173,11 @@ def transpose_costs(batch: int, repeats: int) -> dict:
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(batch, 32, 32, 16)), jnp.float32)
   mean, scale, bias = (jnp.asarray(rng.normal(size=(16,)), jnp.float32) for _ in range(3))
-  plain = jax.jit(lambda x: jnp.transpose(x, (3, 1, 2, 0)))
+  plain = jax.jit(lambda x, m, s, b: jnp.transpose(x, (3, 1, 2, 0)))
   fused = jax.jit(lambda x, m, s, b: jnp.transpose(jnp.maximum((x - m) * s + b, 0.0),
                                                    (3, 1, 2, 0)))
-  times = collections.defaultdict(list)
-  for _ in range(repeats):
-    times["plain_ms"].append(statistics.median(_time(plain, (x,), 5)))
-    times["fused_ms"].append(statistics.median(_time(fused, (x, mean, scale, bias), 5)))
+  times = _blocks({"plain_ms": plain, "fused_ms": fused}, (x, mean, scale, bias), 5,
+                  repeats)
   return {"shape": f"{batch}×32×32×16", **{k: statistics.median(v)
                                           for k, v in times.items()}}
 
@@ -229,11 +226,8 @@ def kernel_gradient_candidates(batch: int, repeats: int) -> List[dict]:
         row[name] = {"status": f"failed: max error {err:.1e} of the largest entry"}
         continue
       row[name] = {"rel_err": err}
-    times = collections.defaultdict(list)
-    for _ in range(repeats):  # alternating blocks
-      for name, fn in fns.items():
-        if "status" not in row[name]:
-          times[name].append(statistics.median(_time(fn, (x, dy), 3)))
+    times = _blocks({n: f for n, f in fns.items() if "status" not in row[n]}, (x, dy),
+                    3, repeats)
     for name, t in times.items():
       row[name]["ms"] = statistics.median(t)
     rows.append(row)
@@ -342,9 +336,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args._worker:  # pylint: disable=protected-access
     return _worker(args)
-  for name in ("batch", "repeats"):
-    if getattr(args, name) < 1:
-      parser.error(f"--{name} must be >= 1")
+  if args.batch < 1 or args.repeats < 1 or min(args.threads) < 1:
+    parser.error("--batch, --repeats and --threads must be >= 1")
   result = run(args.threads, args.depths, args.batch, args.repeats)
   table = format_tables(result)
   print(table)
