@@ -199,6 +199,20 @@ def test_parse_members():
   c.ensemble_focal_weights = "0.7,0.8"
   with pytest.raises(ValueError, match="needs the contrastive term"):
     absa.parse_members(c)
+  # One member of an ensemble alone: its own seed and weights.
+  c = visfd_absa.get_config()
+  c.ensemble_focal_weights = "0.7,0.8"
+  c.ensemble_member = 1
+  assert absa.parse_members(c) == [{"focal_weight": 0.8, "contrastive_weight": 0.2,
+                                    "seed": 1}]
+  for bad in (2, -2):
+    c.ensemble_member = bad
+    with pytest.raises(ValueError, match="config.ensemble_member must be -1"):
+      absa.parse_members(c)
+  c.ensemble_focal_weights = ""
+  c.ensemble_member = 0
+  with pytest.raises(ValueError, match="config.ensemble_member must be -1"):
+    absa.parse_members(c)
 
 
 def test_contrastive_reference_hand_worked():
@@ -309,3 +323,56 @@ def test_smoke_ensemble_writes_everything(smoke_run):
   # Embeddings of every member, [N, M, E].
   z = np.load(os.path.join(workdir, "embeddings", "epoch_2.npz"))
   assert z["embedding"].shape[1] == 2
+
+
+@needs_data
+def test_members_trained_alone_and_combined_equal_the_vmapped_ensemble(smoke_run, tfds_dir,
+                                                                       tmp_path, capsys):
+  """``config.ensemble_member = k`` trains the ensemble's member k (same seed, weights and
+  batch order), so ``experiments.absa.combine`` over the members' workdirs reproduces the
+  vmapped ensemble: the same saved probabilities and the same Dev-selected Test numbers."""
+  from experiments import recipes  # pylint: disable=g-import-not-at-top
+  from experiments.absa import combine  # pylint: disable=g-import-not-at-top
+  from tests.conftest import smoke_settings  # pylint: disable=g-import-not-at-top
+  workdir, summary = smoke_run("absa")
+  _, settings = smoke_settings("absa", tfds_dir)
+  alone = []
+  for k in (0, 1):
+    config = visfd_absa.get_config("smoke")
+    for name, v in settings.items():
+      config[name] = v
+    config.ensemble_member = k
+    alone.append(str(tmp_path / f"member_{k}"))
+    recipes.run(config, alone[-1])
+  for split in ("dev", "test"):
+    for epoch in (1, 2):
+      both = np.load(os.path.join(workdir, "predictions", f"{split}_epoch_{epoch}.npz"))
+      assert both["probs"].shape[1:] == (2, 10, 4) and both["probs"].dtype == np.float32
+      for k in (0, 1):
+        one = np.load(os.path.join(alone[k], "predictions", f"{split}_epoch_{epoch}.npz"))
+        np.testing.assert_array_equal(one["labels"], both["labels"])
+        # The same model, vmapped or not: XLA may batch the members' matrix products
+        # differently, which moves float32 probabilities by an ulp or two (6e-8 seen).
+        np.testing.assert_allclose(one["probs"][:, 0], both["probs"][:, k], atol=1e-6)
+  result = combine.combine(alone)
+  assert result["members"] == 2 and result["epochs"] == [1.0, 2.0]
+  assert result["selected_epoch"] == summary["selected_epoch"]
+  for key in ("aspect_f1", "sentiment_f1", "macro_f1_4class"):
+    assert result[key] == pytest.approx(summary[key], rel=1e-9), key
+  differences = result["config_differences"]
+  assert not differences, differences
+  assert [m["ensemble_member"] for m in result["member_fields"]] == [0, 1]
+  # The command line: a table, the JSON file, and clear refusals.
+  out = tmp_path / "ensemble.json"
+  assert combine.main([*alone, "--out", str(out)]) == 0
+  assert json.loads(out.read_text())["aspect_f1"] == result["aspect_f1"]
+  assert "Dev-selected epoch" in capsys.readouterr().out
+  assert combine.main([alone[0], alone[0]]) == 2
+  assert "named twice" in capsys.readouterr().err
+  with pytest.raises(ValueError, match="at least two workdirs"):
+    combine.combine(alone[:1])
+  with pytest.raises(FileNotFoundError, match="predictions"):
+    combine.combine([alone[0], str(tmp_path)])
+  # A vmapped ensemble's workdir brings all its members, so its member 0 is met twice.
+  with pytest.raises(ValueError, match="the same model twice"):
+    combine.combine([workdir, alone[0]])

@@ -21,7 +21,8 @@ beside them.
 Workdir: ``config.json``, ``vocab.json`` (the token ids every restart and evaluation
 use), ``metrics.jsonl`` (per member under ``member_<k>/`` for an ensemble, and the
 ensemble's own Dev/Test events at the top), ``diagnosis.json``, ``checkpoints/``,
-``embeddings/epoch_<e>.npz``, ``summary.json``, ``loss_relationship.png`` and
+``embeddings/epoch_<e>.npz``, ``predictions/<split>_epoch_<e>.npz`` (every Dev and Test
+evaluation's probabilities, per member: :func:`save_predictions`), ``summary.json``, ``loss_relationship.png`` and
 ``embedding_space_evolution.png``.
 """
 
@@ -66,10 +67,28 @@ def parse_members(config) -> list[dict]:
   (0 when None; None and 0 both mean no contrastive term, and 0 is the one a command
   line can give).
 
+  ``config.ensemble_member = k`` (default -1: all) keeps member k alone, with its own
+  weights and seed and the ensemble's batch order (keyed on ``config.seed``): the same
+  model the ensemble trains as member k, so members can be trained as separate jobs and
+  averaged afterwards (``python -m experiments.absa.combine``).
+
   Raises:
     ValueError: a weight outside ``[0, 1]`` or not a number; an ensemble with no
-      contrastive term configured (``config.contrastive_weight`` None or 0).
+      contrastive term configured (``config.contrastive_weight`` None or 0);
+      ``config.ensemble_member`` not -1 and not the index of a member.
   """
+  members = _all_members(config)
+  k = int(config.get("ensemble_member", -1))
+  if k == -1:
+    return members
+  if not 0 <= k < len(members) or not config.ensemble_focal_weights:
+    raise ValueError(f"config.ensemble_member must be -1 (all) or the index of a member "
+                     f"of config.ensemble_focal_weights={config.ensemble_focal_weights!r} "
+                     f"({len(members)} member(s)); got {k}")
+  return [members[k]]
+
+
+def _all_members(config) -> list[dict]:
   raw = config.ensemble_focal_weights
   if isinstance(raw, str):
     parts = [p.strip() for p in raw.split(",") if p.strip()]
@@ -191,7 +210,7 @@ def uniform_logit_loss(labels: np.ndarray, alpha: np.ndarray | None, gamma: floa
 
 # --- Evaluation ---------------------------------------------------------------------------
 
-def _absa_eval_report(labels: np.ndarray, probs: np.ndarray) -> dict:
+def eval_report(labels: np.ndarray, probs: np.ndarray) -> dict:
   """Metrics of ``probs [N, A, C]`` against ``labels [N, A]`` (host)."""
   predictions = probs.argmax(-1)
   report = metrics_lib.absa_report(labels, predictions)
@@ -212,6 +231,23 @@ def _absa_eval_report(labels: np.ndarray, probs: np.ndarray) -> dict:
     report["top_class/polarity"] = int(pshare.argmax())
   report["score"] = (report["aspect_f1"] + report["sentiment_f1"]) / 2
   return report
+
+
+def save_predictions(workdir: str, split: str, epoch: float, step: int,
+                     labels: np.ndarray, member_probs: list) -> str:
+  """Writes ``predictions/<split>_epoch_<epoch>.npz``: ``probs`` float32 ``[N, M, A, C]``
+  (each member's class probabilities), ``labels`` int ``[N, A]``, ``epoch``, ``step``;
+  written to a temporary name and renamed, so a reader never sees half a file.
+  Returns the path."""
+  out_dir = os.path.join(workdir, "predictions")
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, f"{split}_epoch_{epoch:g}.npz")
+  tmp = path + ".tmp.npz"
+  np.savez_compressed(tmp, probs=np.stack([np.asarray(p, np.float32) for p in member_probs],
+                                          axis=1),
+                      labels=np.asarray(labels), epoch=float(epoch), step=int(step))
+  os.replace(tmp, path)
+  return path
 
 
 def _shares(labels: np.ndarray, num_classes: int) -> list[float]:
@@ -411,6 +447,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
 
   def on_evaluation(workdir, step, epoch, split, outputs, last) -> None:
     e_int = int(round(epoch))
+    save_predictions(workdir, split, epoch, step, splits[split]["labels"],
+                     [o["probs"] for o in outputs])
     if split == "test" and last and attended:
       attention_report.update(attended_tokens(test_labels, outputs[0]["attended_token"],
                                               token_text))
@@ -522,7 +560,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
 
   def ensemble(split, outputs) -> dict:
     probs = np.mean(np.stack([o["probs"] for o in outputs]), axis=0)
-    return _absa_eval_report(splits[split]["labels"], probs)
+    return eval_report(splits[split]["labels"], probs)
 
   knob_names = ("focal_weight", "contrastive_weight")
   return Recipe(
@@ -532,7 +570,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
       input_keys=inputs, eval_input_keys=inputs, init=init,
       objective=loss_fn, curriculum=curriculum, compiled=compiled,
       batch_size=config.batch_size, num_epochs=config.num_epochs, predict=predict,
-      evaluate=lambda split, out: _absa_eval_report(splits[split]["labels"],
+      evaluate=lambda split, out: eval_report(splits[split]["labels"],
                                                     out["probs"]),
       meta=meta, summarize=summarize, seed=config.seed, sampler=sampler,
       max_grad_norm=config.max_grad_norm, monitor=monitor_spec,

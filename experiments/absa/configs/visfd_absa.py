@@ -7,6 +7,8 @@ Run (from the repository root):
       --config.focal_weight=0.8 --config.contrastive_weight=0.2
   python -m experiments.run --config=experiments/absa/configs/visfd_absa.py \\
       --config.ensemble_focal_weights=0.7,0.8      # two members, one vmapped step
+  python -m experiments.run --config=experiments/absa/configs/visfd_absa.py:e5 \\
+      --config.ensemble_member=1 --workdir=...     # member 1 alone, as its own job
 
 Variants: ``focal_supcon`` (default: focal 0.7 + SupCon 0.3), ``focal`` (focal alone),
 ``ce`` (plain per-aspect cross-entropy, no contrastive term) and ``smoke`` (a few hundred
@@ -89,6 +91,10 @@ def get_config(arg=None):
   # Ensemble: member k has focal weight w_k, contrastive weight 1 - w_k and seed
   # seed + k, all trained in one vmapped step; e.g. "0.7,0.8". Empty: one model.
   c.ensemble_focal_weights = ""
+  # Train only member k of that ensemble (its seed, weights and the ensemble's batch
+  # order), to average separately trained members afterwards with
+  # `python -m experiments.absa.combine`; -1: every member.
+  c.ensemble_member = -1
 
   # A pretrained encoder instead of the BiLSTM (None: the BiLSTM above); reviews are
   # at most 256 sub-words (p99 149).
