@@ -36,6 +36,27 @@ def test_bare_step_lowers_the_loss_on_its_batch():
   assert losses[-1] < 0.7 * info["loss"], losses  # measured: 2.36 -> 1.39
 
 
+def test_bare_step_with_dropout_draws_new_masks_each_step():
+  """The ``jaxloss bare + dropout`` contender (the recipe step's like-for-like reference):
+  the text BiLSTM at the recipe's dropout rate, one PRNG split a step."""
+  config = vs_torch.workload_config("bilstm")
+  assert config.dropout_rate > 0
+  off = vs_torch._model_and_batch(config)  # pylint: disable=protected-access
+  on = vs_torch._model_and_batch(config, dropout=True)  # pylint: disable=protected-access
+  assert (off[0].dropout_rate, on[0].dropout_rate) == (0.0, config.dropout_rate)
+  step, (params, stats, opt_state, key, x, y) = vs_torch.bare_program(
+      config, *on, dropout=True)
+  new_params, _, _, new_key, loss = step(params, stats, opt_state, key, x, y)
+  assert not np.array_equal(np.asarray(new_key), np.asarray(key))
+  # Same weights and batch, masks from the next key: another loss; without dropout, the
+  # loss is a pure function of the weights (the plain bare step's).
+  *_, loss_next = step(params, stats, opt_state, new_key, x, y)
+  assert np.isfinite(float(loss)) and float(loss) != float(loss_next)
+  plain, (p0, s0, o0, x0, y0) = vs_torch.bare_program(config, *off)
+  assert float(plain(p0, s0, o0, x0, y0)[-1]) == float(plain(p0, s0, o0, x0, y0)[-1])
+  del new_params
+
+
 def test_markdown_rows_and_ratios():
   row = {"workload": "digits_cnn", "model": "SmallCNN(32, 64)", "batch": 64,
          "threads": 1, "status": "ok"}
@@ -43,12 +64,15 @@ def test_markdown_rows_and_ratios():
       {**row, "contender": vs_torch.BARE, "ms": 4.0, "first_call_s": 2.0, "loss": 2.3},
       {**row, "contender": vs_torch.EAGER, "ms": 6.0, "first_call_s": 0.1,
        "ratio_min": 1.2, "ratio_median": 1.5, "ratio_max": 1.9, "loss_rel_diff": 1e-7},
-      {**row, "contender": vs_torch.COMPILED, "status": "failed: no compiler"}]}]}
+      {**row, "contender": vs_torch.COMPILED, "status": "failed: no compiler"},
+      {**row, "contender": vs_torch.STEP, "ms": 4.2, "ratio_min": 1.0,
+       "ratio_median": 1.05, "ratio_max": 1.1, "ratio_to": vs_torch.BARE_DROPOUT}]}]}
   table = vs_torch.markdown(result)
   lines = table.splitlines()
-  assert len(lines) == 5
+  assert len(lines) == 6
   assert "1.20 / **1.50** / 1.90" in lines[3] and "1.0e-07" in lines[3]
   assert "failed: no compiler" in lines[4]
+  assert "÷ jaxloss bare + dropout 1.05" in lines[5]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None,

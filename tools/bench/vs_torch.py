@@ -42,7 +42,11 @@ contenders:
 * ``jaxloss step`` (all but ``resnet32``): the recipe's real train step on its real
   data (``tools.bench.step``), as ``experiments.run`` compiles it. It adds, on the
   device, class-mix sampling (negative sampling for SASRec), augmentation, the
-  curriculum's knobs and the monitors' statistics.
+  curriculum's knobs and the monitors' statistics, and it keeps the model's dropout.
+* ``jaxloss bare + dropout`` (the text BiLSTM, SASRec, the joint NLU model): the bare
+  step with the recipe's dropout rates on, a PRNG key split once a step. The recipe's
+  step is compared with it (``step ÷ bare + dropout``), so that the ratio is what the
+  loop adds, not the model's dropout.
 
 Every call blocks until its result is ready (the steps of a loop depend on each other).
 The contenders take turns in blocks of ``--steps`` calls, reversing their order on every
@@ -86,6 +90,7 @@ from tools.bench.encoder import (REPO, _pin, _time_blocks, _why, prepare_contend
                                  worker_env)
 
 BARE, STEP, EAGER, COMPILED = "jaxloss bare", "jaxloss step", "torch eager", "torch.compile"
+BARE_DROPOUT = "jaxloss bare + dropout"
 WORKLOADS = {
     # name: (config module, variant, time the recipe's own step too)
     "digits_cnn": ("digits_lt", None, True),
@@ -137,8 +142,8 @@ def _text_vocab_and_batch(config, b: int):
           np.asarray(train["label"][:b]).astype(np.int32))
 
 
-def _sasrec_and_batch(config, rng, seed: int):
-  """SASRec (dropout off) and a batch of the first ``batch_size`` Games users:
+def _sasrec_and_batch(config, rng, seed: int, dropout: bool = False):
+  """SASRec (dropout off, or the recipe's with ``dropout``) and a batch of the first ``batch_size`` Games users:
   ``x = (negatives [B, K], seq [B, L], pos [B, L])`` with uniform negatives, as the
   recipe's step draws them; ``y`` is unused (the true item is candidate 0)."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -154,14 +159,14 @@ def _sasrec_and_batch(config, rng, seed: int):
                            dtype=np.int32)
   model = SASRec(num_items=num_items, max_len=int(config.max_len), hidden=int(config.hidden),
                  num_blocks=int(config.num_blocks), num_heads=int(config.num_heads),
-                 dropout_rate=0.0)
+                 dropout_rate=float(config.dropout_rate) if dropout else 0.0)
   variables = model.init(jax.random.PRNGKey(seed), negatives[:1], seq[:1], pos[:1],
                          train=False)
   return model, variables, (negatives, seq, pos), np.zeros((b,), np.int32)
 
 
-def _nlu_and_batch(config, seed: int):
-  """``JointNluModel`` (dropout and word dropout off) and the first ``batch_size`` SNIPS
+def _nlu_and_batch(config, seed: int, dropout: bool = False):
+  """``JointNluModel`` (dropout and word dropout off, or the recipe's with ``dropout``) and the first ``batch_size`` SNIPS
   training sentences as the recipe reads them: ``x = (ids [B, T], chars [B, T, W],
   lengths [B])``, ``y = (intent [B], tags [B, T])``, cut to the bucket of the longest
   sentence as the recipe's training batches are (``config.sequence_buckets``)."""
@@ -186,16 +191,20 @@ def _nlu_and_batch(config, seed: int):
       sentence_classes=(("intent", size("['intent_head']['bias']")),),
       embed_dim=int(config.embed_dim), char_embed_dim=int(config.char_embed_dim),
       char_features=size("['CharCNN_0']['Conv_0']['bias']"), hidden=int(config.hidden),
-      num_layers=int(config.num_layers), dropout_rate=0.0, word_dropout_rate=0.0)
+      num_layers=int(config.num_layers),
+      dropout_rate=float(config.dropout_rate) if dropout else 0.0,
+      word_dropout_rate=float(config.word_dropout_rate) if dropout else 0.0)
   variables = model.init(jax.random.PRNGKey(seed), *(a[:1] for a in x), train=False)
   return model, variables, x, y
 
 
-def _model_and_batch(config, seed: int = 0):
+def _model_and_batch(config, seed: int = 0, dropout: bool = False):
   """The flax model, its variables and one batch (numpy) of ``config``'s shapes. The
   batch ``x`` is an array, or a tuple of arrays for a text model (``ids``, ``lengths``:
-  real UIT-VSFC sentences). The text model's dropout is off, so that both sides compute
-  the same loss (the recipe's own step keeps its dropout)."""
+  real UIT-VSFC sentences). The text models' and SASRec's dropout is off, so that both
+  sides compute the same loss; ``dropout=True`` turns on the recipe's rates (the
+  ``jaxloss bare + dropout`` contender, against which the recipe's step, which keeps
+  its dropout, is compared)."""
   import jax  # pylint: disable=import-outside-toplevel
   from jaxloss.models.cnn import SmallCNN  # pylint: disable=import-outside-toplevel
   from jaxloss.models.resnet import CifarResNet  # pylint: disable=import-outside-toplevel
@@ -203,13 +212,14 @@ def _model_and_batch(config, seed: int = 0):
   rng = np.random.default_rng(seed)
   b = int(config.batch_size)
   if config.get("trainer") == "rerank":
-    return _sasrec_and_batch(config, rng, seed)
+    return _sasrec_and_batch(config, rng, seed, dropout)
   if config.get("trainer") == "nlu":
-    return _nlu_and_batch(config, seed)
+    return _nlu_and_batch(config, seed, dropout)
   if config.model == "bilstm":
     vocab_size, num_classes, x, y = _text_vocab_and_batch(config, b)
     model = TextClassifier(vocab_size, num_classes, embed_dim=config.embed_dim,
-                           hidden=config.hidden, dropout_rate=0.0)
+                           hidden=config.hidden,
+                           dropout_rate=float(config.dropout_rate) if dropout else 0.0)
     variables = model.init(jax.random.PRNGKey(seed), *(a[:1] for a in x), train=False)
     return model, variables, x, y
   if config.model == "resnet":
@@ -260,13 +270,15 @@ def jax_loss(outputs, y):
   return optax.softmax_cross_entropy_with_integer_labels(outputs, y).mean()
 
 
-def bare_program(config, model, variables, x, y):
+def bare_program(config, model, variables, x, y, dropout: bool = False):
   """``(step, args)``: ``jax.jit`` of one optimizer step (:func:`jax_loss`, its gradient,
   the batch-norm update where the model has batch norm, then the config's optimizer,
   :func:`optimizer_settings`) and its first arguments ``(params, stats, opt_state,
   inputs, y)`` as device arrays (``inputs`` a tuple of the model's inputs, ``stats``
   empty without batch norm); ``step(*args)`` returns ``(params, stats, opt_state,
-  loss)``."""
+  loss)``. With ``dropout`` (a model built with its dropout on) the arguments and the
+  results carry a PRNG key after ``opt_state``, split once a step for the dropout
+  masks."""
   import jax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from jaxloss.train_step import make_optimizer  # pylint: disable=import-outside-toplevel
@@ -274,11 +286,10 @@ def bare_program(config, model, variables, x, y):
   params, stats = variables["params"], variables.get("batch_stats", {})
   inputs = x if isinstance(x, tuple) else (x,)
 
-  @jax.jit
-  def step(params, stats, opt_state, inputs, y):
+  def step_body(params, stats, opt_state, inputs, y, rngs):
     def loss_fn(p):
       if not stats:  # no batch norm (the text models, SASRec)
-        outputs = model.apply({"params": p}, *inputs, train=True)
+        outputs = model.apply({"params": p}, *inputs, train=True, rngs=rngs)
         return jax_loss(outputs, y), {"batch_stats": stats}
       logits, new = model.apply({"params": p, "batch_stats": stats}, *inputs,
                                 train=True, mutable=["batch_stats"])
@@ -287,13 +298,24 @@ def bare_program(config, model, variables, x, y):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new["batch_stats"], opt_state, loss
 
-  return step, (params, stats, tx.init(params), jax.device_put(inputs), jax.device_put(y))
+  args = (params, stats, tx.init(params))
+  data = (jax.device_put(inputs), jax.device_put(y))
+  if not dropout:
+    return jax.jit(lambda *a: step_body(*a, rngs=None)), args + data
+
+  @jax.jit
+  def step(params, stats, opt_state, key, inputs, y):
+    key, sub = jax.random.split(key)
+    *new, loss = step_body(params, stats, opt_state, inputs, y, {"dropout": sub})
+    return (*new, key, loss)
+
+  return step, args + (jax.random.PRNGKey(0),) + data
 
 
-def _prepare_bare(config, model, variables, x, y):
+def _prepare_bare(config, model, variables, x, y, dropout: bool = False):
   """The bare step (:func:`bare_program`) and a call that runs it once."""
   import jax  # pylint: disable=import-outside-toplevel
-  step, (*carry, x, y) = bare_program(config, model, variables, x, y)
+  step, (*carry, x, y) = bare_program(config, model, variables, x, y, dropout)
   t = time.perf_counter()
   *carry, loss = step(*carry, x, y)
   jax.block_until_ready(loss)
@@ -408,7 +430,12 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
     prepare_contender(rows, calls, {**base, "contender": name}, make, f"{tag} {name}", log)
 
   prepare(BARE, lambda: _prepare_bare(config, model, variables, x, y))
+  has_dropout = kind in ("bilstm", "sasrec", "joint_nlu")
   if WORKLOADS[workload][2]:
+    if has_dropout:  # the recipe's step draws dropout masks: compare like with like
+      prepare(BARE_DROPOUT, lambda: _prepare_bare(config, *_model_and_batch(config,
+                                                                             dropout=True),
+                                                  dropout=True))
     prepare(STEP, lambda: _prepare_recipe_step(config))
   torch, missing = _import_torch() if use_torch else (None, "not asked for")
   if torch is not None:
@@ -430,15 +457,17 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
     if t:
       row.update(ms=statistics.median(t), min_ms=min(t), max_ms=max(t), times_ms=t)
   mine = times.get(BARE) or []
-  for name in (STEP, EAGER, COMPILED):
+  for name in (BARE_DROPOUT, STEP, EAGER, COMPILED):
     row, t = rows.get(name), times.get(name) or []
     if row is None:
       continue
-    ratios = [a / b for a, b in zip(t, mine)]
+    ref = BARE_DROPOUT if name == STEP and times.get(BARE_DROPOUT) else BARE
+    row["ratio_to"] = ref
+    ratios = [a / b for a, b in zip(t, times.get(ref) or [])]
     if ratios:
       row.update(ratio_min=min(ratios), ratio_median=statistics.median(ratios),
                  ratio_max=max(ratios))
-    if "loss" in row and "loss" in rows[BARE]:
+    if name in (EAGER, COMPILED) and "loss" in row and "loss" in rows[BARE]:
       row["loss_rel_diff"] = abs(row["loss"] - rows[BARE]["loss"]) / abs(rows[BARE]["loss"])
   return list(rows.values())
 
@@ -516,8 +545,9 @@ def markdown(result: dict) -> str:
                      f"{r['status']} | | | |")
         continue
       ratio = (f"{r['ratio_min']:.2f} / **{r['ratio_median']:.2f}** / {r['ratio_max']:.2f}"
-               if "ratio_median" in r and r["contender"] != STEP else
-               (f"step ÷ bare {r['ratio_median']:.2f}" if "ratio_median" in r else ""))
+               if "ratio_median" in r and r["contender"] in (EAGER, COMPILED) else
+               (f"÷ {r.get('ratio_to', BARE)} {r['ratio_median']:.2f}"
+                if "ratio_median" in r else ""))
       lines.append(
           f"| {r['workload']} ({r.get('model', '')}, batch {r.get('batch', '')}) | "
           f"{r['threads']} | {r['contender']} | {_fmt(r.get('ms'), '.2f')} | {ratio} | "
