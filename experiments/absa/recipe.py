@@ -548,7 +548,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
       lines.append(f"  {a['model']}: aspect F1 {100 * a['aspect_f1']:.2f}  sentiment F1 "
                    f"{100 * a['sentiment_f1']:.2f}")
     if summary.get("attended_tokens"):
-      lines.append("  most-attended token, Test reviews with the aspect (member 0): " +
+      k = int(config.get("ensemble_member", -1))
+      whose = " (member 0)" if len(members) > 1 else (f" (member {k})" if k >= 0 else "")
+      lines.append(f"  most-attended token, Test reviews with the aspect{whose}: " +
                    ", ".join(f"{a} {v['top'][0]['token']!r} {100 * v['top'][0]['share']:.0f}%"
                              for a, v in summary["attended_tokens"].items() if v["top"]))
     if summary["ensemble"]:
