@@ -22,8 +22,8 @@ Workdir: ``config.json``, ``vocab.json`` (the token ids every restart and evalua
 use), ``metrics.jsonl`` (per member under ``member_<k>/`` for an ensemble, and the
 ensemble's own Dev/Test events at the top), ``diagnosis.json``, ``checkpoints/``,
 ``embeddings/epoch_<e>.npz``, ``predictions/<split>_epoch_<e>.npz`` (every Dev and Test
-evaluation's probabilities, per member: :func:`save_predictions`), ``summary.json``, ``loss_relationship.png`` and
-``embedding_space_evolution.png``.
+evaluation's probabilities, per member: :func:`save_predictions`), ``summary.json``,
+``loss_relationship.png`` and ``embedding_space_evolution.png``.
 """
 
 from __future__ import annotations
@@ -572,8 +572,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
       input_keys=inputs, eval_input_keys=inputs, init=init,
       objective=loss_fn, curriculum=curriculum, compiled=compiled,
       batch_size=config.batch_size, num_epochs=config.num_epochs, predict=predict,
-      evaluate=lambda split, out: eval_report(splits[split]["labels"],
-                                                    out["probs"]),
+      evaluate=lambda split, out: eval_report(splits[split]["labels"], out["probs"]),
       meta=meta, summarize=summarize, seed=config.seed, sampler=sampler,
       max_grad_norm=config.max_grad_norm, monitor=monitor_spec,
       members=tuple(Member(seed=m["seed"], knobs={k: m[k] for k in knob_names},
