@@ -79,8 +79,8 @@ def _config(workdir: str) -> dict:
 
 def _members(config: dict) -> list[tuple]:
   """Each member of a run as ``(the rest of its config, seed, focal_weight,
-  contrastive_weight)``: equal tuples are the same model. No config: none known."""
-  if not config:
+  contrastive_weight)``: equal tuples are the same model. No ABSA config: none known."""
+  if "ensemble_focal_weights" not in config:  # no config.json, or not an ABSA run's
     return []
   rest = json.dumps({k: v for k, v in config.items()
                      if k not in MEMBER_FIELDS + ("ensemble_focal_weights",)},
