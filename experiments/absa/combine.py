@@ -37,6 +37,7 @@ import sys
 import ml_collections
 import numpy as np
 
+from jaxloss.training.guard import changed_fields, flatten
 from jaxloss.training.recipe import Selection, select
 from experiments.absa.recipe import ANCHORS, eval_report, parse_members
 
@@ -90,14 +91,12 @@ def _members(config: dict) -> list[tuple]:
 
 
 def config_differences(configs: list[dict]) -> dict:
-  """``{field: [value per workdir]}`` for the fields whose values differ."""
-  keys = sorted(set().union(*configs)) if configs else []
-  out = {}
-  for k in keys:
-    values = [c.get(k) for c in configs]
-    if any(v != values[0] for v in values[1:]):
-      out[k] = values
-  return out
+  """``{dotted field: [value per workdir]}`` for the training fields whose values differ
+  (:func:`jaxloss.training.guard.changed_fields` against the first config; runtime
+  fields such as ``progress`` or the checkpoint cadence do not count)."""
+  names = sorted(set().union(*[changed_fields(configs[0], c) for c in configs[1:]]))
+  flat = [flatten(c) for c in configs]
+  return {k: [f.get(k, "<absent>") for f in flat] for k in names}
 
 
 def combine(workdirs: list[str]) -> dict:
