@@ -50,17 +50,43 @@ def check_non_finite(run: _Run) -> list[Finding]:
 
 
 def check_grad_explosion(run: _Run) -> list[Finding]:
-  """``grad_explosion`` (warning): pre-clip gradient norm above ``grad_explosion``."""
+  """``grad_explosion``: pre-clip gradient norm above ``grad_explosion``.
+
+  A warning, except for a spike that clipping contained: with ``max_grad_norm`` set, one
+  log period above the threshold, no skipped step in it, and a train loss in the next
+  period no higher than in the period before the spike (the first step's loss when the
+  spike is in the first period). That is reported as ``info``
+  with no advice to change the run: clipping did its job, and the warning's "lower the
+  learning rate tenfold" would be wrong for a run that went on improving (a single
+  pre-clip norm of 12-16 against period means of 1.5-3 in fine-tuning and in
+  from-scratch NLU runs, issue 21).
+  """
   th = run.th["grad_explosion"]
   key = lambda e: e.get("grad_norm_max", e.get("grad_norm"))
+  clip = run.meta.get("max_grad_norm")
+  train = run.train
   out = []
-  for ep in _episodes(run.train, lambda e: (key(e) or 0) > th):
+  for ep in _episodes(train, lambda e: (key(e) or 0) > th):
     peak = max(key(e) for e in ep)
-    clip = run.meta.get("max_grad_norm")
     where = (f"in the log period ending at step {ep[0]['step']}" if len(ep) == 1 else
              f"in the log periods ending at steps {ep[0]['step']}-{ep[-1]['step']}")
     msg = (f"pre-clip global gradient norm reached {peak:.3g} {where} (threshold "
            f"{th:g}; period mean {_num(ep[0].get('grad_norm'))})")
+    i = train.index(ep[0])
+    # The loss before the spike: the previous period's, or the first step's.
+    before = (train[i - 1] if i > 0 else run.init or {}).get("loss")
+    after = train[i + 1].get("loss") if i + 1 < len(train) else None
+    contained = (clip and len(ep) == 1 and not ep[0].get("skipped_steps")
+                 and before is not None and after is not None
+                 and np.isfinite(after) and after <= before)
+    if contained:
+      msg += (f"; one spike, clipped at {clip:g}, and the loss kept falling "
+              f"({_num(before)} before, {_num(after)} after)")
+      advice = ("Nothing to change: clipping contained it. If such spikes recur or the "
+                "loss rises after one, lower the learning rate or lengthen the warm-up.")
+      out.append(Finding("grad_explosion", "info", ep[0]["step"], msg, advice,
+                         until=ep[-1]["step"]))
+      continue
     advice = lr_advice(run, ep[0], 10)
     advice += (" and clip with max_grad_norm=1.0" if not clip else
                f"; clipping at {clip:g} bounds the step but not the cause")

@@ -253,8 +253,10 @@ def test_non_finite_quiet_without_skips():
 # --- grad_explosion -----------------------------------------------------------------
 
 def test_grad_explosion_fires_with_peak_and_lr_cut():
+  # The loss after the spike (2.3) is above the loss before it (2.2): not contained.
   gmax = [None, 12.5] + [None] * 10
-  findings = diagnose(make_stream(HEALTHY, grad_norm_max=gmax))
+  losses = [2.2, 2.0, 2.3] + HEALTHY[3:]
+  findings = diagnose(make_stream(losses, grad_norm_max=gmax))
   assert codes(findings) == ["grad_explosion"]
   f = findings[0]
   assert (f.severity, f.step, f.until, f.subject) == ("warning", 16, 16, "")
@@ -263,6 +265,31 @@ def test_grad_explosion_fires_with_peak_and_lr_cut():
   assert f.advice == ("Lower config.learning_rate from 0.05 to 0.005; clipping at 5 "
                       "bounds the step but not the cause (a warm-up of a few epochs "
                       "also helps).")
+
+
+def test_grad_explosion_contained_by_clipping_is_info_without_lr_advice():
+  # One clipped spike (clipping at 5) and the loss kept falling (2.2 before, 1.85
+  # after): info, and no advice to cut the learning rate.
+  gmax = [None, 12.5] + [None] * 10
+  findings = diagnose(make_stream(HEALTHY, grad_norm_max=gmax))
+  assert codes(findings) == ["grad_explosion"]
+  f = findings[0]
+  assert (f.severity, f.step, f.until) == ("info", 16, 16)
+  assert f.message == ("pre-clip global gradient norm reached 12.5 in the log period "
+                       "ending at step 16 (threshold 10; period mean 1); one spike, "
+                       "clipped at 5, and the loss kept falling (2.2 before, 1.85 after)")
+  assert "learning_rate from" not in f.advice and f.advice.startswith("Nothing to change")
+  # In the first period the loss before is the first step's (2.3 by default).
+  first = diagnose(make_stream(HEALTHY, grad_norm_max=[12.5] + [None] * 11))
+  assert [(f.severity, f.step) for f in first] == [("info", 8)]
+  assert "(2.3 before, 2 after)" in first[0].message
+  # The same spike without clipping, or two periods long, or with a skipped step,
+  # stays a warning.
+  for stream in (make_stream(HEALTHY, grad_norm_max=gmax, meta={"max_grad_norm": None}),
+                 make_stream(HEALTHY, grad_norm_max=[None, 12.5, 12.5] + [None] * 9),
+                 make_stream(HEALTHY, grad_norm_max=gmax, skipped=[0, 1] + [0] * 10)):
+    assert [f.severity for f in diagnose(stream) if f.code == "grad_explosion"] == [
+        "warning"]
 
 
 def test_grad_explosion_episode_reports_the_peak_once():
