@@ -1,6 +1,8 @@
 """tools.bench.compile: each contender lowers the program it names (the overrides reach
 the recipe's step), and the table reports the ratio to the bare step."""
 
+import json
+
 from tools.bench import compile as bench_compile
 
 
@@ -22,3 +24,47 @@ def test_markdown_has_the_ratio_to_bare():
            "total_s": 4.2, "hlo_lines": 2469, "vs_bare": 3.5}]
   lines = bench_compile.markdown(rows).splitlines()
   assert lines[3] == "| digits_cnn | step | 0.60 | 3.60 | 4.20 | 3.50 | 2,469 |"
+
+
+def test_text_workloads_compare_with_the_bare_step_with_dropout():
+  # Dropout is the model's, not the loop's: the text workloads get the bare + dropout
+  # contender, and the overrides their configs lack (or already have) are left out.
+  assert bench_compile.applies("joint_nlu", "bare + dropout")
+  assert not bench_compile.applies("digits_cnn", "bare + dropout")
+  assert not bench_compile.applies("joint_nlu", "step - augmentation")  # no such field
+  assert not bench_compile.applies("bilstm", "step - augmentation")  # already "none"
+  assert bench_compile.applies("bilstm", "step - curriculum")
+  plain, _ = bench_compile._program("bilstm", "bare")  # pylint: disable=protected-access
+  dropout, args = bench_compile._program("bilstm", "bare + dropout")  # pylint: disable=protected-access
+  assert plain is not dropout
+  assert "rng_bit_generator" in dropout.lower(*args).as_text() or "threefry" in (
+      dropout.lower(*args).as_text())
+
+
+def test_run_divides_by_the_bare_step_with_dropout(monkeypatch):
+  # Fake workers: each contender's lower + compile time is fixed; the text workload's
+  # rows are divided by bare + dropout (2.0 s), the image workload's by bare (1.0 s).
+  totals = {"bare": 1.0, "bare + dropout": 2.0, "step": 3.0, "step - monitors": 2.5,
+            "step - curriculum": 2.8, "step - augmentation": 2.2}
+
+  class Done:
+    returncode = 0
+    stderr = ""
+
+  def fake(cmd, **kwargs):
+    del kwargs
+    w, c, out = (cmd[cmd.index(flag) + 1] for flag in ("--workloads", "--contender",
+                                                       "--json"))
+    with open(out, "w") as f:
+      json.dump({"workload": w, "contender": c, "lower_s": 0.25 * totals[c],
+                 "compile_s": 0.75 * totals[c], "hlo_lines": 10}, f)
+    return Done()
+
+  monkeypatch.setattr(bench_compile.subprocess, "run", fake)
+  rows = bench_compile.run(["digits_cnn", "bilstm"], repeats=1, log=lambda m: None)
+  got = {(r["workload"], r["contender"]): (r["vs_bare"], r["ratio_to"]) for r in rows}
+  assert got[("digits_cnn", "step")] == (3.0, "bare")
+  assert ("digits_cnn", "bare + dropout") not in got
+  assert got[("bilstm", "step")] == (1.5, "bare + dropout")
+  assert got[("bilstm", "bare")] == (0.5, "bare + dropout")
+  assert ("bilstm", "step - augmentation") not in got

@@ -2,21 +2,32 @@
 compilation against a bare ``jax.jit`` of the same model, loss and optimizer, and against
 the step with one of its features turned off.
 
-  python -m tools.bench.compile [--workloads digits_cnn resnet8] [--repeats 3]
+  python -m tools.bench.compile [--workloads digits_cnn resnet8 bilstm sasrec joint_nlu]
+                                [--repeats 3]
                                 [--json PATH] [--markdown PATH]
 
-Workloads are those of ``tools.bench.vs_torch`` (the imbalance recipe's configs: the
-main job's digits CNN, CIFAR ResNet-8 and ResNet-32). Contenders:
+Workloads are those of ``tools.bench.vs_torch``: the main job's digits CNN, CIFAR
+ResNet-8 and ResNet-32, the text BiLSTM (UIT-VSFC), SASRec (the reranker) and the joint
+NLU model (SNIPS). Contenders:
 
-* ``bare``: ``tools.bench.vs_torch.bare_program``, one SGD step of the model (softmax CE,
-  its gradient, the batch-norm update, the config's optimizer) under ``jax.jit``;
+* ``bare``: ``tools.bench.vs_torch.bare_program``, one optimizer step of the model (its
+  loss, the gradient, the batch-norm update, the config's optimizer) under ``jax.jit``;
+* ``bare + dropout`` (the text BiLSTM, SASRec, the joint NLU model): the same with the
+  recipe's dropout rates on and a PRNG key split once a step. The step of these
+  workloads is compared with it, as ``tools.bench.vs_torch`` compares their step
+  times: the ratio is then what the loop adds, not the model's dropout;
 * ``step``: the recipe's train step as ``experiments.run`` builds it
   (``jaxloss.training.loop.step_body`` under ``DataParallel.launch_train_step``:
-  ``jax.shard_map`` under ``jax.jit``), with its on-device class-mix sampling from the
-  whole training set, augmentation, curriculum and monitor statistics;
+  ``jax.shard_map`` under ``jax.jit``) with everything the recipe puts in it: on-device
+  sampling from the whole training set (a host-cut batch for recipes with sequence
+  buckets), augmentation, curriculum, loss masks and monitor statistics;
 * ``step - monitors``: the same with ``config.monitor.enabled = False``;
 * ``step - curriculum``: ``config.curriculum = "erm"`` (one stage, the data sampler);
 * ``step - augmentation``: ``config.augment = "none"``.
+
+A contender that does not apply to a workload (dropout on a model without it, a config
+field the recipe does not have or that already has the override's value, such as the
+text BiLSTM's ``augment = "none"``) is left out of its rows.
 
 Each measurement runs in a fresh subprocess (no persistent compilation cache, JAX's
 in-memory caches empty, XLA's default optimisation level) on the CPU, so no contender
@@ -44,12 +55,33 @@ from tools.bench.vs_torch import WORKLOADS
 # contender -> config overrides of the recipe's step (None: the bare step)
 CONTENDERS: Dict[str, dict | None] = {
     "bare": None,
+    "bare + dropout": None,
     "step": {},
     "step - monitors": {"monitor.enabled": False},
     "step - curriculum": {"curriculum": "erm"},
     "step - augmentation": {"augment": "none"},
 }
+# Every recipe's step (ResNet-32 is ResNet-8's recipe with a deeper model).
+DEFAULT_WORKLOADS = ("digits_cnn", "resnet8", "bilstm", "sasrec", "joint_nlu")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def applies(workload: str, contender: str) -> bool:
+  """Whether ``contender`` is defined for ``workload``: ``bare + dropout`` on models
+  with dropout, a ``step - ...`` override on configs that have its field."""
+  from tools.bench import vs_torch  # pylint: disable=import-outside-toplevel
+  config = vs_torch.workload_config(workload)
+  if contender == "bare + dropout":
+    return vs_torch.has_dropout(config)
+  for key, value in (CONTENDERS[contender] or {}).items():
+    node = config
+    for k in key.split("."):
+      if k not in node:
+        return False
+      node = node[k]
+    if node == value:  # already so: the contender would be the step itself
+      return False
+  return True
 
 
 def _program(workload: str, contender: str):
@@ -58,11 +90,10 @@ def _program(workload: str, contender: str):
   config = vs_torch.workload_config(workload)
   overrides = CONTENDERS[contender]
   if overrides is None:
-    model, variables, x, y = vs_torch._model_and_batch(config)  # pylint: disable=protected-access
-    return vs_torch.bare_program(config, model, variables, x, y)
-  from experiments import imbalance  # pylint: disable=import-outside-toplevel
-  from jaxloss.parallel import DataParallel  # pylint: disable=import-outside-toplevel
-  from jaxloss.training import loop  # pylint: disable=import-outside-toplevel
+    dropout = contender == "bare + dropout"
+    model, variables, x, y = vs_torch._model_and_batch(config, dropout=dropout)  # pylint: disable=protected-access
+    return vs_torch.bare_program(config, model, variables, x, y, dropout=dropout)
+  from tools.bench.step import build_step  # pylint: disable=import-outside-toplevel
   config = config.copy_and_resolve_references()
   for key, value in overrides.items():
     node = config
@@ -70,11 +101,7 @@ def _program(workload: str, contender: str):
     for k in path:
       node = node[k]
     node[leaf] = value
-  recipe = imbalance.build(config)
-  dp = DataParallel(config.parallel, config.num_devices)
-  step = dp.launch_train_step(loop.step_body(recipe, dp.num_devices))
-  state = dp.replicate(loop.init_state(recipe))
-  data = dp.replicate({k: recipe.train[k] for k in (*recipe.input_keys, "label")})
+  step, state, data = build_step(config)
   return step, (state, data)
 
 
@@ -107,13 +134,16 @@ def _env() -> Dict[str, str]:
   return env
 
 
-def run(workloads: Sequence[str] = ("digits_cnn", "resnet8"), repeats: int = 3,
+def run(workloads: Sequence[str] = DEFAULT_WORKLOADS, repeats: int = 3,
         contenders: Sequence[str] = tuple(CONTENDERS), log=print) -> List[dict]:
-  """One row per workload and contender: medians over ``repeats`` fresh processes."""
+  """One row per workload and applicable contender (:func:`applies`): medians over
+  ``repeats`` fresh processes. ``vs_bare`` is a row's total over the total of its
+  ``ratio_to``: ``bare + dropout`` for models with dropout, else ``bare``."""
   samples: Dict[tuple, list] = {}
+  valid = {w: [c for c in contenders if applies(w, c)] for w in workloads}
   for r in range(repeats):
-    order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
     for w in workloads:
+      order = valid[w] if r % 2 == 0 else valid[w][::-1]
       for c in order:
         with tempfile.TemporaryDirectory(prefix="bench-compile-") as tmp:
           out = os.path.join(tmp, "row.json")
@@ -132,8 +162,10 @@ def run(workloads: Sequence[str] = ("digits_cnn", "resnet8"), repeats: int = 3,
             f"compile {row['compile_s']:.2f} s")
   rows = []
   for w in workloads:
-    bare = None
-    for c in contenders:
+    ref = "bare + dropout" if "bare + dropout" in valid[w] else "bare"
+    bare = (statistics.median(x["lower_s"] + x["compile_s"] for x in samples[(w, ref)])
+            if (w, ref) in samples else None)
+    for c in valid[w]:
       s = samples[(w, c)]
       lower = statistics.median(x["lower_s"] for x in s)
       comp = statistics.median(x["compile_s"] for x in s)
@@ -141,17 +173,16 @@ def run(workloads: Sequence[str] = ("digits_cnn", "resnet8"), repeats: int = 3,
       row = {"workload": w, "contender": c, "lower_s": lower, "compile_s": comp,
              "total_s": total, "hlo_lines": s[0]["hlo_lines"], "repeats": len(s),
              "totals_s": [x["lower_s"] + x["compile_s"] for x in s]}
-      if c == "bare":
-        bare = total
       if bare:
         row["vs_bare"] = total / bare
+        row["ratio_to"] = ref
       rows.append(row)
   return rows
 
 
 def markdown(rows: List[dict]) -> str:
   """The rows of :func:`run` as a Markdown table (seconds; ``÷ bare`` is the total over
-  the bare step's total)."""
+  the bare step's total, with dropout for the models that have it)."""
   lines = ["| workload | contender | lower s | compile s | total s | ÷ bare | StableHLO lines |",
            "|---|---|---:|---:|---:|---:|---:|"]
   for r in rows:
@@ -166,7 +197,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m tools.bench.compile",
                                    description=__doc__.splitlines()[0])
   parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS),
-                      default=["digits_cnn", "resnet8"])
+                      default=list(DEFAULT_WORKLOADS))
   parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
                       default=list(CONTENDERS))
   parser.add_argument("--repeats", type=int, default=3)

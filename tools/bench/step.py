@@ -24,18 +24,16 @@ import time
 VARIANTS = {"main": None, "supcon": "supcon"}
 
 
-def _step_and_state(config, monitor: bool):
-  """``(step, state, data)``: the recipe's compiled train step (called once), as
-  ``experiments.run`` builds it. ``data`` is the whole training set on the device; for
-  a recipe with ``sequence_buckets`` (host input) it is its first ``batch_size``
-  examples, cut to their bucket as the loop cuts a batch."""
+def build_step(config):
+  """``(step, state, data)``: the recipe's train step as ``experiments.run`` builds it
+  for ``config`` (not yet called, so not yet compiled). ``data`` is the whole training
+  set on the device; for a recipe with ``sequence_buckets`` (host input) it is its
+  first ``batch_size`` examples, cut to their bucket as the loop cuts a batch."""
   import jax
   import numpy as np
   from experiments import recipes
   from jaxloss.parallel import DataParallel
   from jaxloss.training import loop
-  config = config.copy_and_resolve_references()
-  config.monitor.enabled = monitor
   recipe = recipes.builder(config)(config)  # config.trainer's build (imbalance, rerank)
   dp = DataParallel(config.parallel, config.num_devices)
   host = recipe.sequence_buckets is not None
@@ -50,6 +48,16 @@ def _step_and_state(config, monitor: bool):
     data = dp.assemble_batch(part, recipe.batch_size)
   else:
     data = dp.replicate({k: recipe.train[k] for k in fields})
+  return step, state, data
+
+
+def _step_and_state(config, monitor: bool):
+  """``(step, state, data)`` of :func:`build_step` with the monitors on or off, after
+  one call (compiled)."""
+  import jax
+  config = config.copy_and_resolve_references()
+  config.monitor.enabled = monitor
+  step, state, data = build_step(config)
   state, _ = step(state, data)  # compile
   jax.block_until_ready(state)
   return step, state, data

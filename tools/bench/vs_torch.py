@@ -116,6 +116,19 @@ def workload_config(name: str):
   return importlib.import_module(module).get_config(variant)
 
 
+def workload_kind(config) -> str:
+  """``"sasrec"``, ``"joint_nlu"`` or the imbalance config's ``model`` (``"bilstm"``,
+  ``"resnet"``, ``"cnn"``)."""
+  kind = {"rerank": "sasrec", "nlu": "joint_nlu"}.get(config.get("trainer"))
+  return kind or config.model
+
+
+def has_dropout(config) -> bool:
+  """Whether the workload's model has dropout: the text BiLSTM, SASRec and the joint NLU
+  model (the ``jaxloss bare + dropout`` contender)."""
+  return workload_kind(config) in ("bilstm", "sasrec", "joint_nlu")
+
+
 def _param_shapes(recipe) -> Dict[str, tuple]:
   """``{key path: shape}`` of the recipe's parameters, without computing them."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -405,8 +418,7 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
   """
   config = workload_config(workload)
   model, variables, x, y = _model_and_batch(config)
-  kind = {"rerank": "sasrec", "nlu": "joint_nlu"}.get(config.get("trainer"))
-  kind = kind or config.model
+  kind = workload_kind(config)
   if kind == "joint_nlu":
     label = (f"JointNluModel({config.num_layers} x BiLSTM {config.hidden}, "
              f"embed {config.embed_dim} + chars)")
@@ -430,9 +442,8 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
     prepare_contender(rows, calls, {**base, "contender": name}, make, f"{tag} {name}", log)
 
   prepare(BARE, lambda: _prepare_bare(config, model, variables, x, y))
-  has_dropout = kind in ("bilstm", "sasrec", "joint_nlu")
   if WORKLOADS[workload][2]:
-    if has_dropout:  # the recipe's step draws dropout masks: compare like with like
+    if has_dropout(config):  # the recipe's step draws dropout masks: compare like with like
       prepare(BARE_DROPOUT, lambda: _prepare_bare(config, *_model_and_batch(config,
                                                                              dropout=True),
                                                   dropout=True))
