@@ -1,0 +1,72 @@
+"""tools.reports.nlu_variants: the SNIPS copies it trains on (read back by the dataset
+builder) and its table (the runs themselves are the experiment, on docs/results/nlu.md)."""
+
+import collections
+import json
+import os
+
+import pytest
+
+from tools.reports import nlu_variants
+from tools.reports.failure_modes import SNIPS
+
+needs_snips = pytest.mark.skipif(not os.path.isdir(SNIPS),
+                                 reason=f"SNIPS not found at {SNIPS} (../shared/data)")
+
+
+def _lines(path):
+  with open(path) as f:
+    return f.read().splitlines()
+
+
+@needs_snips
+def test_small_copy_draws_training_sentences_and_keeps_eval(tmp_path):
+  out = nlu_variants.small_snips(SNIPS, str(tmp_path / "small"), size=300, seed=1)
+  train = {n: _lines(os.path.join(out, "train", n)) for n in ("seq.in", "seq.out", "label")}
+  assert {len(v) for v in train.values()} == {300}
+  # Each kept sentence is a SNIPS training sentence with its own tags and intent.
+  source = list(zip(*(_lines(os.path.join(SNIPS, "train", n))
+                      for n in ("seq.in", "seq.out", "label"))))
+  assert set(zip(*train.values())) <= set(source)
+  for split in ("dev", "test"):
+    assert _lines(os.path.join(out, split, "label")) == _lines(
+        os.path.join(SNIPS, split, "label"))
+  assert not os.path.exists(os.path.join(out, "intent_label.txt"))
+  # Another seed draws other sentences.
+  other = nlu_variants.small_snips(SNIPS, str(tmp_path / "other"), size=300, seed=2)
+  assert _lines(os.path.join(other, "train", "seq.in")) != train["seq.in"]
+  with pytest.raises(ValueError, match="size must be in"):
+    nlu_variants.small_snips(SNIPS, str(tmp_path / "bad"), size=0)
+
+
+@needs_snips
+def test_many_field_copy_is_read_with_three_heads(tmp_path):
+  from jaxloss.data.joint_nlu import read_split  # pylint: disable=import-outside-toplevel
+  out = nlu_variants.many_field_snips(SNIPS, str(tmp_path / "many"), size=400)
+  with open(os.path.join(out, "train.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  assert len(rows) == 400
+  assert set(rows[0]) == {"tokens", "tags", "intent", "scenario", "time"}
+  for r in rows:
+    assert r["scenario"] == nlu_variants.SCENARIOS[r["intent"]]
+    assert (r["time"] == "yes") == ("B-timeRange" in r["tags"])
+    assert len(r["tokens"]) == len(r["tags"])
+  # Both values of the time field occur, and the scenarios group the intents.
+  assert set(collections.Counter(r["time"] for r in rows)) == {"yes", "no"}
+  assert len({r["scenario"] for r in rows}) == 3
+  examples = read_split(out, "test", layout="jsonl")
+  assert len(examples) == 700
+  assert set(examples[0]["labels"]) == {"intent", "scenario", "time"}
+
+
+def test_markdown_lists_the_extra_fields():
+  row = {"description": "1,600 training sentences, JSONL, fields intent + scenario + time",
+         "label": "default", "intent_accuracy": 0.97, "slot_f1": 0.8512,
+         "sentence_accuracy": 0.6, "pred_non_o_share": 0.5, "true_non_o_share": 0.516,
+         "diagnosis": {"error": 0, "warning": 1, "info": 0},
+         "findings": ["term_saturated"], "wall_s": 301.4,
+         "field_accuracy": {"intent": 0.97, "scenario": 0.99, "time": 0.985}}
+  table = nlu_variants.markdown([row]).splitlines()
+  assert table[2] == ("| 1,600 training sentences, JSONL, fields intent + scenario + time "
+                      "| default | 97.00 | 85.12 | 60.00 | scenario 99.00, time 98.50 | "
+                      "50.0 (51.6) | 0/1 (term_saturated) | 301 s |")
