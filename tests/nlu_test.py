@@ -295,6 +295,23 @@ def test_smoke_run_on_snips(smoke_run, tfds_dir):
 
 
 @needs_snips
+def test_a_small_training_set_gets_more_epochs_and_fewer_evaluations(tfds_dir):
+  # smoke: 512 sentences, batches of 64 = 8 steps an epoch, 2 epochs. With at least 40
+  # updates asked for, 5 epochs, evaluated every round(5 / 2) = 2 (and at the end).
+  recipe = nlu.build(_smoke(tfds_dir, min_train_steps=40))
+  assert (recipe.num_epochs, recipe.eval_every_epochs) == (5, 2)
+  # The LR schedule spans the raised length: cosine decay to 1 % of the peak at step 40.
+  lr = recipe.compiled.schedules["learning_rate"]
+  assert float(lr(40)) == pytest.approx(0.01 * 2e-3, rel=1e-5)
+  assert float(lr(16)) > 0.3 * 2e-3
+  # Already enough updates: unchanged.
+  recipe = nlu.build(_smoke(tfds_dir, min_train_steps=16))
+  assert (recipe.num_epochs, recipe.eval_every_epochs) == (2, 1)
+  with pytest.raises(ValueError, match="config.min_train_steps must be an int >= 0"):
+    nlu.build(_smoke(tfds_dir, min_train_steps=-1))
+
+
+@needs_snips
 @pytest.mark.parametrize("entity_loss", ["ce", "crf"])
 def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir,
                                                                        entity_loss):

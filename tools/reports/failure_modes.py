@@ -81,6 +81,7 @@ def _nlu_config(name, root):
   c = joint_nlu.get_config("recipe")
   c.data_dir = dominant_intent_snips(SNIPS, os.path.join(root, "snips_playmusic74"))
   c.num_epochs = 6
+  c.min_train_steps = 0  # 6 epochs, as measured; the case is the monitor's silence
   return c
 
 
