@@ -138,7 +138,9 @@ def run(variants=VARIANTS, root: str = "workdirs/nlu_variants", seed: int = 0
       with open(os.path.join(row["workdir"], "summary.json")) as f:
         summary = json.load(f)
       out.append({"data": variant, "description": DESCRIPTIONS[variant], **row,
-                  "field_accuracy": summary.get("accuracy") or {},
+                  # the summary's {"accuracy/<field>": accuracy} of the extra fields
+                  "field_accuracy": {k.split("/", 1)[-1]: v for k, v in
+                                     (summary.get("accuracy") or {}).items()},
                   "exit_status": summary.get("exit_status")})
   return out
 
