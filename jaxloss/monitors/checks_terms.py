@@ -44,7 +44,9 @@ def check_term_stalled(run: _Run) -> list[Finding]:
   over a window inside one stage. Changes are measured against each term's first-step
   value, so a term resting at its floor beside a term creeping towards 0 is not a stall:
   flat is a change below ``flat_rel`` of the first value, falling is a fall of at least
-  ``stall_fall_rel`` of it."""
+  ``stall_fall_rel`` of it. A term that ends the window below ``saturated_loss`` has
+  reached its floor, not stalled (that is ``term_saturated``, whose advice -- less
+  weight -- a stall's "more weight" would contradict)."""
   terms = run.terms()
   if len(terms) < 2:
     return []
@@ -63,6 +65,9 @@ def check_term_stalled(run: _Run) -> list[Finding]:
       name = t["name"]
       if name not in falls or abs(falls[name][0]) >= run.th["flat_rel"]:
         continue
+      vals = falls[name][1]
+      if np.mean(vals[-max(len(vals) // 3, 1):]) < run.th["saturated_loss"]:
+        continue  # at its floor
       others = [(falls[o["name"]][0], o) for o in terms
                 if o["name"] != name and o["name"] in falls
                 and falls[o["name"]][0] >= run.th["stall_fall_rel"]]
@@ -95,7 +100,12 @@ def check_term_saturated(run: _Run) -> list[Finding]:
   ``saturated_loss`` before ``saturated_before`` of the total steps. A term of a
   combined loss must also be below ``saturated_rel`` of its first value: a term scaled
   down by construction (a focal term with α = 0.25 and O weighted 0.1) is small from the
-  start without being saturated."""
+  start without being saturated.
+
+  When every term of a combined loss saturates, that is one finding (subject ``all``):
+  the model fits the whole training set, and moving weight from one term to the others
+  (the advice for a single saturated head) would only move it between saturated terms.
+  """
   total = run.total_steps
   if not total:
     return []
@@ -103,7 +113,11 @@ def check_term_saturated(run: _Run) -> list[Finding]:
   terms = run.terms()
   keys = ([(f"term/{t['name']}", t) for t in terms] if len(terms) > 1
           else [("loss", None)])
-  out = []
+  memorising = ("The model fits the training set this early, so it is memorising: add "
+                "regularisation (label smoothing 0.1, stronger augmentation, weight decay, "
+                "dropout), or train for fewer epochs; if the loss is ~0 check for labels "
+                "leaking into the inputs.")
+  hits = []  # (key, term, event)
   for key, term in keys:
     scale = _term_scale(run, term["name"]) if term else None
     for e in run.train:
@@ -112,28 +126,41 @@ def check_term_saturated(run: _Run) -> list[Finding]:
       v = e.get(key)
       if (v is not None and v < run.th["saturated_loss"]
           and (not scale or v < run.th["saturated_rel"] * scale)):
-        name = term["name"] if term else "loss"
-        msg = (f"{name} {v:.4g} at step {e['step']} ({100 * e['step'] / total:.0f}% of "
-               f"training), below {run.th['saturated_loss']:g}")
-        if term:
-          others = [f"{t['name']} {e.get('term/' + t['name']):.4g}" for t in terms
-                    if t is not term and e.get("term/" + t["name"]) is not None]
-          if others:
-            msg += "; " + ", ".join(others)
-          w = float(term.get("weight", 0))
-          field = term.get("weight_field") or f"{name}_weight"
-          advice = (f"The {name} head has saturated and no longer shapes the encoder: "
-                    f"lower {field} from {w:g} to {max(w - run.th['weight_step'], 0):g} "
-                    "(moving the weight to the other terms), or regularise it: label "
-                    "smoothing 0.1, stronger augmentation, dropout.")
-        else:
-          advice = ("The model fits the training set this early, so it is memorising: "
-                    "add regularisation (label smoothing 0.1, stronger augmentation, "
-                    "weight decay, dropout), or train for fewer epochs; if the loss is ~0 "
-                    "check for labels leaking into the inputs.")
-        out.append(Finding("term_saturated", "warning", e["step"], msg, advice,
-                           subject=name))
+        hits.append((key, term, e))
         break
+  if len(terms) > 1 and len(hits) == len(keys):
+    last = max(e["step"] for _, _, e in hits)
+    parts = ", ".join(f"{term['name']} {e[key]:.4g} at step {e['step']}"
+                      for key, term, e in hits)
+    msg = (f"every term fell below {run.th['saturated_loss']:g} by step {last} "
+           f"({100 * last / total:.0f}% of training): {parts}")
+    advice = ("Every head fits the training set: no loss weight can help. Harmless while "
+              "the Dev metric still improves (model selection picks the evaluation); "
+              "once it stops, add regularisation (dropout, weight decay, label smoothing "
+              "0.1, augmentation) or train for fewer steps.")
+    return [Finding("term_saturated", "warning", min(e["step"] for _, _, e in hits),
+                    msg, advice, subject="all", until=last)]
+  out = []
+  for key, term, e in hits:
+    v = e[key]
+    name = term["name"] if term else "loss"
+    msg = (f"{name} {v:.4g} at step {e['step']} ({100 * e['step'] / total:.0f}% of "
+           f"training), below {run.th['saturated_loss']:g}")
+    if term:
+      others = [f"{t['name']} {e.get('term/' + t['name']):.4g}" for t in terms
+                if t is not term and e.get("term/" + t["name"]) is not None]
+      if others:
+        msg += "; " + ", ".join(others)
+      w = float(term.get("weight", 0))
+      field = term.get("weight_field") or f"{name}_weight"
+      advice = (f"The {name} head has saturated and no longer shapes the encoder: "
+                f"lower {field} from {w:g} to {max(w - run.th['weight_step'], 0):g} "
+                "(moving the weight to the other terms), or regularise it: label "
+                "smoothing 0.1, stronger augmentation, dropout.")
+    else:
+      advice = memorising
+    out.append(Finding("term_saturated", "warning", e["step"], msg, advice,
+                       subject=name))
   return out
 
 

@@ -607,6 +607,36 @@ def test_term_saturated_one_term_of_two():
   assert "lower config.classification_weight from 0.8 to 0.7" in f.advice
 
 
+def test_every_term_saturated_is_one_finding_without_weight_advice():
+  # Both terms below 0.08 early (steps 16 and 24 of 400): the model fits the training
+  # set; one finding, and no advice to move weight between two saturated terms.
+  cls = [2.0, 0.05, 0.04, 0.03, 0.03, 0.03]
+  con = [4.0, 0.5, 0.06, 0.05, 0.05, 0.05]
+  events = make_stream([0.8 * a + 0.2 * b for a, b in zip(cls, con)],
+                       meta={"total_steps": 400, "terms": two_terms()},
+                       fields={"term/classification": cls, "term/contrastive": con},
+                       init={"loss": 2.64, "term/classification": 2.3,
+                             "term/contrastive": 4.1})
+  findings = only(diagnose(events), "term_saturated")
+  assert [(f.step, f.until, f.subject) for f in findings] == [(16, 24, "all")]
+  assert findings[0].message == (
+      "every term fell below 0.08 by step 24 (6% of training): classification 0.05 at "
+      "step 16, contrastive 0.06 at step 24")
+  assert "config." not in findings[0].advice  # no loss weight to change
+  assert "no loss weight can help" in findings[0].advice
+  assert "Dev metric" in findings[0].advice
+
+
+def test_a_term_at_its_floor_is_not_stalled():
+  # The contrastive term sits at ~0.05 (below saturated_loss) while classification
+  # still falls: it is done, not stalled, so no "raise its weight" beside the
+  # saturation finding's "lower it".
+  con = [4.0, 0.06, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05]
+  findings = diagnose(stalled_stream(CLS, con, two_terms(0.8, 0.2)))
+  assert only(findings, "term_stalled") == []
+  assert [f.subject for f in only(findings, "term_saturated")] == ["contrastive"]
+
+
 # Monotone, >= 0.08 up to step 96, then 0.05 at step 104.
 LATE = [2.0, 1.6, 1.3, 1.0, 0.8, 0.6, 0.45, 0.35, 0.27, 0.2, 0.15, 0.1, 0.05]
 
