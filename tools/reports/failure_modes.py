@@ -47,6 +47,27 @@ SNIPS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "..", "shared", "data", "snips")
 
 
+def subset_jointbert(source: str, out: str, choose) -> str:
+  """Writes a JointBERT-layout copy of ``source`` keeping, in each split, the sentences
+  ``choose(split, labels)`` returns (0-based line indices, in file order); no label
+  files. Returns ``out``.
+
+  Raises:
+    FileNotFoundError: a split's ``seq.in``, ``seq.out`` or ``label`` is missing.
+  """
+  for split in ("train", "dev", "test"):
+    files = {}
+    for name in ("seq.in", "seq.out", "label"):
+      with open(os.path.join(source, split, name)) as f:
+        files[name] = f.read().splitlines()
+    keep = choose(split, files["label"])
+    os.makedirs(os.path.join(out, split), exist_ok=True)
+    for name, lines in files.items():
+      with open(os.path.join(out, split, name), "w") as f:
+        f.write("\n".join(lines[i] for i in keep) + "\n")
+  return out
+
+
 def dominant_intent_snips(source: str, out: str, intent: str = "PlayMusic",
                           share: float = 0.74, seed: int = 0) -> str:
   """A JointBERT-layout copy of SNIPS in which ``intent`` is ``share`` of every split
@@ -55,21 +76,14 @@ def dominant_intent_snips(source: str, out: str, intent: str = "PlayMusic",
   labels, where a fixed 80 % collapse threshold fired on a healthy model."""
   import numpy as np
   rng = np.random.default_rng(seed)
-  for split in ("train", "dev", "test"):
-    files = {}
-    for name in ("seq.in", "seq.out", "label"):
-      with open(os.path.join(source, split, name)) as f:
-        files[name] = f.read().splitlines()
-    labels = files["label"]
+
+  def choose(split, labels):
+    del split
     major = [i for i, l in enumerate(labels) if l == intent]
     others = [i for i, l in enumerate(labels) if l != intent]
     keep_others = round(len(major) * (1 - share) / share)
-    keep = sorted(major + list(rng.choice(others, keep_others, replace=False)))
-    os.makedirs(os.path.join(out, split), exist_ok=True)
-    for name, lines in files.items():
-      with open(os.path.join(out, split, name), "w") as f:
-        f.write("\n".join(lines[i] for i in keep) + "\n")
-  return out
+    return sorted(major + list(rng.choice(others, keep_others, replace=False)))
+  return subset_jointbert(source, out, choose)
 
 
 def _nlu_config(name, root):

@@ -63,14 +63,11 @@ def markdown(rows: list[dict], anchors=None) -> str:
            "pred non-O % (gold) | top intent % | skipped steps | monitors (error/warning) |",
            "|---|---:|---:|---:|---:|---:|---:|---|"]
   for r in rows:
-    d = r["diagnosis"]
-    codes = ", ".join(r.get("findings") or ())
     lines.append(
         f"| {r['label']} | {100 * r['intent_accuracy']:.2f} | {100 * r['slot_f1']:.2f} | "
         f"{100 * r['sentence_accuracy']:.2f} | {_pct(r['pred_non_o_share'])} "
         f"({_pct(r['true_non_o_share'])}) | {_pct(r['top_intent_share'])} | "
-        f"{r['skipped_steps']}/{r['steps']} | {d['error']}/{d['warning']}"
-        + (f" ({codes})" if codes else "") + " |")
+        f"{r['skipped_steps']}/{r['steps']} | {tables.monitors_cell(r)} |")
   for a in anchors:
     lines.append(f"| {a['model']}, published | {100 * a['intent_accuracy']:.1f} | "
                  f"{100 * a['slot_f1']:.1f} | {100 * a['sentence_accuracy']:.1f} | | | | |")

@@ -35,7 +35,7 @@ import os
 import time
 
 from tools.reports import nlu_table, tables
-from tools.reports.failure_modes import SNIPS, dominant_intent_snips
+from tools.reports.failure_modes import SNIPS, dominant_intent_snips, subset_jointbert
 
 VARIANTS = ("small", "dominant", "many_fields")
 SMALL_TRAIN = 1600
@@ -68,21 +68,13 @@ def small_snips(source: str, out: str, size: int = SMALL_TRAIN, seed: int = 0) -
   Raises:
     ValueError: ``size`` not in ``[1, number of training sentences]``.
   """
-  for split in ("train", "dev", "test"):
-    files = {}
-    for name in ("seq.in", "seq.out", "label"):
-      with open(os.path.join(source, split, name)) as f:
-        files[name] = f.read().splitlines()
-    keep = range(len(files["label"]))
-    if split == "train":
-      if not 1 <= size <= len(files["label"]):
-        raise ValueError(f"size must be in [1, {len(files['label'])}], got {size}")
-      keep = _train_draw(len(files["label"]), size, seed)
-    os.makedirs(os.path.join(out, split), exist_ok=True)
-    for name, lines in files.items():
-      with open(os.path.join(out, split, name), "w") as f:
-        f.write("\n".join(lines[i] for i in keep) + "\n")
-  return out
+  def choose(split, labels):
+    if split != "train":
+      return range(len(labels))
+    if not 1 <= size <= len(labels):
+      raise ValueError(f"size must be in [1, {len(labels)}], got {size}")
+    return _train_draw(len(labels), size, seed)
+  return subset_jointbert(source, out, choose)
 
 
 def many_field_snips(source: str, out: str, size: int = SMALL_TRAIN, seed: int = 0) -> str:
@@ -151,16 +143,13 @@ def markdown(rows: list[dict]) -> str:
            "pred non-O % (gold) | monitors (error/warning) | wall |",
            "|---|---|---:|---:|---:|---|---:|---|---:|"]
   for r in rows:
-    d = r["diagnosis"]
-    codes = ", ".join(r.get("findings") or ())
     extra = ", ".join(f"{k} {100 * v:.2f}" for k, v in
                       sorted(r.get("field_accuracy", {}).items()) if k != "intent") or "—"
     lines.append(
         f"| {r['description']} | {r['label']} | {100 * r['intent_accuracy']:.2f} | "
         f"{100 * r['slot_f1']:.2f} | {100 * r['sentence_accuracy']:.2f} | {extra} | "
         f"{100 * r['pred_non_o_share']:.1f} ({100 * r['true_non_o_share']:.1f}) | "
-        f"{d['error']}/{d['warning']}" + (f" ({codes})" if codes else "") +
-        f" | {r['wall_s']:.0f} s |")
+        f"{tables.monitors_cell(r)} | {r['wall_s']:.0f} s |")
   return "\n".join(lines)
 
 

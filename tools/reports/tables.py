@@ -56,3 +56,11 @@ def write_outputs(out: str, table: str, payload: dict) -> None:
     f.write(table + "\n")
   with open(out + ".json", "w") as f:
     json.dump(payload, f, indent=2)
+
+
+def monitors_cell(row: dict) -> str:
+  """A table's monitors cell: ``errors/warnings`` of the run's diagnosis, with its
+  finding codes in brackets, e.g. ``0/1 (term_saturated)``."""
+  d = row["diagnosis"]
+  codes = ", ".join(row.get("findings") or ())
+  return f"{d['error']}/{d['warning']}" + (f" ({codes})" if codes else "")
