@@ -149,3 +149,30 @@ def test_joint_nlu_model_ignores_padding_with_crf_and_attention(crf, heads):
   if crf:
     assert full["tag_transitions"].shape == (7, 7)
     assert full["tag_start"].shape == full["tag_end"].shape == (7,)
+
+
+def test_joint_nlu_token_level_heads_are_a_soft_vote_that_ignores_padding():
+  from jaxloss.models.text import JointNluModel  # pylint: disable=g-import-not-at-top
+  model = JointNluModel(vocab_size=30, char_vocab_size=20, num_tags=7,
+                        sentence_classes=(("intent", 3), ("command", 2)), embed_dim=8,
+                        char_embed_dim=4, char_features=5, hidden=6, num_layers=1,
+                        token_level=True)
+  ids = jnp.array([[3, 4, 5, 9, 9], [7, 8, 9, 9, 9]])
+  chars = jnp.array(np.random.default_rng(0).integers(1, 20, size=(2, 5, 4)))
+  lengths = jnp.array([3, 2])
+  variables = model.init(jax.random.PRNGKey(0), ids, chars, lengths, train=False)
+  assert {"intent_token_head", "command_token_head"} <= set(variables["params"])
+  assert "intent_head" not in variables["params"]
+  full = model.apply(variables, ids, chars, lengths, train=False)
+  for field, k in (("intent", 3), ("command", 2)):
+    tokens = np.asarray(full[f"{field}_tokens"], np.float64)
+    assert tokens.shape == (2, 5, k)
+    # The sentence's logits: the mean of its real tokens' log-probabilities.
+    log_p = tokens - np.log(np.sum(np.exp(tokens), axis=-1, keepdims=True))
+    for b, n in enumerate([3, 2]):
+      np.testing.assert_allclose(full[field][b], log_p[b, :n].mean(axis=0), rtol=1e-5,
+                                 atol=1e-6)
+  # Tokens after the length change nothing at the real tokens or in the vote.
+  cut = model.apply(variables, ids[:1, :3], chars[:1, :3], lengths[:1], train=False)
+  np.testing.assert_allclose(full["tags"][:1, :3], cut["tags"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(full["intent"][:1], cut["intent"], rtol=1e-5, atol=1e-6)

@@ -212,6 +212,30 @@ def test_crf_entity_loss_is_the_crf_nll_per_token_under_the_masks():
                         entity_loss="crf", mask_fill="neg_inf")
 
 
+def test_token_level_term_is_the_mean_token_cross_entropy_under_the_label_mask():
+  logits, labels = _toy_batch()
+  rng = np.random.default_rng(1)
+  tokens = rng.normal(size=(3, 6, 4)).astype(np.float32) * 2
+  intent_valid = np.array([True, True, True, False])
+  loss_fn = make_joint_nlu_loss(tag_valid=np.ones(len(TAGS), bool),
+                                label_valid={"intent": intent_valid}, entity_loss="ce")
+  outputs = dict(logits, intent_tokens=tokens)
+  knobs = {"lambda_entity": jnp.float32(1.0), "lambda_intent": jnp.float32(0.5)}
+  total, _, aux = jax.jit(loss_fn)(jax.tree.map(jnp.asarray, outputs),
+                                   jax.tree.map(jnp.asarray, labels), knobs)
+  expected = []
+  for b in range(3):
+    real = labels["tags"][b] >= 0
+    z = np.where(intent_valid, tokens[b, real].astype(np.float64), -np.inf)
+    log_p = z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+    expected.append(-np.mean(log_p[:, labels["intent"][b]]))
+  np.testing.assert_allclose(aux["terms"]["intent"], expected, rtol=2e-6)
+  np.testing.assert_allclose(total, aux["terms"]["entity"] + 0.5 * np.array(expected),
+                             rtol=2e-6)
+  # The head the monitors and the metrics read is still the sentence's logits.
+  np.testing.assert_allclose(aux["heads"]["intent"][:, :3], logits["intent"][:, :3])
+
+
 def test_loss_errors():
   ok = dict(tag_valid=np.ones(7, bool), label_valid={"intent": np.ones(3, bool)})
   with pytest.raises(ValueError, match="entity_loss"):
@@ -309,6 +333,13 @@ def test_a_small_training_set_gets_more_epochs_and_fewer_evaluations(tfds_dir):
   assert (recipe.num_epochs, recipe.eval_every_epochs) == (2, 1)
   with pytest.raises(ValueError, match="config.min_train_steps must be an int >= 0"):
     nlu.build(_smoke(tfds_dir, min_train_steps=-1))
+
+
+def test_token_level_with_an_encoder_is_an_error_that_names_the_field():
+  c = nlu_config.get_config("jointbert_smoke")
+  c.token_level = True
+  with pytest.raises(ValueError, match="config.token_level is for the from-scratch"):
+    nlu.validate(c)
 
 
 @needs_snips

@@ -121,7 +121,10 @@ def make_joint_nlu_loss(*, tag_valid: np.ndarray, label_valid: Mapping[str, np.n
     ``outputs = {"tags": [b, T, C], field: [b, K]}`` and ``labels = {"tags": int [b, T]
     (-1 at padding), field: int [b]}``. ``aux["terms"]``: each field and ``"entity"``
     (before λ); ``aux["heads"]``: each field and ``"entity"`` (the masked tag logits
-    with the token mask).
+    with the token mask). When ``outputs`` holds ``"<field>_tokens" [b, T, K]``
+    (token-level detection, Qin et al. 2019), that field's term is the mean over the
+    real tokens of each token's CE against the sentence label, as Stack-Propagation
+    trains it; its head stays ``outputs[field]``.
 
   Raises:
     ValueError: unknown ``entity_loss`` or ``mask_fill``; ``gamma < 0``; shapes that
@@ -211,7 +214,16 @@ def make_joint_nlu_loss(*, tag_valid: np.ndarray, label_valid: Mapping[str, np.n
     total = knobs["lambda_entity"] * entity
     for field in fields:
       z = fill(outputs[field], label_valid[field])
-      terms[field] = losses.softmax_cross_entropy_with_integer_labels(z, labels[field])
+      per_token = outputs.get(f"{field}_tokens")
+      if per_token is None:
+        terms[field] = losses.softmax_cross_entropy_with_integer_labels(z, labels[field])
+      else:  # token-level detection: every real token is trained on the sentence label
+        token_ce = losses.softmax_cross_entropy_with_integer_labels(
+            fill(per_token, label_valid[field]),
+            jnp.broadcast_to(labels[field][:, None], per_token.shape[:2]))
+        m = token_mask.astype(token_ce.dtype)
+        terms[field] = jnp.sum(token_ce * m, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1),
+                                                                    1.0)
       heads[field] = z
       total = total + knobs[f"lambda_{field}"] * terms[field]
     return total, jnp.ones_like(total), {"terms": terms, "heads": heads}

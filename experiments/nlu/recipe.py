@@ -149,6 +149,9 @@ def validate(config) -> None:
           and (2 * config.hidden) % max(heads, 1) == 0):
     raise ValueError(f"config.attention_heads must be 0 or a divisor of 2 * config.hidden "
                      f"= {2 * config.hidden}, got {heads!r}")
+  if config.get("token_level", False) and config.get("encoder") is not None:
+    raise ValueError("config.token_level is for the from-scratch tagger; with "
+                     "config.encoder leave it False")
   if config.entity_loss == "crf" and config.mask_fill != "finite":
     raise ValueError("config.entity_loss='crf' needs config.mask_fill='finite'")
   if config.entity_loss == "crf" and config.get("encoder") is not None:
@@ -422,7 +425,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         char_features=config.char_features, hidden=config.hidden,
         num_layers=config.num_layers, dropout_rate=config.dropout_rate,
         word_dropout_rate=config.word_dropout_rate, crf=crf,
-        attention_heads=config.get("attention_heads", 0))
+        attention_heads=config.get("attention_heads", 0),
+        token_level=config.get("token_level", False))
     tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
                         weight_decay=config.weight_decay,
                         max_grad_norm=config.max_grad_norm)

@@ -301,9 +301,16 @@ class JointNluModel(nn.Module):
     attention_heads: 0, or the heads of a self-attention layer over the BiLSTM states
       whose output is concatenated to each token's state before the tag head, as the
       Stack-Propagation encoder concatenates BiLSTM and self-attention (Qin et al.).
+    token_level: Stack-Propagation's token-level intent detection (Qin et al.) for
+      every sentence field: each token state gets its own ``[K_field]`` logits
+      (``"<field>_tokens" [B, T, K]``, trained per token), the sentence's logits are
+      the mean over its real tokens of their log-probabilities (a soft vote), and the
+      tag head also reads each token's field probabilities (the stack-propagation
+      link from intent to slots, in its differentiable form).
 
   Call: ``ids [B, T]``, ``chars [B, T, W]``, ``lengths [B]`` (>= 1) -> ``{"tags":
-  [B, T, C], field: [B, K_field] for each sentence field}`` float32 logits (unmasked).
+  [B, T, C], field: [B, K_field] for each sentence field}`` float32 logits (unmasked;
+  with ``token_level`` also ``"<field>_tokens" [B, T, K_field]``).
   With ``crf=True`` the output also holds the CRF's learned tag scores
   ``"tag_transitions" [C, C]``, ``"tag_start" [C]`` and ``"tag_end" [C]`` (parameters,
   initialised at 0) for :func:`jaxloss.losses.crf_sequence_loss` and
@@ -329,6 +336,7 @@ class JointNluModel(nn.Module):
   word_dropout_rate: float = 0.0
   crf: bool = False
   attention_heads: int = 0
+  token_level: bool = False
 
   @nn.compact
   def __call__(self, ids, chars, lengths, *, train: bool):
@@ -355,11 +363,22 @@ class JointNluModel(nn.Module):
       )(x, seq_lengths=lengths, initial_carry=((zeros, zeros), (zeros, zeros)))
     sentence = nn.Dropout(self.dropout_rate, deterministic=not train)(
         masked_mean_max(x, mask))
-    out = {name: nn.Dense(k, name=f"{name}_head")(sentence)
-           for name, k in self.sentence_classes}
     context = jnp.broadcast_to(nn.Dense(self.hidden, name="context")(sentence)[:, None],
                                x.shape[:2] + (self.hidden,))
     parts = [x, nn.relu(context)]
+    if self.token_level:
+      states = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+      out = {}
+      for name, k in self.sentence_classes:
+        per_token = nn.Dense(k, name=f"{name}_token_head")(states)  # [B, T, K]
+        out[f"{name}_tokens"] = per_token
+        log_p = jax.nn.log_softmax(per_token, axis=-1)
+        m = mask[..., None].astype(log_p.dtype)
+        out[name] = jnp.sum(log_p * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+        parts.append(jnp.exp(log_p))
+    else:
+      out = {name: nn.Dense(k, name=f"{name}_head")(sentence)
+             for name, k in self.sentence_classes}
     if self.attention_heads:
       parts.append(nn.MultiHeadDotProductAttention(
           num_heads=self.attention_heads, qkv_features=2 * self.hidden,

@@ -81,6 +81,10 @@ def get_config(arg=None):
   c.dropout_rate = 0.3
   c.word_dropout_rate = 0.1  # words replaced by UNK in training (unseen-word practice)
   c.attention_heads = 0  # > 0: self-attention over the BiLSTM states for the tag head
+  # Stack-Propagation's token-level intent: every token predicts each sentence label,
+  # the sentence's logits are the tokens' soft vote, and the tag head reads the
+  # tokens' label probabilities.
+  c.token_level = False
 
   # A pretrained encoder instead of the BiLSTM (JointBERT): a Hugging Face folder, or
   # the name of one in ../shared/models (e.g. "all-MiniLM-L6-v2"); None: from scratch.
