@@ -105,6 +105,12 @@ def check_term_saturated(run: _Run) -> list[Finding]:
   When every term of a combined loss saturates, that is one finding (subject ``all``):
   the model fits the whole training set, and moving weight from one term to the others
   (the advice for a single saturated head) would only move it between saturated terms.
+
+  With a model-selection metric in the stream (the meta event's ``selection``, e.g.
+  Dev ``score``), a saturation after which that metric still improved is ``info``: the
+  head stopped shaping the model and the run went on getting better, so there is
+  nothing to change. When the metric did not improve after it, the finding stays a
+  warning and says so.
   """
   total = run.total_steps
   if not total:
@@ -128,22 +134,37 @@ def check_term_saturated(run: _Run) -> list[Finding]:
           and (not scale or v < run.th["saturated_rel"] * scale)):
         hits.append((key, term, e))
         break
+  def after(step):
+    """(severity, message suffix, advice prefix) from the selection metric after step."""
+    moved = run.selection_after(step)
+    if moved is None:
+      return "warning", "", ""
+    if moved["improved"]:
+      return ("info", f"; {moved['name']} still rose after it, {moved['before']:.4g} at "
+              f"step {moved['before_step']} -> {moved['best']:.4g} at step "
+              f"{moved['best_step']}", "Nothing to change while the selection metric "
+              "keeps improving (model selection keeps the best evaluation). If it stops: ")
+    return ("warning", f"; {moved['name']} did not improve after it (best "
+            f"{moved['before']:.4g} at step {moved['before_step']})", "")
+
   if len(terms) > 1 and len(hits) == len(keys):
     last = max(e["step"] for _, _, e in hits)
     parts = ", ".join(f"{term['name']} {e[key]:.4g} at step {e['step']}"
                       for key, term, e in hits)
+    severity, suffix, prefix = after(last)
     msg = (f"every term fell below {run.th['saturated_loss']:g} by step {last} "
-           f"({100 * last / total:.0f}% of training): {parts}")
+           f"({100 * last / total:.0f}% of training): {parts}{suffix}")
     advice = ("Every head fits the training set: no loss weight can help. Harmless while "
               "the Dev metric still improves (model selection picks the evaluation); "
               "once it stops, add regularisation (dropout, weight decay, label smoothing "
               "0.1, augmentation) or train for fewer steps.")
-    return [Finding("term_saturated", "warning", min(e["step"] for _, _, e in hits),
+    return [Finding("term_saturated", severity, min(e["step"] for _, _, e in hits),
                     msg, advice, subject="all", until=last)]
   out = []
   for key, term, e in hits:
     v = e[key]
     name = term["name"] if term else "loss"
+    severity, suffix, prefix = after(e["step"])
     msg = (f"{name} {v:.4g} at step {e['step']} ({100 * e['step'] / total:.0f}% of "
            f"training), below {run.th['saturated_loss']:g}")
     if term:
@@ -159,7 +180,9 @@ def check_term_saturated(run: _Run) -> list[Finding]:
                 "smoothing 0.1, stronger augmentation, dropout.")
     else:
       advice = memorising
-    out.append(Finding("term_saturated", "warning", e["step"], msg, advice,
+    if prefix:
+      advice = prefix + advice[0].lower() + advice[1:]
+    out.append(Finding("term_saturated", severity, e["step"], msg + suffix, advice,
                        subject=name))
   return out
 

@@ -156,6 +156,7 @@ class _Run:
   train: list
   test: list
   th: dict
+  evals: dict = dataclasses.field(default_factory=dict)  # every evaluation split
 
   @property
   def total_steps(self) -> Optional[int]:
@@ -181,9 +182,31 @@ class _Run:
   def field(self, name: str, default: str) -> str:
     return (self.meta.get("config_fields") or {}).get(name, default)
 
+  def selection_after(self, step: int) -> Optional[dict]:
+    """How the model-selection metric (the meta event's ``selection``, e.g. Dev
+    ``score``) moved after ``step``: None without a selection or without an evaluation
+    after ``step``; else ``{"name", "improved", "before", "before_step", "best",
+    "best_step"}``, where ``before`` is the best value at or before ``step`` (or the
+    first evaluation after it, when none came before) and ``improved`` says whether a
+    later evaluation beat it."""
+    sel = self.meta.get("selection") or {}
+    split, key = sel.get("split"), sel.get("key")
+    curve = [(e["step"], float(e[key])) for e in self.evals.get(split, [])
+             if e.get(key) is not None] if split and key else []
+    before = [c for c in curve if c[0] <= step]
+    after = [c for c in curve if c[0] > step]
+    if not after:
+      return None
+    if not before:
+      before, after = after[:1], after[1:]
+    b_step, b_val = max(before, key=lambda c: (c[1], -c[0]))
+    best_step, best = max(after, key=lambda c: (c[1], -c[0])) if after else (b_step, b_val)
+    return {"name": f"{split} {key}", "improved": best > b_val, "before": b_val,
+            "before_step": b_step, "best": best, "best_step": best_step}
+
 
 def _split_events(events: Sequence[Mapping], thresholds) -> _Run:
-  meta, init, train, test = {}, None, [], []
+  meta, init, train, evals = {}, None, [], {}
   for e in events:
     split = e.get("split")
     if split == "meta":
@@ -192,12 +215,13 @@ def _split_events(events: Sequence[Mapping], thresholds) -> _Run:
       init = dict(e)
     elif split == "train":
       train.append(dict(e))
-    elif split == "test":
-      test.append(dict(e))
+    elif split is not None:
+      evals.setdefault(split, []).append(dict(e))
   train.sort(key=lambda e: e["step"])
-  test.sort(key=lambda e: e["step"])
+  for evs in evals.values():
+    evs.sort(key=lambda e: e["step"])
   th = resolve_thresholds({**(meta.get("thresholds") or {}), **dict(thresholds or {})})
-  return _Run(meta, init, train, test, th)
+  return _Run(meta, init, train, evals.get("test", []), th, evals)
 
 
 def _episodes(events: list, predicate: Callable[[dict], bool]) -> list[list[dict]]:

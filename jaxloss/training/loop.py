@@ -273,6 +273,9 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
       log.write({"step": 0, "split": "meta", "name": recipe.name,
                  "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                  "thresholds": monitors.resolve_thresholds(config.monitor),
+                 **({"selection": {"split": recipe.selection.split,
+                                   "key": recipe.selection.key}}
+                    if recipe.selection is not None else {}),
                  **recipe.meta(k)})
     mon = monitors.Monitor(config.monitor, halt_on=config.monitor.halt_on)
     mon.update(log.read())  # findings already reported before a restart stay quiet

@@ -627,6 +627,67 @@ def test_every_term_saturated_is_one_finding_without_weight_advice():
   assert "Dev metric" in findings[0].advice
 
 
+def _with_dev(events, scores):
+  """``events`` with a selection rule (Dev ``score``) and Dev evaluations
+  ``{step: score}``."""
+  events[0]["selection"] = {"split": "dev", "key": "score"}
+  return events + [{"split": "dev", "stage": "constant", "step": step, "score": v}
+                   for step, v in scores.items()]
+
+
+def _all_saturated_stream():
+  cls = [2.0, 0.05, 0.04, 0.03, 0.03, 0.03]
+  con = [4.0, 0.5, 0.06, 0.05, 0.05, 0.05]
+  return make_stream([0.8 * a + 0.2 * b for a, b in zip(cls, con)],
+                     meta={"total_steps": 400, "terms": two_terms()},
+                     fields={"term/classification": cls, "term/contrastive": con},
+                     init={"loss": 2.64, "term/classification": 2.3,
+                           "term/contrastive": 4.1})
+
+
+def test_saturation_followed_by_a_better_dev_score_is_info():
+  # Every term saturated by step 24; Dev score 0.80 at step 16, 0.85 at 24, 0.91 at 48:
+  # the run kept improving, nothing to change.
+  events = _with_dev(_all_saturated_stream(), {16: 0.80, 24: 0.85, 48: 0.91, 40: 0.88})
+  f = the(diagnose(events), "term_saturated")
+  assert (f.severity, f.subject) == ("info", "all")
+  assert f.message.endswith("; dev score still rose after it, 0.85 at step 24 -> 0.91 "
+                            "at step 48")
+  # One head of two, with the same Dev curve: info, and the weight advice waits.
+  cls = [2.0, 0.05, 0.04, 0.03, 0.03, 0.03]
+  con = [4.0, 3.9, 3.8, 3.7, 3.6, 3.5]
+  events = _with_dev(make_stream([0.8 * a + 0.2 * b for a, b in zip(cls, con)],
+                                 meta={"total_steps": 400, "terms": two_terms()},
+                                 fields={"term/classification": cls,
+                                         "term/contrastive": con},
+                                 init={"loss": 2.64, "term/classification": 2.3}),
+                     {8: 0.5, 16: 0.80, 48: 0.91})
+  f = the(diagnose(events), "term_saturated")
+  assert (f.severity, f.subject) == ("info", "classification")
+  assert f.advice.startswith("Nothing to change while the selection metric keeps "
+                             "improving (model selection keeps the best evaluation). If "
+                             "it stops: the classification head has saturated")
+  assert "lower config.classification_weight from 0.8 to 0.7" in f.advice
+
+
+def test_saturation_after_which_dev_stops_improving_stays_a_warning():
+  # Best Dev score 0.85 at step 24, when the last term saturated; later ones are lower
+  # (a tie is not an improvement).
+  events = _with_dev(_all_saturated_stream(), {16: 0.80, 24: 0.85, 40: 0.85, 48: 0.84})
+  f = the(diagnose(events), "term_saturated")
+  assert (f.severity, f.subject) == ("warning", "all")
+  assert f.message.endswith("; dev score did not improve after it (best 0.85 at step 24)")
+  # No evaluation after the saturation yet (a live run): a warning without a verdict.
+  events = _with_dev(_all_saturated_stream(), {16: 0.80, 24: 0.85})
+  f = the(diagnose(events), "term_saturated")
+  assert f.severity == "warning" and "dev score" not in f.message
+  # No evaluation at or before it: the first one after is the reference.
+  events = _with_dev(_all_saturated_stream(), {32: 0.80, 48: 0.79})
+  assert the(diagnose(events), "term_saturated").severity == "warning"
+  events = _with_dev(_all_saturated_stream(), {32: 0.80, 48: 0.81})
+  assert the(diagnose(events), "term_saturated").severity == "info"
+
+
 def test_a_term_at_its_floor_is_not_stalled():
   # The contrastive term sits at ~0.05 (below saturated_loss) while classification
   # still falls: it is done, not stalled, so no "raise its weight" beside the
