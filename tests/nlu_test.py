@@ -298,6 +298,9 @@ def test_smoke_run_on_snips(smoke_run, tfds_dir):
   assert summary["diagnosis"]["error"] == 1
   assert summary["exit_status"] == 3  # python -m experiments.run would exit with it
   assert summary["findings"] == ["prediction_collapse"]
+  # The selection rule is in the stream, for the monitors that read the Dev curve.
+  meta = next(e for e in _events(workdir) if e["split"] == "meta")
+  assert meta["selection"] == {"split": "dev", "key": "score"}
   with open(os.path.join(workdir, "diagnosis.json")) as f:
     finding = json.load(f)["findings"][0]
   assert finding["subject"] == "entity/non_o/test"

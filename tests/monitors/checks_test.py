@@ -2,6 +2,7 @@
 stays quiet just on the healthy side of its threshold, with the numbers and the concrete
 fix in the finding."""
 
+import json
 import math
 
 import pytest
@@ -686,6 +687,32 @@ def test_saturation_after_which_dev_stops_improving_stays_a_warning():
   assert the(diagnose(events), "term_saturated").severity == "warning"
   events = _with_dev(_all_saturated_stream(), {32: 0.80, 48: 0.81})
   assert the(diagnose(events), "term_saturated").severity == "info"
+
+
+def test_diagnose_tool_takes_a_selection_for_an_older_stream(tmp_path, capsys):
+  from tools.ops import diagnose as diagnose_tool  # pylint: disable=g-import-not-at-top
+  events = _all_saturated_stream() + [
+      {"split": "dev", "stage": "constant", "step": step, "score": v}
+      for step, v in {24: 0.85, 48: 0.91}.items()]
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    f.write("\n".join(json.dumps(e) for e in events) + "\n")
+  findings, _ = diagnose_tool.run(str(tmp_path))
+  assert the(findings, "term_saturated").severity == "warning"  # no selection recorded
+  findings, _ = diagnose_tool.run(str(tmp_path), selection={"split": "dev",
+                                                            "key": "score"})
+  assert the(findings, "term_saturated").severity == "info"
+  assert diagnose_tool.main([str(tmp_path), "--selection", "dev:score"]) == 0
+  assert "0 error, 0 warning, 1 info" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    diagnose_tool.main([str(tmp_path), "--selection", "dev"])
+  assert "--selection expects SPLIT:KEY" in capsys.readouterr().err
+  # A stream's own selection is never replaced.
+  events[0]["selection"] = {"split": "dev", "key": "missing"}
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    f.write("\n".join(json.dumps(e) for e in events) + "\n")
+  findings, _ = diagnose_tool.run(str(tmp_path), selection={"split": "dev",
+                                                            "key": "score"})
+  assert the(findings, "term_saturated").severity == "warning"
 
 
 def test_a_term_at_its_floor_is_not_stalled():
