@@ -46,6 +46,20 @@ def test_epoch_permutation_covers_each_epoch_once():
   np.testing.assert_array_equal(epoch_permutation_indices(key, 7, n, b), stream[28:32])
   jitted = jax.jit(epoch_permutation_indices, static_argnums=(2, 3))
   np.testing.assert_array_equal(jitted(key, jnp.int32(7), n, b), stream[28:32])
+  # The stream is the epochs' permutations end to end, batches that straddle two
+  # epochs included (steps 2, 7: positions 8-11 and 28-31), jitted or not.
+  reference = np.concatenate([np.asarray(jax.random.permutation(
+      jax.random.fold_in(key, e), n)) for e in range(4)])
+  np.testing.assert_array_equal(stream, reference)
+  np.testing.assert_array_equal(
+      np.concatenate([np.asarray(jitted(key, jnp.int32(s), n, b)) for s in range(10)]),
+      reference)
+  # Batched over keys (an ensemble's members): each row is its own key's stream.
+  keys = jnp.stack([key, jax.random.PRNGKey(4)])
+  both = jax.vmap(epoch_permutation_indices, in_axes=(0, None, None, None))(keys, 2, n, b)
+  np.testing.assert_array_equal(both[0], reference[8:12])
+  np.testing.assert_array_equal(
+      both[1], np.asarray(epoch_permutation_indices(jax.random.PRNGKey(4), 2, n, b)))
 
 
 def test_epoch_permutation_rejects_bad_batch():

@@ -97,9 +97,17 @@ def epoch_permutation_indices(key: jax.Array, step: jax.Array, num_examples: int
   first_epoch = start // num_examples
   within = positions % num_examples
   perm_a = jax.random.permutation(jax.random.fold_in(key, first_epoch), num_examples)
-  perm_b = jax.random.permutation(jax.random.fold_in(key, first_epoch + 1), num_examples)
   in_first = positions // num_examples == first_epoch
-  return jnp.where(in_first, perm_a[within], perm_b[within]).astype(jnp.int32)
+
+  def straddling(perm_a):
+    perm_b = jax.random.permutation(jax.random.fold_in(key, first_epoch + 1),
+                                    num_examples)
+    return jnp.where(in_first, perm_a[within], perm_b[within])
+
+  # The next epoch's permutation (two sorts of N keys) only for the one batch an epoch
+  # that needs it: under jit a cond runs one branch (under vmap, both, as before).
+  return jax.lax.cond(in_first[-1], lambda perm_a: perm_a[within], straddling,
+                      perm_a).astype(jnp.int32)
 
 
 def repeat_factors(categories, threshold: float) -> np.ndarray:
