@@ -154,9 +154,12 @@ class _Run:
   meta: dict
   init: Optional[dict]
   train: list
-  test: list
   th: dict
-  evals: dict = dataclasses.field(default_factory=dict)  # every evaluation split
+  evals: dict  # {split: [evaluation events]}, each sorted by step
+
+  @property
+  def test(self) -> list:
+    return self.evals.get("test", [])
 
   @property
   def total_steps(self) -> Optional[int]:
@@ -221,7 +224,7 @@ def _split_events(events: Sequence[Mapping], thresholds) -> _Run:
   for evs in evals.values():
     evs.sort(key=lambda e: e["step"])
   th = resolve_thresholds({**(meta.get("thresholds") or {}), **dict(thresholds or {})})
-  return _Run(meta, init, train, evals.get("test", []), th, evals)
+  return _Run(meta, init, train, th, evals)
 
 
 def _episodes(events: list, predicate: Callable[[dict], bool]) -> list[list[dict]]:
