@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from jaxloss.data import augment
 from jaxloss.models.resnet import CIFAR10_MEAN, CifarResNet, normalize_images
@@ -98,6 +99,26 @@ def test_batch_augmentation_depends_on_global_position_only():
   np.testing.assert_array_equal(whole, jnp.concatenate(halves))
   again = augment.cifar_augment_batch(key, images, jnp.arange(8), 0.5)
   np.testing.assert_array_equal(whole, again)
+
+
+def test_batch_example_at_position_zero_is_the_single_image_function():
+  image, key = _image(), jax.random.PRNGKey(11)
+  batch = augment.cifar_augment_batch(key, jnp.stack([image, image]), jnp.array([0, 5]),
+                                      1.0)
+  np.testing.assert_array_equal(batch[0], augment.cifar_augment(key, image, 1.0))
+  assert not np.array_equal(batch[0], batch[1])
+
+
+def test_crop_offsets_are_uniform():
+  n, image = 1620, jnp.zeros((32, 32, 3), jnp.uint8).at[10, 6].set(255)
+  out = np.asarray(augment.cifar_augment_batch(
+      jax.random.PRNGKey(12), jnp.broadcast_to(image, (n, 32, 32, 3)), jnp.arange(n), 0.0))
+  _, rows, cols = np.nonzero(out[..., 0] == 255)
+  assert rows.size == n
+  # Unflipped the pixel lands in columns 2 … 10, flipped in 21 … 29.
+  cols = np.where(cols > 15, 31 - cols, cols)
+  cells = np.bincount((rows - 6) * 9 + (cols - 2), minlength=81)
+  assert cells.size == 81 and stats.chisquare(cells).pvalue > 1e-4  # 20 expected per cell
 
 
 # ------------------------------------------------------------------------------ ResNet

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxloss.data.augment import augment_batch, shift_and_noise
+from jaxloss.data.augment import augment_batch, random_words, shift_and_noise
 from jaxloss.data.sampler import (epoch_permutation_sampler, length_grouped_indices,
                                   length_grouped_sampler, repeat_factors, repeat_indices,
                                   sample_indices, sampling_probabilities, stream_sampler)
@@ -66,6 +66,52 @@ def test_batch_augmentation_depends_on_global_position_only():
   halves = jnp.concatenate([augment_batch(key, images[:4], jnp.arange(4), 1.0),
                             augment_batch(key, images[4:], jnp.arange(4, 8), 1.0)])
   np.testing.assert_array_equal(whole, halves)
+
+
+def test_batch_example_at_position_zero_is_the_single_image_function():
+  image = jnp.asarray(np.random.default_rng(3).random((8, 8, 1)), jnp.float32)
+  key = jax.random.PRNGKey(4)
+  batch = augment_batch(key, jnp.stack([image, image]), jnp.array([0, 1]), 0.7)
+  np.testing.assert_array_equal(batch[0], shift_and_noise(key, image, 0.7))
+  assert not np.array_equal(batch[0], batch[1])
+
+
+def test_random_words_are_uniform_and_independent_of_the_batch_split():
+  key = jax.random.PRNGKey(6)
+  words = np.asarray(random_words(key, jnp.arange(4000), 5))
+  assert words.shape == (4000, 5) and words.dtype == np.uint32
+  np.testing.assert_array_equal(words[1000:2000],
+                                random_words(key, jnp.arange(1000, 2000), 5))
+  # Every bit is a fair coin: 20,000 words, so a bit's ones count has sd 71.
+  ones = ((words.reshape(-1, 1) >> np.arange(32, dtype=np.uint32)) & 1).sum(0).astype(np.int64)
+  assert np.all(np.abs(ones - 10_000) < 5 * 71)
+  # Adjacent words and adjacent positions are uncorrelated (sd of r: 1/sqrt(n)).
+  u = words.astype(np.float64) / 2.0 ** 32
+  assert abs(np.corrcoef(u[:, 0], u[:, 1])[0, 1]) < 5 / np.sqrt(4000)
+  assert abs(np.corrcoef(u[:-1, 4], u[1:, 0])[0, 1]) < 5 / np.sqrt(4000)
+
+
+def test_shift_is_uniform_over_the_nine_offsets_and_noise_has_the_std():
+  n = 1800
+  image = jnp.zeros((8, 8, 1), jnp.float32).at[3, 4, 0].set(1.0)
+  out = np.asarray(augment_batch(jax.random.PRNGKey(7), jnp.broadcast_to(image, (n, 8, 8, 1)),
+                                 jnp.arange(n), 1.0, noise_std=0.0))
+  rows, cols = np.nonzero(out[..., 0] == 1.0)[1:]
+  assert rows.size == n  # one lit pixel each: a shift by at most 1 keeps it inside
+  cells = np.bincount((rows - 2) * 3 + (cols - 3), minlength=9)
+  assert stats.chisquare(cells).pvalue > 1e-4  # 200 expected in each of the 9 cells
+  grey = jnp.full((n, 8, 8, 1), 0.5, jnp.float32)
+  noisy = np.asarray(augment_batch(jax.random.PRNGKey(8), grey, jnp.arange(n), 1.0,
+                                   max_shift=0, noise_std=0.1)) - 0.5
+  # 115,200 draws of N(0, 0.1²) (clipping at ±5 sd never bites): the sample sd has
+  # relative sd 1/sqrt(2n) = 0.2 %, the mean sd 0.1/sqrt(n) = 3e-4.
+  assert abs(noisy.std() - 0.1) < 0.005 and abs(noisy.mean()) < 0.0015
+  assert abs(stats.kurtosis(noisy.ravel())) < 0.1  # Gaussian, not uniform (−1.2)
+  half = np.asarray(augment_batch(jax.random.PRNGKey(9), jnp.broadcast_to(image, (n, 8, 8, 1)),
+                                  jnp.arange(n), 0.5, noise_std=0.0))
+  # Strength 0.5: shifted with probability 1/2 (then the identity offset 1 time in 9).
+  unmoved = np.sum(half[:, 3, 4, 0] == 1.0)
+  assert abs(unmoved - n * (0.5 + 0.5 / 9)) < 5 * np.sqrt(n * 0.25)
 
 
 # --- Length-grouped batches ---------------------------------------------------------------
