@@ -178,3 +178,19 @@ def test_untrained_loss_is_ln_10_and_cosine_logits_are_bounded():
   assert out.shape == (32, 10) and float(jnp.max(jnp.abs(out))) <= 1.0 + 1e-6
   with pytest.raises(ValueError, match="classifier"):
     _params(CifarResNet(10, depth=8, classifier="arcface"))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: augment.pad_crop_flip(jax.random.PRNGKey(0), _image(), padding=128), "padding"),
+    (lambda: augment.cutout(jax.random.PRNGKey(0), jnp.zeros((300, 8, 3)), True),
+     "height and width"),
+    (lambda: augment.cifar_augment_batch(jax.random.PRNGKey(0), jnp.zeros((2, 8, 257, 3)),
+                                         jnp.arange(2), 1.0), "height and width"),
+    (lambda: augment.augment_batch(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1)),
+                                   jnp.arange(2), 1.0, max_shift=-1), "max_shift"),
+])
+def test_out_of_range_sizes_are_named(call, match):
+  # The random offsets are drawn as floor(24 random bits · n / 2^24) in uint32, exact
+  # for n <= 256 only, so larger ranges are refused instead of wrapping around.
+  with pytest.raises(ValueError, match=match):
+    call()

@@ -53,8 +53,14 @@ def _unit(words: jax.Array) -> jax.Array:
   return ((words >> 8).astype(jnp.float32) + 0.5) * (2.0 ** -24)
 
 
+def _check_range(name: str, value: int, largest: int) -> None:
+  if not 0 <= value <= largest:
+    raise ValueError(f"{name} must be in [0, {largest}], got {value}")
+
+
 def _below(words: jax.Array, n) -> jax.Array:
-  """int32 uniform on {0, …, n − 1} (n ≤ 256, may be an array): ⌊top24 · n / 2²⁴⌋."""
+  """int32 uniform on {0, …, n − 1} (1 ≤ n ≤ 256, may be an array): ⌊top24 · n / 2²⁴⌋,
+  exact in uint32 arithmetic."""
   return (((words >> 8) * jnp.asarray(n, jnp.uint32)) >> 24).astype(jnp.int32)
 
 
@@ -99,9 +105,13 @@ def shift_and_noise(key: jax.Array, image: jax.Array, strength: jax.Array, *,
     max_shift: largest shift in pixels (static).
     noise_std: noise standard deviation at strength 1.
 
+  Raises:
+    ValueError: ``max_shift`` outside [0, 127].
+
   Returns:
     float ``[H, W, C]``, same dtype as ``image``.
   """
+  _check_range("max_shift", max_shift, 127)
   return _one(_shift_and_noise, 3 + image.size, key, image, strength, max_shift,
               noise_std)
 
@@ -120,10 +130,14 @@ def augment_batch(key: jax.Array, images: jax.Array, positions: jax.Array,
     strength: scalar knob value.
     max_shift, noise_std: as in :func:`shift_and_noise`.
 
+  Raises:
+    ValueError: ``max_shift`` outside [0, 127].
+
   Returns:
     ``[b, H, W, C]``; example ``i`` is :func:`shift_and_noise` of the same key at
     position ``positions[i]`` (position 0 is :func:`shift_and_noise` itself).
   """
+  _check_range("max_shift", max_shift, 127)
   return _batch(_shift_and_noise, 3 + math.prod(images.shape[1:]), key, images,
                 positions, strength, max_shift, noise_std)
 
@@ -149,9 +163,13 @@ def pad_crop_flip(key: jax.Array, image: jax.Array, *, padding: int = 4) -> jax.
     image: ``[H, W, C]``, any dtype (uint8 pixels are kept as they are).
     padding: pixels of zero padding on each side (static, 0 … 127).
 
+  Raises:
+    ValueError: ``padding`` outside [0, 127].
+
   Returns:
     ``[H, W, C]``, the dtype of ``image``.
   """
+  _check_range("padding", padding, 127)
   return _one(_pad_crop_flip, _CROP_WORDS, key, image, padding)
 
 
@@ -188,9 +206,13 @@ def cutout(key: jax.Array, image: jax.Array, apply: jax.Array, *, size: int = 16
       mean pixel (in 0..255 for integer images, in [0, 1] for floats), which is 0
       after normalisation, as the paper cuts normalised images.
 
+  Raises:
+    ValueError: ``H`` or ``W`` above 256.
+
   Returns:
     ``[H, W, C]``, the dtype of ``image``.
   """
+  _check_range("image height and width", max(image.shape[:2]), 256)
   return _one(_cutout, 2, key, image, apply, size, fill)
 
 
@@ -201,6 +223,11 @@ def _cifar_augment(words, image, strength, padding, cutout_size):
 
 
 _CIFAR_WORDS = _CROP_WORDS + 1 + 2  # crop + flip, Cutout's flag, Cutout's centre
+
+
+def _check_cifar(hw, padding):
+  _check_range("padding", padding, 127)
+  _check_range("image height and width", max(hw), 256)
 
 
 def cifar_augment(key: jax.Array, image: jax.Array, strength: jax.Array, *,
@@ -216,6 +243,9 @@ def cifar_augment(key: jax.Array, image: jax.Array, strength: jax.Array, *,
     padding: crop padding (static).
     cutout_size: Cutout square side (static).
 
+  Raises:
+    ValueError: ``padding`` outside [0, 127], or ``H`` or ``W`` above 256.
+
   Returns:
     ``[H, W, C]``, the dtype of ``image``.
 
@@ -226,6 +256,7 @@ def cifar_augment(key: jax.Array, image: jax.Array, strength: jax.Array, *,
     >>> out.shape, out.dtype
     ((32, 32, 3), dtype('uint8'))
   """
+  _check_cifar(image.shape[:2], padding)
   return _one(_cifar_augment, _CIFAR_WORDS, key, image, strength, padding, cutout_size)
 
 
@@ -236,5 +267,6 @@ def cifar_augment_batch(key: jax.Array, images: jax.Array, positions: jax.Array,
   global position ``positions [b]`` (so 1 and 8 devices draw the same crops); the
   ``augment_fn`` of :func:`jaxloss.make_train_step`. Example ``i`` is
   :func:`cifar_augment` of the same key at position ``positions[i]``."""
+  _check_cifar(images.shape[1:3], padding)
   return _batch(_cifar_augment, _CIFAR_WORDS, key, images, positions, strength, padding,
                 cutout_size)
