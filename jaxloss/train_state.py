@@ -41,6 +41,9 @@ class TrainState:
       ``MonitorSpec`` is given, see :func:`jaxloss.monitors.zero_sums`); kept in the
       state so that a log period split by a restart still reports the same numbers.
     apply_fn, tx: static (not pytree nodes, not checkpointed).
+    ema_params: None, or the exponential moving average of ``params`` (Polyak
+      averaging) that evaluation uses when the loop runs with ``config.ema_decay``
+      (:func:`jaxloss.train_step.make_train_step`'s ``ema_decay``).
   """
   step: jax.Array
   params: Any
@@ -52,6 +55,7 @@ class TrainState:
   train_sums: dict
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  ema_params: Any = None
 
   @classmethod
   def create(cls, *, apply_fn, params, tx, rng, model_state=None,

@@ -115,7 +115,8 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
                     monitor: Optional[monitor_stats.MonitorSpec] = None,
                     input_keys: Sequence[str] = ("image",),
                     sampler: Optional[Callable] = None,
-                    data_layout: str = "dataset") -> Callable:
+                    data_layout: str = "dataset",
+                    ema_decay: Optional[float] = None) -> Callable:
   """Builds the per-device train step body ``(state, data[, member_knobs]) ->
   (state, metrics)``.
 
@@ -148,6 +149,13 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
       drawn on the host by :func:`class_mix_indices` (or ``sampler``) with the same key
       and assembled per process (:meth:`jaxloss.parallel.DataParallel.assemble_batch`):
       the multi-process input path. Both give the same batch, positions and keys.
+    ema_decay: None, or the decay ``d`` of an exponential moving average of the
+      parameters kept in ``state.ema_params`` (which must then hold a copy of the
+      parameters at step 0): after the update of step ``t`` (0-based),
+      ``ema ← d_t·ema + (1 − d_t)·params`` with ``d_t = min(d, (1 + t) / (10 + t))``,
+      the warm-up of TensorFlow's ``ExponentialMovingAverage(num_updates=t)``, so
+      early averages are not dominated by the initialisation. A skipped (non-finite)
+      step leaves it unchanged, as it leaves the parameters (Polyak & Juditsky, 1992).
 
   ``data`` is the whole training set, replicated: ``{"image": [N, ...], "label": [N]}``
   (or the ``input_keys`` fields and a ``label`` of any shape ``[N, ...]``, or a dict of
@@ -159,10 +167,13 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
   ``stage``, every knob value and, with ``monitor``, ``term/<name>`` for each term.
 
   Raises:
-    ValueError: batch size not divisible by the number of devices; missing knobs; (at
-      trace time) a loss function that does not report the terms or heads ``monitor``
-      names.
+    ValueError: batch size not divisible by the number of devices; missing knobs;
+      ``ema_decay`` outside (0, 1); (at trace time) a loss function that does not
+      report the terms or heads ``monitor`` names, or ``ema_decay`` with a state whose
+      ``ema_params`` is None.
   """
+  if ema_decay is not None and not 0 < ema_decay < 1:
+    raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
   if data_layout not in DATA_LAYOUTS:
     raise ValueError(f"data_layout must be one of {DATA_LAYOUTS}, got {data_layout!r}")
   if global_batch_size % num_devices:
@@ -268,9 +279,20 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
       step_stats["nonfinite_grads"] = monitor_stats.nonfinite_count(grads)
     new_sums = monitor_stats.accumulate(state.train_sums, step_stats, finite)
     new_step = state.step + 1
+    kept_params = keep_if_finite(new_params, state.params)
+    ema_params = state.ema_params
+    if ema_decay is not None:
+      if ema_params is None:
+        raise ValueError("ema_decay is set but state.ema_params is None: start the "
+                         "average with state.replace(ema_params=state.params)")
+      t = state.step.astype(jnp.float32)
+      d = jnp.minimum(jnp.float32(ema_decay), (1.0 + t) / (10.0 + t))
+      ema_params = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params,
+                                kept_params)
     new_state = state.replace(
         step=new_step,
-        params=keep_if_finite(new_params, state.params),
+        params=kept_params,
+        ema_params=ema_params,
         opt_state=keep_if_finite(new_opt_state, opt_state),
         model_state=keep_if_finite(new_model_state, state.model_state),
         curriculum=CurriculumState(stage=curriculum.stage_index(new_step)),

@@ -58,12 +58,17 @@ def config_dict(config) -> dict:
 def changed_fields(old: Mapping, new: Mapping, runtime: Iterable[str] = RUNTIME_FIELDS
                    ) -> dict[str, tuple[Any, Any]]:
   """``{dotted name: (old, new)}`` of the training fields that differ (a field present
-  in only one of them counts, with ``"<absent>"`` for the missing side).
+  in only one of them counts, with ``"<absent>"`` for the missing side, unless its
+  value there is None: an optional feature a newer config adds, switched off, trains
+  what the config without it trained).
 
   Examples:
     >>> changed_fields({"seed": 0, "progress": True, "monitor": {"halt_on": []}},
-    ...                {"seed": 1, "progress": False, "monitor": {"halt_on": ["x"]}})
+    ...                {"seed": 1, "progress": False, "monitor": {"halt_on": ["x"]},
+    ...                 "ema_decay": None})
     {'seed': (0, 1)}
+    >>> changed_fields({"seed": 0}, {"seed": 0, "ema_decay": 0.999})
+    {'ema_decay': ('<absent>', 0.999)}
   """
   a, b = flatten(old), flatten(new)
   out = {}
@@ -71,6 +76,8 @@ def changed_fields(old: Mapping, new: Mapping, runtime: Iterable[str] = RUNTIME_
     if _is_runtime(name, runtime):
       continue
     va, vb = a.get(name, "<absent>"), b.get(name, "<absent>")
+    if (va is None and vb == "<absent>") or (vb is None and va == "<absent>"):
+      continue
     if va != vb:
       out[name] = (va, vb)
   return out

@@ -86,6 +86,9 @@ def validate_runtime(config) -> None:
   value = config.get("eval_every_steps")
   if value is not None and not value >= 1:
     raise ValueError(f"config.eval_every_steps must be >= 1 or None, got {value}")
+  value = config.get("ema_decay")
+  if value is not None and not 0 < value < 1:
+    raise ValueError(f"config.ema_decay must be in (0, 1) or None, got {value}")
   if config.get("train_input", "auto") not in TRAIN_INPUTS:
     raise ValueError(f"config.train_input must be one of {TRAIN_INPUTS}, got "
                      f"{config.train_input!r}")
@@ -93,17 +96,23 @@ def validate_runtime(config) -> None:
   monitors.validate_halt_on(config.monitor.halt_on)
 
 
-def init_state(recipe: Recipe):
+def init_state(recipe: Recipe, ema: bool = False):
   """The recipe's state at step 0: one member's, or every member's stacked on a leading
-  member axis (member k initialised from its own seed)."""
+  member axis (member k initialised from its own seed). With ``ema`` the state's
+  ``ema_params`` start as a copy of the parameters (``config.ema_decay``)."""
   members = recipe.all_members
   if len(members) == 1:
-    return recipe.init(jax.random.PRNGKey(members[0].seed))
-  keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
-  return jax.vmap(recipe.init)(keys)
+    state = recipe.init(jax.random.PRNGKey(members[0].seed))
+  else:
+    keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
+    state = jax.vmap(recipe.init)(keys)
+  if ema:
+    state = state.replace(ema_params=jax.tree.map(jnp.array, state.params))
+  return state
 
 
-def step_body(recipe: Recipe, num_devices: int, *, host: bool = False) -> Callable:
+def step_body(recipe: Recipe, num_devices: int, *, host: bool = False,
+              ema_decay: Optional[float] = None) -> Callable:
   """The per-device train step body ``(state, data) -> (state, metrics)`` of the recipe
   (:func:`jaxloss.train_step.make_train_step`), for ``data`` the whole training set
   (``host=False``) or the step's batch assembled on the host (``host=True``).
@@ -111,7 +120,7 @@ def step_body(recipe: Recipe, num_devices: int, *, host: bool = False) -> Callab
   An ensemble is one ``jax.vmap`` of the body over the members' leading state axis
   (one compilation), each member with its own knob values; its host batch carries the
   member axis second (``[B, M, ...]``, split over devices along B), as each member
-  draws its own batch.
+  draws its own batch. ``ema_decay``: see :func:`jaxloss.train_step.make_train_step`.
   """
   members = recipe.all_members
   body = make_train_step(
@@ -120,7 +129,7 @@ def step_body(recipe: Recipe, num_devices: int, *, host: bool = False) -> Callab
       class_counts=recipe.class_counts, augment_fn=recipe.augment_fn,
       max_grad_norm=recipe.max_grad_norm, monitor=recipe.monitor,
       input_keys=recipe.input_keys, sampler=recipe.sampler,
-      data_layout="batch" if host else "dataset")
+      data_layout="batch" if host else "dataset", ema_decay=ema_decay)
   if len(members) == 1:
     if not members[0].knobs:
       return body
@@ -254,8 +263,9 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
   # --- Restore or initialise -----------------------------------------------------------
   checkpointer = Checkpointer(ckpt_dir, max_to_keep=config.keep_checkpoints,
                               async_save=distributed.async_checkpoints_safe())
-  state, restored = checkpointer.restore_or_init(lambda: init_state(recipe),
-                                                   dp.restore_sharding)
+  ema_decay = config.get("ema_decay")
+  state, restored = checkpointer.restore_or_init(
+      lambda: init_state(recipe, ema=ema_decay is not None), dp.restore_sharding)
   step = int(np.ravel(jax.device_get(state.step))[0])
   if restored:
     say(f"Resumed from {checkpointer.directory} at step {step}")
@@ -293,8 +303,9 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
 
   # --- Compiled steps -----------------------------------------------------------------
   counter = TraceCounter()
-  train_step = dp.launch_train_step(step_body(recipe, dp.num_devices, host=host),
-                                    counter, batch_sharded=host)
+  train_step = dp.launch_train_step(
+      step_body(recipe, dp.num_devices, host=host, ema_decay=ema_decay), counter,
+      batch_sharded=host)
 
   fields = (*recipe.input_keys, "label")
   buckets = recipe.sequence_buckets
@@ -384,7 +395,10 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
     return [{k: v[:, m] for k, v in out.items()} for m in range(num_members)]
 
   def evaluate(state, repeat: bool) -> tuple[list[dict], Optional[dict]]:
-    """``([member] -> {split: report}, {split: ensemble report} or None)``."""
+    """``([member] -> {split: report}, {split: ensemble report} or None)``; with
+    ``config.ema_decay``, of the averaged parameters."""
+    if ema_decay is not None:
+      state = state.replace(params=state.ema_params)
     reports = [{} for _ in members]
     ens = {} if ens_log is not None else None
     for split in recipe.eval_splits:

@@ -117,6 +117,9 @@ def get_config(arg=None):
   c.warmup_epochs = 1.0
   c.weight_decay = 1e-4
   c.max_grad_norm = 5.0
+  # Evaluate an exponential moving average of the parameters with this decay (Polyak
+  # averaging; the loop keeps it in the train state); None: the parameters themselves.
+  c.ema_decay = ml_collections.config_dict.placeholder(float)
 
   # Loss: Σ_f λ_f CE(sentence head f) + λ_entity · tagging loss. A λ is a number or
   # per-epoch values "a,b,c" (value k during epoch k, the last one from then on).
