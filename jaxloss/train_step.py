@@ -287,8 +287,9 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
                          "average with state.replace(ema_params=state.params)")
       t = state.step.astype(jnp.float32)
       d = jnp.minimum(jnp.float32(ema_decay), (1.0 + t) / (10.0 + t))
-      ema_params = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params,
-                                kept_params)
+      ema_params = keep_if_finite(
+          jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, new_params),
+          ema_params)
     new_state = state.replace(
         step=new_step,
         params=kept_params,

@@ -303,6 +303,13 @@ def test_ema_follows_its_recurrence_and_skips_nothing_else(tmp_path):
     assert _max_diff(params, jax.device_get(other.params)) == 0
   assert _max_diff(jax.device_get(state.ema_params), expected) < 1e-6
   assert _max_diff(jax.device_get(state.ema_params), jax.device_get(state.params)) > 1e-3
+  # A skipped (non-finite) step leaves the average where it was, like the parameters.
+  poisoned = dp.replicate({"x": np.full_like(recipe.train["x"], np.nan),
+                           "label": recipe.train["label"]})
+  before = jax.device_get(state.ema_params)
+  state, metrics = step(state, poisoned)
+  assert not bool(metrics["finite"])
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.ema_params), before)
   with pytest.raises(ValueError, match="ema_params is None"):
     step(dp.replicate(loop.init_state(recipe)), data)
 
