@@ -38,6 +38,17 @@ def random_words(key: jax.Array, positions: jax.Array, num_words: int) -> jax.Ar
 
   Returns:
     uint32 ``[b, num_words]``: row ``i`` is a pure function of ``(key, positions[i])``.
+
+  Source: Threefry-2x32 in counter mode (Salmon et al., "Parallel random numbers: as
+  easy as 1, 2, 3", SC 2011); block ``c`` is ``jax.random.fold_in(key, c)``.
+
+  Examples:
+    >>> key = jax.random.PRNGKey(0)
+    >>> words = random_words(key, jnp.arange(4), 3)
+    >>> words.shape, words.dtype
+    ((4, 3), dtype('uint32'))
+    >>> bool(jnp.all(random_words(key, jnp.arange(2, 4), 3) == words[2:]))
+    True
   """
   blocks = -(-num_words // 2)  # a Threefry block is two words
   counters = (jnp.asarray(positions, jnp.uint32)[:, None] * jnp.uint32(blocks)
