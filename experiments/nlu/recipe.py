@@ -152,6 +152,21 @@ def validate(config) -> None:
   if config.get("token_level", False) and config.get("encoder") is not None:
     raise ValueError("config.token_level is for the from-scratch tagger; with "
                      "config.encoder leave it False")
+  decoder = config.get("decoder_hidden")
+  if decoder is not None:
+    if not (isinstance(decoder, int) and decoder >= 1):
+      raise ValueError(f"config.decoder_hidden must be None or an int >= 1, got "
+                       f"{decoder!r}")
+    if config.get("encoder") is not None or config.entity_loss == "crf":
+      raise ValueError("config.decoder_hidden is for the from-scratch tagger without a "
+                       "CRF: leave config.encoder None and config.entity_loss not 'crf'")
+    if config.entity_loss == "focal" and config.entity_class_weights:
+      raise ValueError("config.decoder_hidden decodes inside the model, where a "
+                       "class-weighted entity loss cannot be corrected: set "
+                       "config.entity_class_weights=False")
+  forcing = config.get("teacher_forcing")
+  if forcing is not None and not 0 <= forcing <= 1:
+    raise ValueError(f"config.teacher_forcing must be in [0, 1], got {forcing}")
   if config.entity_loss == "crf" and config.mask_fill != "finite":
     raise ValueError("config.entity_loss='crf' needs config.mask_fill='finite'")
   if config.entity_loss == "crf" and config.get("encoder") is not None:
@@ -417,6 +432,21 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
 
   sentence_classes = tuple((f, len(data["label_names"][f])) for f in fields)
   encoder_facts, sequence_buckets = None, None
+  # Stack-Propagation's decoders read the previous token's label: gold in training
+  # (teacher forcing, so the gold tags and labels are model inputs), their own greedy
+  # choices (under the same masks as decoding) in evaluation.
+  decoder = config.get("decoder_hidden") is not None
+  decoder_fields, teacher_keys = {}, ()
+  if decoder:
+    forcing = config.get("teacher_forcing")
+    decoder_fields = dict(
+        decoder_hidden=config.decoder_hidden,
+        teacher_forcing=0.9 if forcing is None else float(forcing),
+        tag_valid=tuple(bool(v) for v in tag_valid),
+        tag_allowed=(tuple(tuple(bool(v) for v in row)
+                           for row in np.vstack([allowed, start_allowed[None]]))
+                     if constrained else None))
+    teacher_keys = ("teacher_tags",) + tuple(f"teacher_{f}" for f in fields)
   if not use_encoder:
     model = JointNluModel(
         vocab_size=len(words), char_vocab_size=len(chars), num_tags=len(tag_names),
@@ -426,7 +456,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         num_layers=config.num_layers, dropout_rate=config.dropout_rate,
         word_dropout_rate=config.word_dropout_rate, crf=crf,
         attention_heads=config.get("attention_heads", 0),
-        token_level=config.get("token_level", False))
+        token_level=config.get("token_level", False),
+        **decoder_fields)
     tx = make_optimizer(config.optimizer, learning_rate=config.learning_rate,
                         weight_decay=config.weight_decay,
                         max_grad_norm=config.max_grad_norm)
@@ -460,7 +491,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     # and tags): the LSTMs scan 16-24 steps instead of the data's longest sentence.
     # Everything is masked by length, so only float rounding differs from full width.
     sequence_buckets = SequenceBuckets(
-        keys=("ids", "chars"), lengths=np.asarray(train["lengths"]),
+        keys=("ids", "chars") + teacher_keys[:1], lengths=np.asarray(train["lengths"]),
         buckets=tuple(config.sequence_buckets), label_keys=("tags",))
 
   tag_valid_j = jnp.asarray(tag_valid)
@@ -499,6 +530,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                       lengths, train=False)
     result = {"tag_logits": out["tags"]}
     for prefix, tau in taus.items():
+      if decoder:  # the decoder's own greedy choices (no class weights: validate)
+        result[f"{prefix}tags"] = out["tag_choices"]
+        continue
       adjusted = out["tags"] - tau * log_w_j if tau else out["tags"]
       result[f"{prefix}tags"] = decode(adjusted, lengths, out).astype(jnp.int32)
     for f in fields:
@@ -647,6 +681,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
               + (f" ({off_bio} non-BIO transition(s) of the training data allowed)"
                  if off_bio else "")
               + (", CRF tag transitions" if crf else "")
+              + (f", LSTM decoders of {config.decoder_hidden} reading the previous "
+                 f"label (teacher forcing {decoder_fields['teacher_forcing']:g}; tags "
+                 f"decoded greedily in the model)" if decoder else "")
               + (f"\n  {num_epochs} epochs of {steps_per_epoch} steps: config.num_epochs "
                  f"{config.num_epochs} raised to reach config.min_train_steps "
                  f"{config.min_train_steps}; Dev and Test evaluated every "
@@ -655,9 +692,11 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   return Recipe(
       name=config.name,
       train={**{k: train[k] for k in inputs},
+             **({"teacher_tags": train["tags"],
+                 **{f"teacher_{f}": train[f] for f in fields}} if decoder else {}),
              "label": {"tags": train["tags"], **{f: train[f] for f in fields}}},
       eval_splits={"dev": splits["dev"], "test": splits["test"]},
-      input_keys=inputs, eval_input_keys=inputs, init=init, objective=loss_fn,
+      input_keys=inputs + teacher_keys, eval_input_keys=inputs, init=init, objective=loss_fn,
       curriculum=curriculum, compiled=compiled, batch_size=config.batch_size,
       num_epochs=num_epochs, eval_every_epochs=eval_every_epochs, predict=predict,
       evaluate=lambda split, out: nlu_eval_report(nlu_data, split, out), meta=meta,

@@ -24,13 +24,15 @@ from jaxloss.losses.masking import mask_invalid_logits
 
 
 def varying_like(x: jax.Array, ref: jax.Array) -> jax.Array:
-  """``x`` with the varying manual axes of ``ref`` (inside ``shard_map``; a no-op
-  outside). A scan's zero initial carry must have the type of the carry it produces,
+  """``x`` with the varying manual axes of ``ref`` that it lacks (inside ``shard_map``;
+  a no-op outside). A scan's zero initial carry must have the type of the carry it produces,
   which varies over the mesh axes when the inputs and parameters do."""
-  aval = jax.typeof(ref)
-  mat = getattr(aval, "manual_axis_type", None)  # JAX >= 0.9
-  vma = mat.varying if mat is not None else getattr(aval, "vma", ())
-  vma = tuple(sorted(vma or ()))
+  def axes(a):
+    aval = jax.typeof(a)
+    mat = getattr(aval, "manual_axis_type", None)  # JAX >= 0.9
+    return set((mat.varying if mat is not None else getattr(aval, "vma", ())) or ())
+
+  vma = tuple(sorted(axes(ref) - axes(x)))
   return jax.lax.pcast(x, vma, to="varying") if vma else x
 
 
@@ -278,6 +280,90 @@ class CharCNN(nn.Module):
     return jnp.where(jnp.any(real, axis=-2), pooled, 0.0)
 
 
+class _FeedbackStep(nn.Module):
+  """One token of :class:`LabelFeedbackLSTM` (scanned over the time axis)."""
+  num_classes: int
+  hidden: int
+  label_embed_dim: int
+  valid: tuple | None
+  allowed: tuple | None
+
+  @nn.compact
+  def __call__(self, carry, xs):
+    lstm_carry, previous, force = carry
+    x_t, gold_previous = xs
+    chosen_previous = jnp.where(force, gold_previous, previous)
+    # Row K of the table is the learned start symbol (Stack-Propagation's init tensor).
+    label = nn.Embed(self.num_classes + 1, self.label_embed_dim,
+                     name="label_embedding")(chosen_previous)
+    lstm_carry, h = nn.OptimizedLSTMCell(self.hidden, name="lstm")(
+        lstm_carry, jnp.concatenate([x_t, label], axis=-1))
+    logits = nn.Dense(self.num_classes, name="out")(h)
+    ok = jnp.ones((self.num_classes,), bool)
+    if self.valid is not None:
+      ok = ok & jnp.asarray(self.valid, bool)
+    if self.allowed is not None:  # [K + 1, K]: the row of the previous label
+      ok = ok & jnp.asarray(self.allowed, bool)[chosen_previous]
+    choice = jnp.argmax(jnp.where(ok, logits, -jnp.inf), axis=-1).astype(jnp.int32)
+    return (lstm_carry, choice, force), (logits, choice)
+
+
+class LabelFeedbackLSTM(nn.Module):
+  """Stack-Propagation's label decoder: a unidirectional LSTM over token features whose
+  input at token t also holds an embedding of the label at token t - 1 (a learned start
+  symbol at t = 0). Under teacher forcing that label is the gold one; otherwise it is
+  the decoder's own greedy choice, the argmax of its logits over the labels allowed
+  (``valid``, and the row of ``allowed`` for the previous label). Decoding runs left to
+  right, so tokens after a sentence's length change nothing before it.
+
+  Attributes:
+    num_classes: K, the labels.
+    hidden: LSTM width (Stack-Propagation: 64).
+    label_embed_dim: width of the previous label's embedding (Stack-Propagation: 32
+      for slots, 8 for intents).
+    valid: None, or K bools: labels that may be chosen.
+    allowed: None, or ``K + 1`` rows of K bools: the labels allowed after label i
+      (row K: at the first token), e.g. BIO's transitions.
+
+  Call: ``x [B, T, D]`` float, ``forced`` int ``[B, T]`` gold labels (negative ones, the
+  padding, are read as label 0) or None (greedy),
+  ``force`` bool scalar (use ``forced``; ignored when it is None) -> ``(logits [B, T, K]
+  float32, choices [B, T] int32)``: the choices are the decoder's greedy label at each
+  token (what it feeds forward when not forced; with ``forced=None`` they are its
+  decoding). Raises ValueError if ``forced`` is not ``[B, T]``.
+
+  Reference: L. Qin et al., *A Stack-Propagation Framework with Token-Level Intent
+  Detection for Spoken Language Understanding*, EMNLP 2019 (its ``LSTMDecoder``,
+  teacher-forced with probability 0.9 a batch in training).
+  """
+  num_classes: int
+  hidden: int = 64
+  label_embed_dim: int = 32
+  valid: tuple | None = None
+  allowed: tuple | None = None
+
+  @nn.compact
+  def __call__(self, x, forced=None, force=False):
+    b, t = x.shape[:2]
+    if forced is None:
+      forced, force = jnp.zeros((b, t), jnp.int32), False
+    if forced.shape != (b, t):
+      raise ValueError(f"forced must be [B, T] = {(b, t)}, got {forced.shape}")
+    start = jnp.full((b, 1), self.num_classes, jnp.int32)
+    # Padding labels (-1) are clipped: only later tokens read them, and those are padding.
+    forced = jnp.clip(forced.astype(jnp.int32), 0, self.num_classes - 1)
+    gold_previous = jnp.concatenate([start, forced[:, :-1]], axis=1)
+    zeros = varying_like(jnp.zeros((b, self.hidden), x.dtype), x)
+    carry = ((zeros, zeros), varying_like(start[:, 0], x),
+             varying_like(jnp.asarray(force, bool), x))
+    scan = nn.scan(_FeedbackStep, variable_broadcast="params",
+                   split_rngs={"params": False}, in_axes=1, out_axes=1)
+    _, (logits, choices) = scan(self.num_classes, self.hidden, self.label_embed_dim,
+                                self.valid, self.allowed, name="step")(
+                                    carry, (x, gold_previous))
+    return logits, choices
+
+
 class JointNluModel(nn.Module):
   """Joint intent (+ any sentence-level labels) and BIO tagging model from scratch.
 
@@ -307,10 +393,24 @@ class JointNluModel(nn.Module):
       the mean over its real tokens of their log-probabilities (a soft vote), and the
       tag head also reads each token's field probabilities (the stack-propagation
       link from intent to slots, in its differentiable form).
+    decoder_hidden: 0, or Stack-Propagation's decoders of this width: the tag head (and,
+      with ``token_level``, each field's token head) becomes a
+      :class:`LabelFeedbackLSTM` over the BiLSTM (+ self-attention) states that reads
+      the previous token's label. In training it is fed the gold labels
+      (``teacher_tags``, ``teacher_labels``) with probability ``teacher_forcing`` a
+      batch (one draw per decoder), else its own greedy choices; in evaluation always
+      its own. Not with ``crf``.
+    teacher_forcing: that probability (Stack-Propagation: 0.9).
+    tag_valid, tag_allowed: the tag decoder's ``valid`` and ``allowed`` masks (tuples
+      of bools; None: every tag, every transition).
 
-  Call: ``ids [B, T]``, ``chars [B, T, W]``, ``lengths [B]`` (>= 1) -> ``{"tags":
-  [B, T, C], field: [B, K_field] for each sentence field}`` float32 logits (unmasked;
-  with ``token_level`` also ``"<field>_tokens" [B, T, K_field]``).
+  Call: ``ids [B, T]``, ``chars [B, T, W]``, ``lengths [B]`` (>= 1), and with
+  ``decoder_hidden`` optionally the gold ``teacher_tags [B, T]`` and one ``[B]`` int
+  array per sentence field (teacher forcing; used only with ``train=True``) ->
+  ``{"tags": [B, T, C], field: [B, K_field] for each sentence field}`` float32 logits
+  (unmasked; with ``token_level`` also ``"<field>_tokens" [B, T, K_field]``; with
+  ``decoder_hidden`` also the tag decoder's greedy ``"tag_choices" [B, T]`` int32, the
+  tags it predicts).
   With ``crf=True`` the output also holds the CRF's learned tag scores
   ``"tag_transitions" [C, C]``, ``"tag_start" [C]`` and ``"tag_end" [C]`` (parameters,
   initialised at 0) for :func:`jaxloss.losses.crf_sequence_loss` and
@@ -337,9 +437,14 @@ class JointNluModel(nn.Module):
   crf: bool = False
   attention_heads: int = 0
   token_level: bool = False
+  decoder_hidden: int = 0
+  teacher_forcing: float = 0.9
+  tag_valid: tuple | None = None
+  tag_allowed: tuple | None = None
 
   @nn.compact
-  def __call__(self, ids, chars, lengths, *, train: bool):
+  def __call__(self, ids, chars, lengths, teacher_tags=None, *teacher_labels,
+               train: bool):
     if self.num_layers < 1:
       raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
     names = [name for name, _ in self.sentence_classes]
@@ -365,6 +470,16 @@ class JointNluModel(nn.Module):
         masked_mean_max(x, mask))
     context = jnp.broadcast_to(nn.Dense(self.hidden, name="context")(sentence)[:, None],
                                x.shape[:2] + (self.hidden,))
+
+    def attend():
+      return nn.MultiHeadDotProductAttention(
+          num_heads=self.attention_heads, qkv_features=2 * self.hidden,
+          dropout_rate=self.dropout_rate, deterministic=not train, name="self_attention")(
+              x, mask=nn.make_attention_mask(mask, mask))
+
+    if self.decoder_hidden:
+      return self._decoders(x, mask, sentence, context, attend, teacher_tags,
+                            teacher_labels, train=train)
     parts = [x, nn.relu(context)]
     if self.token_level:
       states = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -380,10 +495,7 @@ class JointNluModel(nn.Module):
       out = {name: nn.Dense(k, name=f"{name}_head")(sentence)
              for name, k in self.sentence_classes}
     if self.attention_heads:
-      parts.append(nn.MultiHeadDotProductAttention(
-          num_heads=self.attention_heads, qkv_features=2 * self.hidden,
-          dropout_rate=self.dropout_rate, deterministic=not train, name="self_attention")(
-              x, mask=nn.make_attention_mask(mask, mask)))
+      parts.append(attend())
     tokens = nn.Dropout(self.dropout_rate, deterministic=not train)(
         jnp.concatenate(parts, axis=-1))
     out["tags"] = nn.Dense(self.num_tags, name="tag_head")(tokens)
@@ -393,4 +505,46 @@ class JointNluModel(nn.Module):
                                           (self.num_tags, self.num_tags))
       out["tag_start"] = self.param("crf_start", zeros, (self.num_tags,))
       out["tag_end"] = self.param("crf_end", zeros, (self.num_tags,))
+    return out
+
+  def _decoders(self, x, mask, sentence, context, attend, teacher_tags, teacher_labels,
+                *, train: bool):
+    """Stack-Propagation's decoders (``decoder_hidden > 0``): the token-level label
+    decoders (with ``token_level``) and the tag decoder, each a
+    :class:`LabelFeedbackLSTM` over the BiLSTM (+ self-attention) states."""
+    if self.crf:
+      raise ValueError("decoder_hidden > 0 decodes tags greedily in the model; it "
+                       "cannot be combined with crf=True")
+    if teacher_labels and len(teacher_labels) != len(self.sentence_classes):
+      raise ValueError(f"teacher_labels: one [B] array per sentence field "
+                       f"{[n for n, _ in self.sentence_classes]}, got "
+                       f"{len(teacher_labels)}")
+    dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
+
+    def forcing(gold):
+      if not train or gold is None:
+        return None, False
+      return gold, jax.random.bernoulli(self.make_rng("dropout"), self.teacher_forcing)
+
+    states = x if not self.attention_heads else jnp.concatenate([x, attend()], -1)
+    parts, out = [states, nn.relu(context)], {}
+    if self.token_level:
+      for i, (name, k) in enumerate(self.sentence_classes):
+        gold = (jnp.broadcast_to(teacher_labels[i][:, None], mask.shape)
+                if teacher_labels else None)
+        per_token, _ = LabelFeedbackLSTM(k, self.decoder_hidden, label_embed_dim=8,
+                                         name=f"{name}_token_decoder")(
+                                             dropout(states), *forcing(gold))
+        out[f"{name}_tokens"] = per_token
+        log_p = jax.nn.log_softmax(per_token, axis=-1)
+        m = mask[..., None].astype(log_p.dtype)
+        out[name] = jnp.sum(log_p * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+        parts.append(jnp.exp(log_p))
+    else:
+      out = {name: nn.Dense(k, name=f"{name}_head")(sentence)
+             for name, k in self.sentence_classes}
+    out["tags"], out["tag_choices"] = LabelFeedbackLSTM(
+        self.num_tags, self.decoder_hidden, label_embed_dim=32, valid=self.tag_valid,
+        allowed=self.tag_allowed, name="tag_decoder")(
+            dropout(jnp.concatenate(parts, axis=-1)), *forcing(teacher_tags))
     return out

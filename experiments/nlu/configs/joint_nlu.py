@@ -89,6 +89,12 @@ def get_config(arg=None):
   # the sentence's logits are the tokens' soft vote, and the tag head reads the
   # tokens' label probabilities.
   c.token_level = False
+  # Stack-Propagation's decoders: None, or the width of unidirectional LSTM decoders for
+  # the tags (and, with token_level, the token-level labels) that read the previous
+  # token's label, gold with probability teacher_forcing a batch in training (None:
+  # 0.9), their own greedy choice otherwise and in evaluation.
+  c.decoder_hidden = ml_collections.config_dict.placeholder(int)
+  c.teacher_forcing = ml_collections.config_dict.placeholder(float)
 
   # A pretrained encoder instead of the BiLSTM (JointBERT): a Hugging Face folder, or
   # the name of one in ../shared/models (e.g. "all-MiniLM-L6-v2"); None: from scratch.
