@@ -1,5 +1,6 @@
 """The text encoder: shapes, padding never changes the output, lengths are respected."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -176,3 +177,119 @@ def test_joint_nlu_token_level_heads_are_a_soft_vote_that_ignores_padding():
   cut = model.apply(variables, ids[:1, :3], chars[:1, :3], lengths[:1], train=False)
   np.testing.assert_allclose(full["tags"][:1, :3], cut["tags"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(full["intent"][:1], cut["intent"], rtol=1e-5, atol=1e-6)
+
+
+def _feedback_decoder(valid=None, allowed=None):
+  from jaxloss.models.text import LabelFeedbackLSTM  # pylint: disable=g-import-not-at-top
+  return LabelFeedbackLSTM(5, hidden=7, label_embed_dim=3, valid=valid, allowed=allowed)
+
+
+def test_label_feedback_decoder_equals_a_token_by_token_loop():
+  """An independent reference: a Python loop over the tokens with flax's LSTM cell, the
+  embedding table and the masked argmax, feeding each greedy choice to the next token."""
+  k = 5
+  allowed = np.ones((k + 1, k), bool)
+  allowed[k, 1] = False       # not at the first token
+  allowed[3, 4] = False       # 4 never after 3
+  valid = (True, True, True, True, False)  # label 4 never chosen at all
+  dec = _feedback_decoder(valid, tuple(map(tuple, allowed)))
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 6, 3))
+  variables = dec.init(jax.random.PRNGKey(1), x)
+  logits, choices = dec.apply(variables, x)
+  p = variables["params"]["step"]
+  cell = nn.OptimizedLSTMCell(7)
+  table = np.asarray(p["label_embedding"]["embedding"])
+  assert table.shape == (k + 1, 3)  # row k: the start symbol
+  prev = np.full(4, k)
+  carry = (jnp.zeros((4, 7)), jnp.zeros((4, 7)))
+  expected_logits, expected_choices = [], []
+  for t in range(6):
+    carry, h = cell.apply({"params": p["lstm"]}, carry,
+                          jnp.concatenate([x[:, t], table[prev]], axis=-1))
+    z = np.asarray(h @ p["out"]["kernel"] + p["out"]["bias"], np.float64)
+    ok = allowed[prev] & np.asarray(valid)
+    prev = np.argmax(np.where(ok, z, -np.inf), axis=-1)
+    expected_logits.append(z)
+    expected_choices.append(prev)
+  # The same float32 ops in another order (scan vs loop): a few ulps of O(1) values.
+  np.testing.assert_allclose(logits, np.stack(expected_logits, 1), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(choices, np.stack(expected_choices, 1))
+  assert not np.any(np.asarray(choices) == 4) and not np.any(np.asarray(choices)[:, 0] == 1)
+  assert np.unique(np.asarray(choices)).size >= 2  # the masks were not vacuous
+
+
+def test_label_feedback_decoder_teacher_forcing_reads_the_previous_gold_label():
+  dec = _feedback_decoder()
+  x = jax.random.normal(jax.random.PRNGKey(2), (3, 6, 3))
+  variables = dec.init(jax.random.PRNGKey(3), x)
+  greedy, choices = dec.apply(variables, x)
+  # Forced with its own greedy choices it computes exactly the greedy logits.
+  forced, _ = dec.apply(variables, x, choices, True)
+  np.testing.assert_array_equal(forced, greedy)
+  # force=False ignores the gold labels.
+  other = (np.asarray(choices) + 1) % 5
+  unforced, _ = dec.apply(variables, x, jnp.asarray(other), False)
+  np.testing.assert_array_equal(unforced, greedy)
+  # Token t reads the label at t - 1: changing the gold label at token 2 changes the
+  # logits from token 3 on, never before; the last label is read by no one.
+  gold = np.asarray(choices).copy()
+  gold[:, 2] = (gold[:, 2] + 1) % 5
+  changed, _ = dec.apply(variables, x, jnp.asarray(gold), True)
+  np.testing.assert_array_equal(changed[:, :3], greedy[:, :3])
+  assert np.all(np.abs(np.asarray(changed[:, 3]) - np.asarray(greedy[:, 3])) > 0)
+  last = np.asarray(choices).copy()
+  last[:, -1] = (last[:, -1] + 1) % 5
+  np.testing.assert_array_equal(dec.apply(variables, x, jnp.asarray(last), True)[0],
+                                greedy)
+  # Padding labels (-1) read as label 0.
+  pad = np.asarray(choices).copy()
+  pad[:, 4] = -1
+  zero = pad.copy()
+  zero[:, 4] = 0
+  np.testing.assert_array_equal(dec.apply(variables, x, jnp.asarray(pad), True)[0],
+                                dec.apply(variables, x, jnp.asarray(zero), True)[0])
+  with pytest.raises(ValueError, match="forced must be"):
+    dec.apply(variables, x, jnp.zeros((3, 5), jnp.int32), True)
+
+
+def test_joint_nlu_decoders_force_in_training_and_decode_greedily_in_evaluation():
+  from jaxloss.models.text import JointNluModel  # pylint: disable=g-import-not-at-top
+
+  def model(forcing):
+    return JointNluModel(vocab_size=30, char_vocab_size=20, num_tags=7,
+                         sentence_classes=(("intent", 3),), embed_dim=8,
+                         char_embed_dim=4, char_features=5, hidden=6, dropout_rate=0.0,
+                         token_level=True, attention_heads=2, decoder_hidden=5,
+                         teacher_forcing=forcing)
+  ids = jnp.array([[3, 4, 5, 9, 9], [7, 8, 9, 9, 9]])
+  chars = jnp.array(np.random.default_rng(0).integers(1, 20, size=(2, 5, 4)))
+  lengths = jnp.array([3, 2])
+  variables = model(0.9).init(jax.random.PRNGKey(0), ids, chars, lengths, train=False)
+  assert {"intent_token_decoder", "tag_decoder", "self_attention"} <= set(
+      variables["params"])
+  assert "tag_head" not in variables["params"]
+  evaluated = model(0.9).apply(variables, ids, chars, lengths, train=False)
+  tags = jnp.array([[1, 2, 0, -1, -1], [3, 0, -1, -1, -1]])
+  intent = jnp.array([2, 0])
+  rngs = {"dropout": jax.random.PRNGKey(1)}
+  # Never forced (no dropout): training computes what evaluation computes.
+  never = model(0.0).apply(variables, ids, chars, lengths, tags, intent, train=True,
+                           rngs=rngs)
+  for key in ("tags", "intent", "intent_tokens"):
+    np.testing.assert_allclose(never[key], evaluated[key], rtol=1e-6, atol=1e-6)
+  # Always forced: the tag logits follow the gold tags, so they differ from greedy ones
+  # wherever the gold previous tag differs from the greedy one.
+  always = model(1.0).apply(variables, ids, chars, lengths, tags, intent, train=True,
+                            rngs=rngs)
+  assert not np.allclose(always["tags"][0, 1:3], evaluated["tags"][0, 1:3])
+  np.testing.assert_allclose(always["tags"][:, 0], evaluated["tags"][:, 0], rtol=1e-6,
+                             atol=1e-6)  # token 0 reads the start symbol either way
+  # Tokens after a sentence's length change nothing at its real tokens.
+  cut = model(0.9).apply(variables, ids[:1, :3], chars[:1, :3], lengths[:1], train=False)
+  np.testing.assert_allclose(evaluated["tags"][:1, :3], cut["tags"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(evaluated["tag_choices"][:1, :3], cut["tag_choices"])
+  with pytest.raises(ValueError, match="cannot be combined with crf=True"):
+    JointNluModel(vocab_size=30, char_vocab_size=20, num_tags=7, embed_dim=8,
+                  char_embed_dim=4, char_features=5, hidden=6, crf=True,
+                  decoder_hidden=5).init(jax.random.PRNGKey(0), ids, chars, lengths,
+                                         train=False)

@@ -338,6 +338,22 @@ def test_a_small_training_set_gets_more_epochs_and_fewer_evaluations(tfds_dir):
     nlu.build(_smoke(tfds_dir, min_train_steps=-1))
 
 
+@pytest.mark.parametrize("overrides,message", [
+    (dict(decoder_hidden=0), "config.decoder_hidden must be None or an int >= 1"),
+    (dict(decoder_hidden=8, entity_loss="crf"), "config.decoder_hidden is for the "
+     "from-scratch tagger without a CRF"),
+    (dict(decoder_hidden=8, entity_loss="focal", entity_class_weights=True),
+     "set config.entity_class_weights=False"),
+    (dict(teacher_forcing=1.5), r"config.teacher_forcing must be in \[0, 1\]"),
+])
+def test_decoder_config_errors_name_the_field(overrides, message):
+  c = nlu_config.get_config("smoke")
+  for k, v in overrides.items():
+    c[k] = v
+  with pytest.raises(ValueError, match=message):
+    nlu.validate(c)
+
+
 def test_token_level_with_an_encoder_is_an_error_that_names_the_field():
   c = nlu_config.get_config("jointbert_smoke")
   c.token_level = True
@@ -346,18 +362,29 @@ def test_token_level_with_an_encoder_is_an_error_that_names_the_field():
 
 
 @needs_snips
-@pytest.mark.parametrize("entity_loss", ["ce", "crf"])
+@pytest.mark.parametrize("entity_loss", ["ce", "crf", "decoder"])
 def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir,
                                                                        entity_loss):
   """The from-scratch recipe cuts each training batch (words, characters and tags) to
   the bucket of its longest sentence. Everything is masked by length, so the loss and
   its gradient equal the full-width batch's up to float32 rounding (with the CRF too:
-  its recursion carries the state unchanged over padding)."""
-  config = _smoke(tfds_dir, dropout_rate=0.0, word_dropout_rate=0.0,
-                  entity_loss=entity_loss)
+  its recursion carries the state unchanged over padding; with Stack-Propagation's
+  decoders, teacher-forced, too: they run left to right)."""
+  decoder = entity_loss == "decoder"
+  extra = (dict(decoder_hidden=8, token_level=True, teacher_forcing=1.0)
+           if decoder else dict(entity_loss=entity_loss))
+  config = _smoke(tfds_dir, dropout_rate=0.0, word_dropout_rate=0.0, **extra)
   recipe = nlu.build(config)
   buckets = recipe.sequence_buckets
-  assert buckets.label_keys == ("tags",) and buckets.keys == ("ids", "chars")
+  assert buckets.label_keys == ("tags",)
+  assert buckets.keys == (("ids", "chars", "teacher_tags") if decoder else
+                          ("ids", "chars"))
+  if decoder:  # the gold labels are training inputs, not evaluation inputs
+    assert recipe.input_keys == ("ids", "chars", "lengths", "teacher_tags",
+                                 "teacher_intent")
+    assert recipe.eval_input_keys == ("ids", "chars", "lengths")
+    np.testing.assert_array_equal(recipe.train["teacher_tags"],
+                                  recipe.train["label"]["tags"])
   order = np.argsort(buckets.lengths, kind="stable")[:16]  # the shortest sentences
   full = {k: recipe.train[k][order] for k in recipe.input_keys}
   labels = {k: v[order] for k, v in recipe.train["label"].items()}
@@ -377,7 +404,7 @@ def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir
 
   def loss(params, inputs, y):
     out = state.apply_fn({"params": params}, *(inputs[k] for k in recipe.input_keys),
-                         train=False)
+                         train=decoder, rngs={"dropout": jax.random.PRNGKey(1)})
     per_example, weight, _ = recipe.objective(out, y, knobs)
     return jnp.sum(per_example * weight) / jnp.sum(weight)
   a, ga = jax.value_and_grad(loss)(state.params, full, labels)
@@ -407,6 +434,16 @@ def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir
     plain = decoding.crf_decode(out["tags"], full["lengths"],
                                 transitions=np.zeros_like(params["crf_transitions"]))
     assert np.any(np.asarray(plain) != np.asarray(pred))
+  if decoder:  # tags are the decoder's greedy choices, which follow BIO's transitions
+    pred = np.asarray(recipe.predict(state, full)["tags"])
+    out = state.apply_fn({"params": state.params},
+                         *(full[k] for k in recipe.eval_input_keys), train=False)
+    np.testing.assert_array_equal(pred, out["tag_choices"])
+    from jaxloss.data.joint_nlu import load_joint_nlu  # pylint: disable=g-import-not-at-top
+    names = list(load_joint_nlu(manual_dir=config.data_dir, data_dir=tfds_dir)["tag_names"])
+    allowed, start = decoding.bio_transitions(names)
+    for row, n in zip(pred, full["lengths"]):
+      assert start[row[0]] and all(allowed[a, b] for a, b in zip(row[:n - 1], row[1:n]))
 
 
 @needs_snips
