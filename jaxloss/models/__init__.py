@@ -9,11 +9,12 @@ from jaxloss.models.pretrained import Pretrained, load_pretrained
 from jaxloss.models.resnet import CifarResNet
 from jaxloss.models.sequential import SASRec
 from jaxloss.models.text import (AspectAttention, AspectClassifier, AspectSentimentModel,
-                                 BiLSTMEncoder, CharCNN, JointNluModel, TextClassifier)
+                                 BiLSTMEncoder, CharCNN, JointNluModel, LabelFeedbackLSTM,
+                                 TextClassifier)
 
 __all__ = ["AspectAttention", "AspectClassifier", "AspectSentimentHeads",
            "AspectSentimentModel", "BertEncoder", "BiLSTMEncoder",
            "CharCNN", "CifarResNet", "EncoderAspectSentimentModel", "EncoderClassifier",
            "EncoderConfig", "EncoderJointNluModel", "JointNluHeads", "JointNluModel",
-           "Pretrained", "SASRec", "SmallCNN", "TextClassifier", "TokenStatesClassifier",
+           "LabelFeedbackLSTM", "Pretrained", "SASRec", "SmallCNN", "TextClassifier", "TokenStatesClassifier",
            "load_pretrained"]
