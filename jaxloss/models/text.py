@@ -24,9 +24,10 @@ from jaxloss.losses.masking import mask_invalid_logits
 
 
 def varying_like(x: jax.Array, ref: jax.Array) -> jax.Array:
-  """``x`` with the varying manual axes of ``ref`` that it lacks (inside ``shard_map``;
-  a no-op outside). A scan's zero initial carry must have the type of the carry it produces,
-  which varies over the mesh axes when the inputs and parameters do."""
+  """``x`` with the varying manual axes of ``ref`` that it lacks (inside
+  ``shard_map``; a no-op outside). A scan's initial carry must have the type of the
+  carry it produces, which varies over the mesh axes when the inputs and parameters
+  do."""
   def axes(a):
     aval = jax.typeof(a)
     mat = getattr(aval, "manual_axis_type", None)  # JAX >= 0.9
