@@ -281,6 +281,16 @@ class CharCNN(nn.Module):
     return jnp.where(jnp.any(real, axis=-2), pooled, 0.0)
 
 
+def _token_vote(per_token: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Stack-Propagation's sentence label from token-level logits ``[B, T, K]``: the mean
+  over the real tokens (``mask [B, T]``) of their log-probabilities ``[B, K]``, and the
+  tokens' probabilities ``[B, T, K]`` that the tag head reads."""
+  log_p = jax.nn.log_softmax(per_token, axis=-1)
+  m = mask[..., None].astype(log_p.dtype)
+  return (jnp.sum(log_p * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0),
+          jnp.exp(log_p))
+
+
 class _FeedbackStep(nn.Module):
   """One token of :class:`LabelFeedbackLSTM` (scanned over the time axis)."""
   num_classes: int
@@ -305,6 +315,8 @@ class _FeedbackStep(nn.Module):
       ok = ok & jnp.asarray(self.valid, bool)
     if self.allowed is not None:  # [K + 1, K]: the row of the previous label
       ok = ok & jnp.asarray(self.allowed, bool)[chosen_previous]
+    # -inf feeds an argmax only (no softmax, no gradient). BIO always allows O, so a row
+    # is never all False under the recipe's masks (all False would choose label 0).
     choice = jnp.argmax(jnp.where(ok, logits, -jnp.inf), axis=-1).astype(jnp.int32)
     return (lstm_carry, choice, force), (logits, choice)
 
@@ -500,10 +512,8 @@ class JointNluModel(nn.Module):
       for name, k in self.sentence_classes:
         per_token = nn.Dense(k, name=f"{name}_token_head")(states)  # [B, T, K]
         out[f"{name}_tokens"] = per_token
-        log_p = jax.nn.log_softmax(per_token, axis=-1)
-        m = mask[..., None].astype(log_p.dtype)
-        out[name] = jnp.sum(log_p * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
-        parts.append(jnp.exp(log_p))
+        out[name], probs = _token_vote(per_token, mask)
+        parts.append(probs)
     else:
       out = {name: nn.Dense(k, name=f"{name}_head")(sentence)
              for name, k in self.sentence_classes}
@@ -549,10 +559,8 @@ class JointNluModel(nn.Module):
                                          name=f"{name}_token_decoder")(
                                              dropout(states), *forcing(gold))
         out[f"{name}_tokens"] = per_token
-        log_p = jax.nn.log_softmax(per_token, axis=-1)
-        m = mask[..., None].astype(log_p.dtype)
-        out[name] = jnp.sum(log_p * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
-        parts.append(jnp.exp(log_p))
+        out[name], probs = _token_vote(per_token, mask)
+        parts.append(probs)
     else:
       out = {name: nn.Dense(k, name=f"{name}_head")(sentence)
              for name, k in self.sentence_classes}
