@@ -179,6 +179,61 @@ def test_joint_nlu_token_level_heads_are_a_soft_vote_that_ignores_padding():
   np.testing.assert_allclose(full["intent"][:1], cut["intent"], rtol=1e-5, atol=1e-6)
 
 
+def test_joint_nlu_singleton_replacement_turns_only_rare_words_into_unk():
+  from jaxloss.models.text import JointNluModel  # pylint: disable=g-import-not-at-top
+
+  def model(rate):
+    return JointNluModel(vocab_size=30, char_vocab_size=20, num_tags=7,
+                         sentence_classes=(("intent", 3),), embed_dim=8, char_embed_dim=4,
+                         char_features=5, hidden=6, num_layers=1, dropout_rate=0.0,
+                         singleton_unk_rate=rate, singleton_start=20)
+
+  # Ids 20.. are the words seen once; 25 sits after the length (padding garbage).
+  ids = jnp.array([[3, 21, 5, 20, 25], [29, 8, 2, 19, 0]])
+  chars = jnp.array(np.random.default_rng(0).integers(1, 20, size=(2, 5, 4)))
+  lengths = jnp.array([4, 3])
+  variables = model(1.0).init(jax.random.PRNGKey(0), ids, chars, lengths, train=False)
+  rngs = {"dropout": jax.random.PRNGKey(1)}
+  # Rate 1: in training every rare word inside the length is UNK (1), nothing else is.
+  unk = jnp.array([[3, 1, 5, 1, 25], [1, 8, 2, 19, 0]])
+  # (Same operations on the same values; the tolerance only allows for a different
+  # fusion of the training graph.)
+  np.testing.assert_allclose(
+      np.asarray(model(1.0).apply(variables, ids, chars, lengths, train=True,
+                                  rngs=rngs)["tags"]),
+      np.asarray(model(1.0).apply(variables, unk, chars, lengths, train=False)["tags"]),
+      rtol=1e-6, atol=1e-6)
+  # The replacement is not vacuous: it changes the logits.
+  plain = model(1.0).apply(variables, ids, chars, lengths, train=False)["tags"]
+  assert np.abs(np.asarray(plain) - np.asarray(
+      model(1.0).apply(variables, unk, chars, lengths, train=False)["tags"])).max() > 1e-4
+  # Evaluation, and rate 0, never replace.
+  np.testing.assert_allclose(
+      np.asarray(model(0.0).apply(variables, ids, chars, lengths, train=True,
+                                  rngs=rngs)["tags"]), np.asarray(plain), rtol=1e-6,
+      atol=1e-6)
+  # Rate 1/2: each draw replaces some subset of the three rare words (the outputs of
+  # all 8 subsets, computed in evaluation), and the draws differ (fixed keys).
+  rare = [(0, 1), (0, 3), (1, 0)]
+  subsets = []
+  for bits in range(8):
+    chosen = ids
+    for j, (b, t) in enumerate(rare):
+      if bits >> j & 1:
+        chosen = chosen.at[b, t].set(1)
+    subsets.append(np.asarray(model(0.5).apply(variables, chosen, chars, lengths,
+                                               train=False)["tags"]))
+  seen = set()
+  for k in range(8):
+    t = np.asarray(model(0.5).apply(variables, ids, chars, lengths, train=True,
+                                    rngs={"dropout": jax.random.PRNGKey(k)})["tags"])
+    matches = [i for i, s in enumerate(subsets)
+               if np.allclose(t, s, rtol=1e-6, atol=1e-6)]
+    assert len(matches) == 1
+    seen.add(matches[0])
+  assert len(seen) > 1
+
+
 def _feedback_decoder(valid=None, allowed=None):
   from jaxloss.models.text import LabelFeedbackLSTM  # pylint: disable=g-import-not-at-top
   return LabelFeedbackLSTM(5, hidden=7, label_embed_dim=3, valid=valid, allowed=allowed)

@@ -354,6 +354,27 @@ def test_decoder_config_errors_name_the_field(overrides, message):
     nlu.validate(c)
 
 
+def test_singleton_start_is_the_first_id_of_the_words_seen_once():
+  from jaxloss.data.text import Vocabulary  # pylint: disable=g-import-not-at-top
+  tokens = [["Play", "a", "song"], ["play", "b"], ["a", "play", "c"]]
+  words = Vocabulary.build(([t.lower() for t in s] for s in tokens), min_count=1)
+  # play 3, a 2, then b, c, song once each (ties by token).
+  assert words.tokens == ["<pad>", "<unk>", "play", "a", "b", "c", "song"]
+  assert nlu.singleton_start(words, tokens) == 4
+  assert nlu.singleton_start(Vocabulary.build(tokens, min_count=2), tokens) is None
+  with pytest.raises(ValueError, match="does not list the words seen once last"):
+    nlu.singleton_start(Vocabulary(["<pad>", "<unk>", "b", "play", "a", "c", "song"]),
+                        tokens)
+  c = nlu_config.get_config("smoke")
+  c.singleton_unk_rate = 1.0
+  with pytest.raises(ValueError, match=r"config.singleton_unk_rate must be in \[0, 1\)"):
+    nlu.validate(c)
+  c = nlu_config.get_config("jointbert_smoke")
+  c.singleton_unk_rate = 0.5
+  with pytest.raises(ValueError, match="config.singleton_unk_rate is for the from-scratch"):
+    nlu.validate(c)
+
+
 def test_token_level_with_an_encoder_is_an_error_that_names_the_field():
   c = nlu_config.get_config("jointbert_smoke")
   c.token_level = True

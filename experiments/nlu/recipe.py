@@ -24,6 +24,7 @@ every restart and evaluation use), ``metrics.jsonl``, ``diagnosis.json``,
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -135,9 +136,10 @@ def validate(config) -> None:
     raise ValueError(f"config.min_train_steps must be an int >= 0, got {min_steps!r}")
   if config.max_len is not None and not config.max_len >= 1:
     raise ValueError(f"config.max_len must be >= 1 or None, got {config.max_len}")
-  for field in ("dropout_rate", "word_dropout_rate"):
-    if not 0 <= config[field] < 1:
-      raise ValueError(f"config.{field} must be in [0, 1), got {config[field]}")
+  for field in ("dropout_rate", "word_dropout_rate", "singleton_unk_rate"):
+    value = config.get(field)
+    if value is not None and not 0 <= value < 1:
+      raise ValueError(f"config.{field} must be in [0, 1), got {value}")
   if config.entity_loss not in ("focal", "ce", "crf"):
     raise ValueError(f"config.entity_loss must be 'focal', 'ce' or 'crf', got "
                      f"{config.entity_loss!r}")
@@ -152,6 +154,9 @@ def validate(config) -> None:
   if config.get("token_level", False) and config.get("encoder") is not None:
     raise ValueError("config.token_level is for the from-scratch tagger; with "
                      "config.encoder leave it False")
+  if config.get("singleton_unk_rate") and config.get("encoder") is not None:
+    raise ValueError("config.singleton_unk_rate is for the from-scratch tagger's word "
+                     "vocabulary; with config.encoder leave it None")
   decoder = config.get("decoder_hidden")
   if decoder is not None:
     if not (isinstance(decoder, int) and decoder >= 1):
@@ -208,6 +213,27 @@ def load_vocabularies(config, tokens: list[list[str]], workdir: str | None
     words.save(paths["vocab"])
     chars.save(paths["chars"])
   return words, chars
+
+
+def singleton_start(words: Vocabulary, tokens: list[list[str]]) -> int | None:
+  """The first id of the words seen exactly once in ``tokens`` (the training
+  sentences; lower-cased as the vocabulary is), or None if there are none.
+
+  :meth:`Vocabulary.build` lists words most frequent first, so these words are the ids
+  from it to the end (:class:`jaxloss.models.JointNluModel`'s ``singleton_start``).
+
+  Raises:
+    ValueError: the vocabulary is not ordered by frequency (a ``vocab.json`` not
+      written by :meth:`Vocabulary.build`), so the singletons are not its tail.
+  """
+  counts = collections.Counter(t.lower() for s in tokens for t in s)
+  ids = sorted(words.index[w] for w, c in counts.items() if c == 1 and w in words.index)
+  if not ids:
+    return None
+  if ids != list(range(ids[0], len(words))):
+    raise ValueError("the word vocabulary does not list the words seen once last; "
+                     "rebuild vocab.json with Vocabulary.build")
+  return ids[0]
 
 
 def encode_split(split: dict, fields: tuple, words: Vocabulary, chars: Vocabulary, *,
@@ -447,6 +473,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
                            for row in np.vstack([allowed, start_allowed[None]]))
                      if constrained else None))
     teacher_keys = ("teacher_tags",) + tuple(f"teacher_{f}" for f in fields)
+  singleton_rate = config.get("singleton_unk_rate") or 0.0
+  singletons = (singleton_start(words, raw["train"]["tokens"])
+                if singleton_rate and not use_encoder else None)
   if not use_encoder:
     model = JointNluModel(
         vocab_size=len(words), char_vocab_size=len(chars), num_tags=len(tag_names),
@@ -454,7 +483,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         embed_dim=config.embed_dim, char_embed_dim=config.char_embed_dim,
         char_features=config.char_features, hidden=config.hidden,
         num_layers=config.num_layers, dropout_rate=config.dropout_rate,
-        word_dropout_rate=config.word_dropout_rate, crf=crf,
+        word_dropout_rate=config.word_dropout_rate,
+        singleton_unk_rate=singleton_rate, singleton_start=singletons, crf=crf,
         attention_heads=config.get("attention_heads", 0),
         token_level=config.get("token_level", False),
         **decoder_fields)
@@ -663,6 +693,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     return lines
 
   model_text = (f"vocabulary {len(words)} words / {len(chars)} characters"
+                + (f" ({len(words) - singletons} seen once in training, replaced by UNK "
+                   f"at rate {singleton_rate:g} in training)"
+                   if singletons is not None else "")
                 if not use_encoder else
                 f"encoder {encoder_facts['path']} ({encoder_facts['num_layers']} layers"
                 f"{', frozen' if config.freeze_encoder else ''}"

@@ -393,8 +393,9 @@ class JointNluModel(nn.Module):
   """Joint intent (+ any sentence-level labels) and BIO tagging model from scratch.
 
   Words are embedded (with *word dropout*: in training a word id is replaced by UNK = 1
-  with probability ``word_dropout_rate``, so the tagger learns to label unseen words from
-  their characters and context), concatenated with :class:`CharCNN` features, and run
+  with probability ``word_dropout_rate``, and a word seen once in training with
+  probability ``singleton_unk_rate`` as well, so the tagger learns to label unseen words
+  from their characters and context), concatenated with :class:`CharCNN` features, and run
   through ``num_layers`` bidirectional LSTMs that respect each sentence's length. The
   sentence vector is the masked mean and max of the token states; each sentence-level
   label (``intent``, ``command``, ...) has a Dense head on it, and the tag head reads each
@@ -408,6 +409,11 @@ class JointNluModel(nn.Module):
     sentence_classes: ``((field, num_classes), ...)``, e.g. ``(("intent", 8),)``.
     embed_dim, char_embed_dim, char_features, hidden, num_layers, dropout_rate,
     word_dropout_rate: sizes and rates.
+    singleton_unk_rate, singleton_start: the rate at which, in training, words seen
+      only once in the training data become UNK (Lample et al.'s singleton
+      replacement; they use 0.5), and the first id of those words: the vocabulary
+      lists words most frequent first (:meth:`jaxloss.data.Vocabulary.build`), so the
+      singletons are the ids ``>= singleton_start`` (None: there are none).
     crf: add linear-chain CRF transition scores (BiLSTM-CNN-CRF, Ma & Hovy).
     attention_heads: 0, or the heads of a self-attention layer over the BiLSTM states
       whose output is concatenated to each token's state before the tag head, as the
@@ -443,7 +449,8 @@ class JointNluModel(nn.Module):
 
   References:
     C.-W. Goo et al., *Slot-Gated Modeling for Joint Slot Filling and Intent
-    Prediction*, NAACL 2018. X. Ma, E. Hovy, *End-to-end Sequence Labeling via
+    Prediction*, NAACL 2018. G. Lample et al., *Neural Architectures for Named Entity
+    Recognition*, NAACL 2016 (singleton replacement). X. Ma, E. Hovy, *End-to-end Sequence Labeling via
     Bi-directional LSTM-CNNs-CRF*, ACL 2016. L. Qin et al., *A Stack-Propagation
     Framework with Token-Level Intent Detection for Spoken Language Understanding*,
     EMNLP 2019.
@@ -459,6 +466,8 @@ class JointNluModel(nn.Module):
   num_layers: int = 1
   dropout_rate: float = 0.3
   word_dropout_rate: float = 0.0
+  singleton_unk_rate: float = 0.0
+  singleton_start: int | None = None
   crf: bool = False
   attention_heads: int = 0
   token_level: bool = False
@@ -481,6 +490,10 @@ class JointNluModel(nn.Module):
       drop = jax.random.bernoulli(self.make_rng("dropout"), self.word_dropout_rate,
                                   ids.shape)
       ids = jnp.where(drop & mask, 1, ids)
+    if train and self.singleton_unk_rate > 0 and self.singleton_start is not None:
+      drop = jax.random.bernoulli(self.make_rng("dropout"), self.singleton_unk_rate,
+                                  ids.shape)
+      ids = jnp.where(drop & mask & (ids >= self.singleton_start), 1, ids)
     words = nn.Embed(self.vocab_size, self.embed_dim)(ids)
     x = jnp.concatenate([words, CharCNN(self.char_vocab_size, self.char_embed_dim,
                                         self.char_features)(chars)], axis=-1)

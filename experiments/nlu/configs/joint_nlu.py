@@ -84,6 +84,9 @@ def get_config(arg=None):
   c.num_layers = 2
   c.dropout_rate = 0.3
   c.word_dropout_rate = 0.1  # words replaced by UNK in training (unseen-word practice)
+  # None, or the rate at which words seen once in training are also replaced by UNK in
+  # training (Lample et al.'s singleton replacement, 0.5 in their NER tagger).
+  c.singleton_unk_rate = ml_collections.config_dict.placeholder(float)
   c.attention_heads = 0  # > 0: self-attention over the BiLSTM states for the tag head
   # Stack-Propagation's token-level intent: every token predicts each sentence label,
   # the sentence's logits are the tokens' soft vote, and the tag head reads the
