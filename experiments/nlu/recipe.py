@@ -695,7 +695,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   model_text = (f"vocabulary {len(words)} words / {len(chars)} characters"
                 + (f" ({len(words) - singletons} seen once in training, replaced by UNK "
                    f"at rate {singleton_rate:g} in training)"
-                   if singletons is not None else "")
+                   if singletons is not None else
+                   " (no word is seen once in training: config.singleton_unk_rate has no "
+                   "effect)" if singleton_rate else "")
                 if not use_encoder else
                 f"encoder {encoder_facts['path']} ({encoder_facts['num_layers']} layers"
                 f"{', frozen' if config.freeze_encoder else ''}"
