@@ -451,9 +451,9 @@ class JointNluModel(nn.Module):
     C.-W. Goo et al., *Slot-Gated Modeling for Joint Slot Filling and Intent
     Prediction*, NAACL 2018. G. Lample et al., *Neural Architectures for Named Entity
     Recognition*, NAACL 2016 (singleton replacement). X. Ma, E. Hovy, *End-to-end
-    Sequence Labeling via Bi-directional LSTM-CNNs-CRF*, ACL 2016. L. Qin et al., *A Stack-Propagation
-    Framework with Token-Level Intent Detection for Spoken Language Understanding*,
-    EMNLP 2019.
+    Sequence Labeling via Bi-directional LSTM-CNNs-CRF*, ACL 2016. L. Qin et al., *A
+    Stack-Propagation Framework with Token-Level Intent Detection for Spoken Language
+    Understanding*, EMNLP 2019.
   """
   vocab_size: int
   char_vocab_size: int
