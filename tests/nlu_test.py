@@ -371,7 +371,8 @@ def test_singleton_start_is_the_first_id_of_the_words_seen_once():
     nlu.validate(c)
   c = nlu_config.get_config("jointbert_smoke")
   c.singleton_unk_rate = 0.5
-  with pytest.raises(ValueError, match="config.singleton_unk_rate is for the from-scratch"):
+  with pytest.raises(ValueError,
+                     match="config.singleton_unk_rate is for the from-scratch"):
     nlu.validate(c)
 
 
