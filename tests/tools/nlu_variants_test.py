@@ -70,3 +70,20 @@ def test_markdown_lists_the_extra_fields():
   assert table[2] == ("| 1,600 training sentences, JSONL, fields intent + scenario + time "
                       "| default | 97.00 | 85.12 | 60.00 | scenario 99.00, time 98.50 | "
                       "50.0 (51.6) | 0/1 (term_saturated) | 301 s |")
+
+
+def test_merge_replaces_rerun_rows_and_keeps_the_others_in_order():
+  labels = [label for label, _, _ in nlu_variants.ROWS.values()]
+  previous = [{"data": d, "label": label, "slot_f1": 0.1}
+              for d in ("small", "dominant") for label in labels[:2]]
+  rerun = [{"data": "dominant", "label": labels[0], "slot_f1": 0.9},
+           {"data": "small", "label": labels[2], "slot_f1": 0.5}]
+  merged = nlu_variants.merge(rerun, previous)
+  assert [(r["data"], r["label"], r["slot_f1"]) for r in merged] == [
+      ("small", labels[0], 0.1), ("small", labels[1], 0.1), ("small", labels[2], 0.5),
+      ("dominant", labels[0], 0.9), ("dominant", labels[1], 0.1)]
+
+
+def test_run_refuses_an_unknown_row():
+  with pytest.raises(ValueError, match="rows must be keys of ROWS"):
+    nlu_variants.run(variants=(), rows=("default", "bogus"))

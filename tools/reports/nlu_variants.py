@@ -1,6 +1,7 @@
 """The joint NLU default against ``:ce`` on copies of SNIPS made to look like held-out data.
 
   python -m tools.reports.nlu_variants [--variants small dominant many_fields]
+                                       [--rows default ce singleton]
                                        [--root DIR] [--seed S] [--out PATH]
 
 Issue 21 asks for NLU defaults that work on data nobody tuned them for: at least as good as
@@ -20,11 +21,13 @@ not ours to ship, so this tool builds their shapes from SNIPS (``../shared/data/
   sentence names a time (a ``timeRange`` span: "yes" / "no"). Each field gets its own
   head and λ 1 (the default's ``default_lambda``; ``:ce`` gives an unnamed field 0.2).
 
-Each variant trains the default recipe and ``:ce`` with ``config.data_dir`` set to the copy,
+Each variant trains the rows of :data:`ROWS` that ``--rows`` names (the default recipe,
+``:ce``, the default with singleton replacement) with ``config.data_dir`` set to the copy,
 each into ``ROOT/<variant>/<row>``, one after the other; a run with a ``summary.json`` is
 reused and a partly trained one resumes (``tools.reports.nlu_table.run_rows``). Prints a
 Markdown table of the Test numbers at the Dev-selected epoch with the monitors' verdicts,
-and writes ``<out>.md`` and ``<out>.json``.
+and writes ``<out>.md`` and ``<out>.json``; the rows of an existing ``<out>.json`` that
+were not re-run are kept (:func:`merge`).
 """
 
 from __future__ import annotations
@@ -44,10 +47,13 @@ SCENARIOS = {"AddToPlaylist": "music", "PlayMusic": "music",
              "RateBook": "creative_work", "SearchCreativeWork": "creative_work",
              "SearchScreeningEvent": "creative_work",
              "BookRestaurant": "local", "GetWeather": "local"}
-ROWS = (
-    ("default: CE on every head, λ 1, 2-layer BiLSTM 256", "recipe", {}),
-    ("`:ce`: the notes' 1-layer BiLSTM 128 and λ, plain CE on the tags", "ce", {}),
-)
+# key -> (label, config variant, overrides); ``--rows`` picks by key.
+ROWS = {
+    "default": ("default: CE on every head, λ 1, 2-layer BiLSTM 256", "recipe", {}),
+    "ce": ("`:ce`: the notes' 1-layer BiLSTM 128 and λ, plain CE on the tags", "ce", {}),
+    "singleton": ("default + words seen once → UNK at rate 0.5 in training", "recipe",
+                  {"singleton_unk_rate": 0.5}),
+}
 DESCRIPTIONS = {
     "small": f"{SMALL_TRAIN:,} training sentences drawn at random",
     "dominant": "PlayMusic 74 % of every split",
@@ -119,13 +125,22 @@ def build(variant: str, root: str, seed: int = 0, source: str = SNIPS) -> str:
   return out
 
 
-def run(variants=VARIANTS, root: str = "workdirs/nlu_variants", seed: int = 0
-        ) -> list[dict]:
-  """Trains (or reuses) the default and ``:ce`` on each variant; one dict per run."""
+def run(variants=VARIANTS, root: str = "workdirs/nlu_variants", seed: int = 0,
+        rows=tuple(ROWS)) -> list[dict]:
+  """Trains (or reuses) the ``rows`` (keys of :data:`ROWS`) on each variant; one dict per
+  run.
+
+  Raises:
+    ValueError: a row key not in :data:`ROWS`.
+  """
+  unknown = [r for r in rows if r not in ROWS]
+  if unknown:
+    raise ValueError(f"rows must be keys of ROWS {tuple(ROWS)}, got {unknown}")
   out = []
   for variant in variants:
     data_dir = build(variant, root, seed)
-    for row in nlu_table.run_rows(os.path.join(root, variant), seed, ROWS,
+    for row in nlu_table.run_rows(os.path.join(root, variant), seed,
+                                  [ROWS[r] for r in rows],
                                   {"data_dir": data_dir}):
       with open(os.path.join(row["workdir"], "summary.json")) as f:
         summary = json.load(f)
@@ -135,6 +150,21 @@ def run(variants=VARIANTS, root: str = "workdirs/nlu_variants", seed: int = 0
                                      (summary.get("accuracy") or {}).items()},
                   "exit_status": summary.get("exit_status")})
   return out
+
+
+def merge(rows: list[dict], previous: list[dict]) -> list[dict]:
+  """``rows`` plus the ``previous`` rows (an earlier ``<out>.json``) that they do not
+  replace, a row being one (data, label) pair; ordered by variant, then by :data:`ROWS`.
+  Lets one row be re-run without re-training the others (their ``workdir`` says where
+  they were measured)."""
+  new = {(r["data"], r["label"]) for r in rows}
+  kept = [r for r in previous if (r["data"], r["label"]) not in new]
+  order = [label for label, _, _ in ROWS.values()]
+  def key(r):
+    data = VARIANTS.index(r["data"]) if r["data"] in VARIANTS else len(VARIANTS)
+    label = order.index(r["label"]) if r["label"] in order else len(order)
+    return data, label
+  return sorted(kept + rows, key=key)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -160,9 +190,15 @@ def main(argv=None) -> int:
   parser.add_argument("--root", default="workdirs/nlu_variants")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default="docs/nlu_variants")
+  parser.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=list(ROWS),
+                      help="the recipes to train; the other rows of an existing "
+                           "<out>.json are kept")
   args = parser.parse_args(argv)
   t0 = time.time()
-  rows = run(args.variants, args.root, args.seed)
+  rows = run(args.variants, args.root, args.seed, args.rows)
+  if os.path.exists(args.out + ".json"):
+    with open(args.out + ".json") as f:
+      rows = merge(rows, json.load(f)["rows"])
   table = markdown(rows)
   print(table)
   tables.write_outputs(args.out, table, {"seed": args.seed, "rows": rows,
