@@ -370,10 +370,17 @@ def test_singleton_start_is_the_first_id_of_the_words_seen_once():
   with pytest.raises(ValueError, match=r"config.singleton_unk_rate must be in \[0, 1\)"):
     nlu.validate(c)
   c = nlu_config.get_config("jointbert_smoke")
-  c.singleton_unk_rate = 0.5
-  with pytest.raises(ValueError,
-                     match="config.singleton_unk_rate is for the from-scratch"):
-    nlu.validate(c)
+  c.singleton_unk_rate = 0.5  # no word vocabulary with an encoder: no effect, no error
+  nlu.validate(c)
+
+
+def test_singleton_replacement_is_on_in_the_default_and_off_in_the_notes_and_ce():
+  rates = {v: nlu_config.get_config(v).singleton_unk_rate
+           for v in ("recipe", "long", "crf", "smoke", "ce", "notes", "collapse",
+                     "jointbert", "jointbert_smoke")}
+  assert rates == {"recipe": 0.5, "long": 0.5, "crf": 0.5, "smoke": 0.5, "ce": None,
+                   "notes": None, "collapse": None, "jointbert": None,
+                   "jointbert_smoke": None}
 
 
 def test_token_level_with_an_encoder_is_an_error_that_names_the_field():
@@ -395,7 +402,9 @@ def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir
   decoder = entity_loss == "decoder"
   extra = (dict(decoder_hidden=8, token_level=True, teacher_forcing=1.0)
            if decoder else dict(entity_loss=entity_loss))
-  config = _smoke(tfds_dir, dropout_rate=0.0, word_dropout_rate=0.0, **extra)
+  # No random replacement: its draws are per position, so they depend on the width.
+  config = _smoke(tfds_dir, dropout_rate=0.0, word_dropout_rate=0.0,
+                  singleton_unk_rate=0.0, **extra)
   recipe = nlu.build(config)
   buckets = recipe.sequence_buckets
   assert buckets.label_keys == ("tags",)

@@ -154,9 +154,6 @@ def validate(config) -> None:
   if config.get("token_level", False) and config.get("encoder") is not None:
     raise ValueError("config.token_level is for the from-scratch tagger; with "
                      "config.encoder leave it False")
-  if config.get("singleton_unk_rate") and config.get("encoder") is not None:
-    raise ValueError("config.singleton_unk_rate is for the from-scratch tagger's word "
-                     "vocabulary; with config.encoder leave it None")
   decoder = config.get("decoder_hidden")
   if decoder is not None:
     if not (isinstance(decoder, int) and decoder >= 1):
