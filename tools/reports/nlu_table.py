@@ -2,9 +2,9 @@
 
 Runs, one after the other and each into its own workdir under ``--root``, the rows of the
 README table on SNIPS: the recipe (finite masks, a 2-layer BiLSTM, plain CE on every head
-with λ 1, singleton replacement), the notes' settings (λ warm-up, focal entity loss with class weights), the
-notes' model with plain CE, and the collapse reproduction (``-inf`` masks, entity λ 0.8,
-no O down-weighting). A run whose ``summary.json`` exists is reused, a partly trained
+with λ 1, singleton replacement), the notes' settings (λ warm-up, focal entity loss with
+class weights), the notes' model with plain CE, and the collapse reproduction (``-inf``
+masks, entity λ 0.8, no O down-weighting). A run whose ``summary.json`` exists is reused, a partly trained
 one resumes. Prints a Markdown table of Test intent accuracy / slot F1 / sentence
 accuracy (Dev-selected epoch) with the collapse signals, beside the published anchors,
 and writes it to ``docs/joint_nlu.md`` and ``docs/joint_nlu.json``.
