@@ -27,8 +27,8 @@ Each variant trains the rows of :data:`ROWS` that ``--rows`` names (the default 
 other; a run with a ``summary.json`` is reused and a partly trained one resumes
 (``tools.reports.nlu_table.run_rows``). Prints a Markdown table of the Test numbers at the
 Dev-selected epoch with the monitors' verdicts, and writes ``<out>.md`` and
-``<out>.json``; the rows of an existing ``<out>.json`` that were not re-run are kept
-(:func:`merge`).
+``<out>.json``; the rows of an existing ``<out>.json`` of the same seed that were not
+re-run are kept (:func:`merge`).
 """
 
 from __future__ import annotations
@@ -202,7 +202,12 @@ def main(argv=None) -> int:
   rows = run(args.variants, args.root, args.seed, args.rows)
   if os.path.exists(args.out + ".json"):
     with open(args.out + ".json") as f:
-      rows = merge(rows, json.load(f)["rows"])
+      previous = json.load(f)
+    if previous.get("seed") == args.seed:  # never one table of two seeds
+      rows = merge(rows, previous["rows"])
+    else:
+      print(f"{args.out}.json holds seed {previous.get('seed')}, not {args.seed}: "
+            "its rows are not kept")
   table = markdown(rows)
   print(table)
   tables.write_outputs(args.out, table, {"seed": args.seed, "rows": rows,
