@@ -87,3 +87,24 @@ def test_merge_replaces_rerun_rows_and_keeps_the_others_in_order():
 def test_run_refuses_an_unknown_row():
   with pytest.raises(ValueError, match="rows must be keys of ROWS"):
     nlu_variants.run(variants=(), rows=("default", "bogus"))
+
+
+@pytest.mark.parametrize("previous_seed, kept", [(0, True), (1, False)])
+def test_main_keeps_the_previous_rows_of_the_same_seed_only(tmp_path, monkeypatch,
+                                                            previous_seed, kept):
+  labels = [label for label, _, _ in nlu_variants.ROWS.values()]
+  base = {"description": "d", "intent_accuracy": 0.9, "slot_f1": 0.8,
+          "sentence_accuracy": 0.7, "pred_non_o_share": 0.5, "true_non_o_share": 0.5,
+          "diagnosis": {"error": 0, "warning": 0, "info": 0}, "findings": [],
+          "wall_s": 1.0}
+  out = str(tmp_path / "table")
+  with open(out + ".json", "w") as f:
+    json.dump({"seed": previous_seed,
+               "rows": [{**base, "data": "small", "label": labels[1]}]}, f)
+  monkeypatch.setattr(nlu_variants, "run", lambda *a: [{**base, "data": "small",
+                                                        "label": labels[0]}])
+  assert nlu_variants.main(["--variants", "small", "--rows", "default",
+                            "--out", out]) == 0
+  with open(out + ".json") as f:
+    got = [r["label"] for r in json.load(f)["rows"]]
+  assert got == (labels[:2] if kept else labels[:1])
