@@ -91,6 +91,7 @@ def get_config(arg=None):
   # The rate at which words seen once in training are also replaced by UNK in training
   # (Lample et al.'s singleton replacement, 0.5 in their NER tagger); 0 or None: off.
   # From-scratch tagger only: with config.encoder it has no effect, as word dropout.
+  # A typed placeholder, then 0.5: a variant can set it back to None.
   c.singleton_unk_rate = ml_collections.config_dict.placeholder(float)
   c.singleton_unk_rate = 0.5
   c.attention_heads = 0  # > 0: self-attention over the BiLSTM states for the tag head
