@@ -57,6 +57,33 @@ def test_bare_step_with_dropout_draws_new_masks_each_step():
   del new_params
 
 
+def test_joint_nlu_bare_with_dropout_replaces_the_recipe_singletons():
+  """The joint NLU model's ``bare + dropout`` keeps the recipe's singleton replacement
+  (a word dropout of the words seen once, drawn with the dropout key); without
+  dropout it is off, so that the JAX and PyTorch sides compute the same loss."""
+  config = vs_torch.workload_config("joint_nlu")
+  assert config.singleton_unk_rate == 0.5
+  off, *_ = vs_torch._model_and_batch(config)  # pylint: disable=protected-access
+  on, variables, x, _ = vs_torch._model_and_batch(config, dropout=True)  # pylint: disable=protected-access
+  assert (off.singleton_unk_rate, on.singleton_unk_rate) == (0.0, 0.5)
+  start = on.singleton_start
+  assert start is not None and 2 < start < on.vocab_size
+  ids = np.asarray(x[0])
+  assert ((ids >= start) & (ids < on.vocab_size)).any()  # the batch has singletons
+  # Train mode with the other dropout off: the draws change only the singletons. A
+  # batch without them gives the evaluation logits under every key; with them, the
+  # first key already differs (each draw keeps all of them with probability 0.5 ** n).
+  only = on.clone(dropout_rate=0.0, word_dropout_rate=0.0)
+  n = int(((ids >= start) & (ids < on.vocab_size)).sum())
+  assert n >= 10
+  common = np.where(ids >= start, 2, ids)  # id 2: a frequent word, not a singleton
+  for ids_in, changes in ((common, False), (ids, True)):
+    plain = only.apply(variables, ids_in, *x[1:], train=False)["tags"]
+    drawn = only.apply(variables, ids_in, *x[1:], train=True,
+                       rngs={"dropout": jax.random.PRNGKey(0)})["tags"]
+    assert np.allclose(drawn, plain, atol=0) != changes
+
+
 def test_markdown_rows_and_ratios():
   row = {"workload": "digits_cnn", "model": "SmallCNN(32, 64)", "batch": 64,
          "threads": 1, "status": "ok"}

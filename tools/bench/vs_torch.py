@@ -179,7 +179,8 @@ def _sasrec_and_batch(config, rng, seed: int, dropout: bool = False):
 
 
 def _nlu_and_batch(config, seed: int, dropout: bool = False):
-  """``JointNluModel`` (dropout and word dropout off, or the recipe's with ``dropout``) and the first ``batch_size`` SNIPS
+  """``JointNluModel`` (dropout, word dropout and singleton replacement off, or the
+  recipe's with ``dropout``) and the first ``batch_size`` SNIPS
   training sentences as the recipe reads them: ``x = (ids [B, T], chars [B, T, W],
   lengths [B])``, ``y = (intent [B], tags [B, T])``, cut to the bucket of the longest
   sentence as the recipe's training batches are (``config.sequence_buckets``)."""
@@ -197,6 +198,9 @@ def _nlu_and_batch(config, seed: int, dropout: bool = False):
        np.asarray(train["label"]["tags"][:b, :width], np.int32))
   shapes = _param_shapes(recipe)
   size = lambda path: shapes[".params" + path][0]  # pylint: disable=unnecessary-lambda-assignment
+  # The recipe's own model (a static field of its state): its singleton replacement,
+  # a word dropout of the rare words, is part of the recipe's dropout.
+  recipe_model = jax.eval_shape(recipe.init, jax.random.PRNGKey(0)).apply_fn.__self__
   model = JointNluModel(
       vocab_size=size("['Embed_0']['embedding']"),
       char_vocab_size=size("['CharCNN_0']['Embed_0']['embedding']"),
@@ -206,7 +210,9 @@ def _nlu_and_batch(config, seed: int, dropout: bool = False):
       char_features=size("['CharCNN_0']['Conv_0']['bias']"), hidden=int(config.hidden),
       num_layers=int(config.num_layers),
       dropout_rate=float(config.dropout_rate) if dropout else 0.0,
-      word_dropout_rate=float(config.word_dropout_rate) if dropout else 0.0)
+      word_dropout_rate=float(config.word_dropout_rate) if dropout else 0.0,
+      singleton_unk_rate=recipe_model.singleton_unk_rate if dropout else 0.0,
+      singleton_start=recipe_model.singleton_start)
   variables = model.init(jax.random.PRNGKey(seed), *(a[:1] for a in x), train=False)
   return model, variables, x, y
 
