@@ -3,7 +3,8 @@
 ``tools.reports.visfd_table``, ``tools.reports.nlu_table`` and ``tools.reports.rerank_table`` each list their
 rows as ``(label, variant, config overrides)``; a row trains into
 ``<root>/<variant>_<k=v ...>_seed=<seed>``, a finished row (its ``summary.json``
-exists) is reused and a partly trained one resumes from its checkpoints.
+exists) is reused if its ``config.json`` trains the row's config, and a partly trained
+one resumes from its checkpoints.
 """
 
 from __future__ import annotations
@@ -22,17 +23,41 @@ def row_dirname(variant: str, overrides: dict, seed: int) -> str:
 def run_or_reuse(workdir: str, make_config: Callable, train_and_evaluate: Callable
                  ) -> dict:
   """The summary of the run in ``workdir``: read from its ``summary.json`` if it
-  exists, else ``train_and_evaluate(make_config(), workdir)`` (which resumes).
+  exists and the run's ``config.json`` trains what ``make_config()`` trains, else
+  ``train_and_evaluate(make_config(), workdir)`` (which resumes, and refuses a
+  partly trained run of another config itself).
+
+  A finished run of another config (a default changed since it was made) is never
+  tabulated under this row's label: the fields that differ are named. A finished run
+  without a ``config.json`` (made elsewhere, copied without it) is reused with a line
+  saying it could not be checked.
 
   Raises:
+    ConfigChangedError: (a ValueError) the finished run's config differs in a
+      training field (:func:`jaxloss.training.guard.changed_fields`).
     RuntimeError: the run stopped without a summary (interrupted).
   """
+  from jaxloss.training import guard  # pylint: disable=import-outside-toplevel
   path = os.path.join(workdir, "summary.json")
   if os.path.exists(path):
+    recorded = os.path.join(workdir, "config.json")
+    if os.path.exists(recorded):
+      with open(recorded) as f:
+        old = json.load(f)
+      new = guard.config_dict(make_config())
+      runtime = guard.RUNTIME_FIELDS + tuple(new.get("runtime_fields") or ())
+      changes = guard.changed_fields(old, new, runtime)
+      if changes:
+        fields = ", ".join(f"{k} ({json.dumps(a)} -> {json.dumps(b)})"
+                           for k, (a, b) in changes.items())
+        raise guard.ConfigChangedError(
+            f"{workdir} holds a finished run of another config; changed: {fields}. "
+            f"Remove it or use another --root.")
+      print(f"reusing {path}")
+    else:
+      print(f"reusing {path} (no config.json beside it: its config is not checked)")
     with open(path) as f:
-      summary = json.load(f)
-    print(f"reusing {path}")
-    return summary
+      return json.load(f)
   summary = train_and_evaluate(make_config(), workdir)
   if summary is None:
     raise RuntimeError(f"the run in {workdir} stopped before its summary")
