@@ -9,6 +9,7 @@ import random
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import pytest
 
 from experiments import recipes
@@ -324,9 +325,14 @@ def test_smoke_run_on_snips(smoke_run, tfds_dir):
 @needs_snips
 def test_a_small_training_set_gets_more_epochs_and_fewer_evaluations(tfds_dir):
   # smoke: 512 sentences, batches of 64 = 8 steps an epoch, 2 epochs. With at least 40
-  # updates asked for, 5 epochs, evaluated every round(5 / 2) = 2 (and at the end).
-  recipe = nlu.build(_smoke(tfds_dir, min_train_steps=40))
-  assert (recipe.num_epochs, recipe.eval_every_epochs) == (5, 2)
+  # updates asked for, 5 epochs, evaluated about 2 times: every round(5 / 2) = 2 (and
+  # at the end); with evaluations_when_raised None, about num_epochs (2) times.
+  for evaluations in (2, None):
+    recipe = nlu.build(_smoke(tfds_dir, min_train_steps=40,
+                              evaluations_when_raised=evaluations))
+    assert (recipe.num_epochs, recipe.eval_every_epochs) == (5, 2)
+  recipe = nlu.build(_smoke(tfds_dir, min_train_steps=40, evaluations_when_raised=5))
+  assert (recipe.num_epochs, recipe.eval_every_epochs) == (5, 1)
   # The LR schedule spans the raised length: cosine decay to 1 % of the peak at step 40.
   lr = recipe.compiled.schedules["learning_rate"]
   assert float(lr(40)) == pytest.approx(0.01 * 2e-3, rel=1e-5)
@@ -336,6 +342,8 @@ def test_a_small_training_set_gets_more_epochs_and_fewer_evaluations(tfds_dir):
   assert (recipe.num_epochs, recipe.eval_every_epochs) == (2, 1)
   with pytest.raises(ValueError, match="config.min_train_steps must be an int >= 0"):
     nlu.build(_smoke(tfds_dir, min_train_steps=-1))
+  with pytest.raises(ValueError, match="config.evaluations_when_raised must be an int"):
+    nlu.build(_smoke(tfds_dir, min_train_steps=40, evaluations_when_raised=0))
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -381,6 +389,23 @@ def test_singleton_replacement_is_on_in_the_default_and_off_in_the_notes_and_ce(
   assert rates == {"recipe": 0.5, "long": 0.5, "crf": 0.5, "smoke": 0.5, "ce": None,
                    "notes": None, "collapse": None, "jointbert": None,
                    "jointbert_smoke": None}
+
+
+def test_the_default_trains_40_epochs_and_the_records_keep_theirs():
+  epochs = {v: (nlu_config.get_config(v).num_epochs,
+                nlu_config.get_config(v).evaluations_when_raised)
+            for v in ("recipe", "crf", "long", "notes", "ce")}
+  assert epochs == {"recipe": (40, 20), "crf": (40, 20), "long": (100, None),
+                    "notes": (20, 20), "ce": (20, 20)}
+  # On a set small enough to be raised to 4,000 updates, the number of epochs and the
+  # evaluation cadence are those of the 20-epoch default (issue 21's held-out-style
+  # copies of SNIPS: 25 and 41 steps an epoch): the same run. From 100 steps an epoch
+  # (6,400 sentences of 64) the default trains 40 epochs.
+  old = ml_collections.ConfigDict({"num_epochs": 20, "min_train_steps": 4000})
+  new = nlu_config.get_config()
+  for steps_per_epoch in (25, 41, 99):
+    assert nlu.train_length(new, steps_per_epoch) == nlu.train_length(old, steps_per_epoch)
+  assert nlu.train_length(new, 205) == (40, 1)  # SNIPS
 
 
 def test_token_level_with_an_encoder_is_an_error_that_names_the_field():
