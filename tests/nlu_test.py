@@ -8,8 +8,8 @@ import random
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import ml_collections
+import numpy as np
 import pytest
 
 from experiments import recipes

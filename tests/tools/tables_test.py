@@ -47,8 +47,8 @@ def test_a_finished_run_of_another_config_is_named_not_reused(tmp_path):
   # old recipe's numbers under the new recipe's label.
   workdir = str(tmp_path / "recipe_seed=0")
   _finished(workdir, _config(), {"slot_f1": 0.9284})
-  with pytest.raises(ConfigChangedError,
-                     match=r"num_epochs \(20 -> 40\), singleton_unk_rate \(null -> 0.5\)"):
+  changed = r"num_epochs \(20 -> 40\), singleton_unk_rate \(null -> 0.5\)"
+  with pytest.raises(ConfigChangedError, match=changed):
     tables.run_or_reuse(workdir, lambda: _config(singleton_unk_rate=0.5, num_epochs=40),
                         _never_trains)
 
@@ -67,5 +67,6 @@ def test_an_unfinished_row_trains_with_the_row_config(tmp_path):
     calls.append((config.num_epochs, workdir))
     return {"done": True}
   workdir = str(tmp_path / "new")
-  assert tables.run_or_reuse(workdir, lambda: _config(num_epochs=3), train) == {"done": True}
+  got = tables.run_or_reuse(workdir, lambda: _config(num_epochs=3), train)
+  assert got == {"done": True}
   assert calls == [(3, workdir)]

@@ -2,12 +2,14 @@
 
 Runs, one after the other and each into its own workdir under ``--root``, the rows of the
 README table on SNIPS: the recipe (finite masks, a 2-layer BiLSTM, plain CE on every head
-with λ 1, singleton replacement, 40 epochs), the notes' settings (λ warm-up, focal entity loss with
-class weights), the notes' model with plain CE, and the collapse reproduction (``-inf``
-masks, entity λ 0.8, no O down-weighting). A run whose ``summary.json`` exists is reused, a partly trained
-one resumes. Prints a Markdown table of Test intent accuracy / slot F1 / sentence
-accuracy (Dev-selected epoch) with the collapse signals, beside the published anchors,
-and writes it to ``docs/joint_nlu.md`` and ``docs/joint_nlu.json``.
+with λ 1, singleton replacement, 40 epochs), the notes' settings (λ warm-up, focal entity
+loss with class weights), the notes' model with plain CE, and the collapse reproduction
+(``-inf`` masks, entity λ 0.8, no O down-weighting). A run whose ``summary.json`` exists
+is reused if its ``config.json`` trains the row's config
+(:func:`tools.reports.tables.run_or_reuse`), a partly trained one resumes. Prints a
+Markdown table of Test intent accuracy / slot F1 / sentence accuracy (Dev-selected
+epoch) with the collapse signals, beside the published anchors, and writes it to
+``docs/joint_nlu.md`` and ``docs/joint_nlu.json``.
 """
 
 from __future__ import annotations
