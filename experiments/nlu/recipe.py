@@ -19,7 +19,9 @@ sentence accuracy), and the last epoch's are kept beside them.
 
 Workdir: ``config.json``, ``vocab.json`` and ``chars.json`` (the word and character ids
 every restart and evaluation use), ``metrics.jsonl``, ``diagnosis.json``,
-``checkpoints/``, ``summary.json``, ``curves.png`` and ``test_predictions.txt``.
+``checkpoints/``, ``summary.json``, ``curves.png`` and ``test_predictions.txt`` (the
+last evaluation's Test predictions, so the summary's ``last_epoch`` numbers, not the
+Dev-selected ones).
 """
 
 from __future__ import annotations
