@@ -88,6 +88,30 @@ def _show(value: Any) -> str:
   return text if len(text) <= 40 else text[:37] + "..."
 
 
+def describe(changes: Mapping[str, tuple[Any, Any]]) -> str:
+  """``changed_fields``' result as ``"name (old -> new), ..."`` (values as JSON, cut to
+  40 characters).
+
+  >>> describe({"num_epochs": (20, 40), "singleton_unk_rate": (None, 0.5)})
+  'num_epochs (20 -> 40), singleton_unk_rate (null -> 0.5)'
+  """
+  return ", ".join(f"{k} ({_show(a)} -> {_show(b)})" for k, (a, b) in changes.items())
+
+
+def recorded_changes(workdir: str, config, runtime: Iterable[str] = RUNTIME_FIELDS
+                     ) -> dict[str, tuple[Any, Any]] | None:
+  """The training fields in which ``config`` differs from ``workdir/config.json``
+  (:func:`changed_fields`; ``runtime`` and the config's own ``runtime_fields`` do not
+  count), or None when the workdir has no ``config.json``."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    old = json.load(f)
+  new = config_dict(config)
+  return changed_fields(old, new, tuple(runtime) + tuple(new.get("runtime_fields") or ()))
+
+
 def check_resume(workdir: str, config, *, started: bool, allow_change: bool = False,
                  write: bool = True, runtime: Iterable[str] = RUNTIME_FIELDS) -> dict:
   """Records ``config`` in ``workdir/config.json``, or checks it against the recorded
@@ -102,23 +126,16 @@ def check_resume(workdir: str, config, *, started: bool, allow_change: bool = Fa
   """
   path = os.path.join(workdir, "config.json")
   new = config_dict(config)
-  runtime = tuple(runtime) + tuple(new.get("runtime_fields") or ())
-  changes = {}
-  if started and os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    changes = changed_fields(old, new, runtime)
-    if changes and not allow_change:
-      fields = ", ".join(f"{k} ({_show(a)} -> {_show(b)})" for k, b_a in changes.items()
-                         for a, b in [b_a])
-      raise ConfigChangedError(
-          f"{workdir} holds a run with another config; changed: {fields}. Use a new "
-          f"--workdir, or pass --allow_config_change to continue this run with the new "
-          f"values (recorded in config_changes.jsonl).")
-    if changes and write:
-      with open(os.path.join(workdir, "config_changes.jsonl"), "a") as f:
-        f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "changed": {k: list(v) for k, v in changes.items()}}) + "\n")
+  changes = (recorded_changes(workdir, config, runtime) if started else None) or {}
+  if changes and not allow_change:
+    raise ConfigChangedError(
+        f"{workdir} holds a run with another config; changed: {describe(changes)}. Use "
+        f"a new --workdir, or pass --allow_config_change to continue this run with the "
+        f"new values (recorded in config_changes.jsonl).")
+  if changes and write:
+    with open(os.path.join(workdir, "config_changes.jsonl"), "a") as f:
+      f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          "changed": {k: list(v) for k, v in changes.items()}}) + "\n")
   if write:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

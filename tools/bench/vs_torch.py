@@ -129,11 +129,13 @@ def has_dropout(config) -> bool:
   return workload_kind(config) in ("bilstm", "sasrec", "joint_nlu")
 
 
-def _param_shapes(recipe) -> Dict[str, tuple]:
-  """``{key path: shape}`` of the recipe's parameters, without computing them."""
+def _param_shapes(recipe, state=None) -> Dict[str, tuple]:
+  """``{key path: shape}`` of the recipe's parameters, without computing them (from
+  ``state``, the ``jax.eval_shape`` of ``recipe.init``, when given)."""
   import jax  # pylint: disable=import-outside-toplevel
-  leaves = jax.tree_util.tree_leaves_with_path(jax.eval_shape(recipe.init,
-                                                              jax.random.PRNGKey(0)))
+  if state is None:
+    state = jax.eval_shape(recipe.init, jax.random.PRNGKey(0))
+  leaves = jax.tree_util.tree_leaves_with_path(state)
   return {jax.tree_util.keystr(k): v.shape for k, v in leaves
           if jax.tree_util.keystr(k).startswith(".params")}
 
@@ -196,11 +198,12 @@ def _nlu_and_batch(config, seed: int, dropout: bool = False):
   x = (np.asarray(train["ids"][:b, :width]), np.asarray(train["chars"][:b, :width]), lengths)
   y = (np.asarray(train["label"]["intent"][:b], np.int32),
        np.asarray(train["label"]["tags"][:b, :width], np.int32))
-  shapes = _param_shapes(recipe)
+  state = jax.eval_shape(recipe.init, jax.random.PRNGKey(0))
+  shapes = _param_shapes(recipe, state)
   size = lambda path: shapes[".params" + path][0]  # pylint: disable=unnecessary-lambda-assignment
   # The recipe's own model (a static field of its state): its singleton replacement,
   # a word dropout of the rare words, is part of the recipe's dropout.
-  recipe_model = jax.eval_shape(recipe.init, jax.random.PRNGKey(0)).apply_fn.__self__
+  recipe_model = state.apply_fn.__self__
   model = JointNluModel(
       vocab_size=size("['Embed_0']['embedding']"),
       char_vocab_size=size("['CharCNN_0']['Embed_0']['embedding']"),

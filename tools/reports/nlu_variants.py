@@ -24,8 +24,8 @@ not ours to ship, so this tool builds their shapes from SNIPS (``../shared/data/
 Each variant trains the rows of :data:`ROWS` that ``--rows`` names (the default recipe,
 ``:ce``, the default without its singleton replacement, ``:long``) with
 ``config.data_dir`` set to the copy, each into ``ROOT/<variant>/<row>``, one after the
-other; a run with a ``summary.json`` is reused and a partly trained one resumes
-(``tools.reports.nlu_table.run_rows``). Prints a Markdown table of the Test numbers at the
+other; a run with a ``summary.json`` is reused if its ``config.json`` trains the row's
+config, and a partly trained one resumes (``tools.reports.nlu_table.run_rows``). Prints a Markdown table of the Test numbers at the
 Dev-selected epoch with the monitors' verdicts, and writes ``<out>.md`` and
 ``<out>.json``; the rows of an existing ``<out>.json`` of the same seed that were not
 re-run are kept (:func:`merge`).

@@ -34,28 +34,19 @@ def run_or_reuse(workdir: str, make_config: Callable, train_and_evaluate: Callab
 
   Raises:
     ConfigChangedError: (a ValueError) the finished run's config differs in a
-      training field (:func:`jaxloss.training.guard.changed_fields`).
+      training field (:func:`jaxloss.training.guard.recorded_changes`).
     RuntimeError: the run stopped without a summary (interrupted).
   """
   from jaxloss.training import guard  # pylint: disable=import-outside-toplevel
   path = os.path.join(workdir, "summary.json")
   if os.path.exists(path):
-    recorded = os.path.join(workdir, "config.json")
-    if os.path.exists(recorded):
-      with open(recorded) as f:
-        old = json.load(f)
-      new = guard.config_dict(make_config())
-      runtime = guard.RUNTIME_FIELDS + tuple(new.get("runtime_fields") or ())
-      changes = guard.changed_fields(old, new, runtime)
-      if changes:
-        fields = ", ".join(f"{k} ({json.dumps(a)} -> {json.dumps(b)})"
-                           for k, (a, b) in changes.items())
-        raise guard.ConfigChangedError(
-            f"{workdir} holds a finished run of another config; changed: {fields}. "
-            f"Remove it or use another --root.")
-      print(f"reusing {path}")
-    else:
-      print(f"reusing {path} (no config.json beside it: its config is not checked)")
+    changes = guard.recorded_changes(workdir, make_config())
+    if changes:
+      raise guard.ConfigChangedError(
+          f"{workdir} holds a finished run of another config; changed: "
+          f"{guard.describe(changes)}. Remove it or use another --root.")
+    print(f"reusing {path}" if changes is not None else
+          f"reusing {path} (no config.json beside it: its config is not checked)")
     with open(path) as f:
       return json.load(f)
   summary = train_and_evaluate(make_config(), workdir)
