@@ -16,6 +16,7 @@ first save (about 630 of them for a BERT encoder's state on 8 simulated devices)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable, Optional
 
@@ -83,13 +84,26 @@ class Checkpointer:
     """Restores checkpoint ``step`` (default: the latest) into ``abstract_state``'s
     structure, shapes, dtypes and shardings.
 
+    A checkpoint written before the state class gained a field that is None in
+    ``abstract_state`` (e.g. ``TrainState.sampler_cache``) restores, with that field
+    None; any other difference of structure raises orbax's error.
+
     Raises:
       FileNotFoundError: no checkpoint in the directory.
     """
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    added = _fields_added_since(abstract_state, self._manager.item_metadata(step))
+    if not added:
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    # Written before the state had these fields, all None in ``abstract_state`` (no
+    # values to restore): restore the others by name and leave these None.
+    target = {f.name: getattr(abstract_state, f.name)
+              for f in dataclasses.fields(abstract_state)
+              if f.metadata.get("pytree_node", True) and f.name not in added}
+    restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+    return abstract_state.replace(**restored, **{name: None for name in added})
 
   def restore_host(self, step: Optional[int] = None) -> Any:
     """Checkpoint ``step`` (default: the latest) as a tree of host NumPy arrays, read
@@ -131,6 +145,18 @@ class Checkpointer:
     """Waits for pending saves, then releases orbax's resources."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _fields_added_since(abstract_state: Any, metadata: Any) -> tuple[str, ...]:
+  """The dataclass fields of ``abstract_state`` that are None and absent from a
+  checkpoint's top-level ``metadata`` (fields added to the state class since it was
+  written); () for any other state."""
+  if not dataclasses.is_dataclass(abstract_state) or not hasattr(metadata, "keys"):
+    return ()
+  on_disk = set(metadata.keys())
+  return tuple(f.name for f in dataclasses.fields(abstract_state)
+               if f.metadata.get("pytree_node", True) and f.name not in on_disk
+               and getattr(abstract_state, f.name) is None)
 
 
 def abstract_like(init_fn: Callable[[], Any], sharding: jax.sharding.Sharding) -> Any:

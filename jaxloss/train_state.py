@@ -44,6 +44,12 @@ class TrainState:
     ema_params: None, or the exponential moving average of ``params`` (Polyak
       averaging) that evaluation uses when the loop runs with ``config.ema_decay``
       (:func:`jaxloss.train_step.make_train_step`'s ``ema_decay``).
+    sampler_cache: None, or what the recipe's sampler carries from step to step (its
+      ``init_cache()``, e.g. the epoch's permutation of
+      :class:`~jaxloss.data.sampler.EpochPermutationSampler`). A cache never changes
+      the batches, only what they cost: the loop adds it after restoring or
+      initialising the state and leaves it out of checkpoints
+      (:func:`jaxloss.training.loop.with_sampler_cache`).
   """
   step: jax.Array
   params: Any
@@ -56,6 +62,7 @@ class TrainState:
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   ema_params: Any = None
+  sampler_cache: Any = None
 
   @classmethod
   def create(cls, *, apply_fn, params, tx, rng, model_state=None,

@@ -142,7 +142,11 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
     sampler: ``(rng, step, data, knobs) -> int32 [global_batch_size]`` indices of the
       step's global batch (e.g. :func:`jaxloss.data.sampler.epoch_permutation_indices`);
       None draws them with the curriculum's class-mix sampler (knob ``sampler_mix``).
-
+      When ``state.sampler_cache`` is not None the step calls the sampler's cached
+      form instead, ``sampler.cached(rng, step, data, knobs, cache) -> (indices,
+      cache)`` (the same indices; e.g.
+      :class:`jaxloss.data.sampler.EpochPermutationSampler`), and carries the new
+      cache in the state.
     data_layout: ``"dataset"`` (default): ``data`` is the whole training set,
       replicated, and the step draws its batch on device. ``"batch"``: ``data`` is the
       step's global batch, split along ``data`` (launch with ``batch_sharded=True``),
@@ -202,10 +206,14 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
     k_dropout = jax.random.fold_in(jax.random.fold_in(step_key, 2),
                                    jax.lax.axis_index(DATA_AXIS))
     positions = global_positions(local_batch)
+    sampler_cache = state.sampler_cache
     if on_device:
       if sampler is None:
         indices = class_mix_indices(state.rng, state.step, data["label"], counts,
                                     knobs["sampler_mix"], global_batch_size)
+      elif state.sampler_cache is not None:  # the same indices, computed cheaper
+        indices, sampler_cache = sampler.cached(state.rng, state.step, data, knobs,
+                                                state.sampler_cache)
       else:
         indices = sampler(state.rng, state.step, data, knobs)
       local = indices[positions]
@@ -299,6 +307,7 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
         curriculum=CurriculumState(stage=curriculum.stage_index(new_step)),
         skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
         train_sums=new_sums,
+        sampler_cache=sampler_cache,
     )
     metrics = {"loss": loss, "grad_norm": grad_norm, "clipped": clipped,
                "finite": finite, "stage": curriculum.stage_index(state.step), **knobs,

@@ -1,4 +1,5 @@
-"""The class-mix sampler and on-device augmentation."""
+"""The samplers (class-mix, epoch permutation and its cached form, length-grouped,
+repeat-factor streams) and on-device augmentation."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,9 @@ import pytest
 from scipy import stats
 
 from jaxloss.data.augment import augment_batch, random_words, shift_and_noise
-from jaxloss.data.sampler import (epoch_permutation_sampler, length_grouped_indices,
+from jaxloss.data.sampler import (cached_epoch_permutation_indices,
+                                  epoch_permutation_cache, epoch_permutation_indices,
+                                  epoch_permutation_sampler, length_grouped_indices,
                                   length_grouped_sampler, repeat_factors, repeat_indices,
                                   sample_indices, sampling_probabilities, stream_sampler)
 
@@ -225,3 +228,52 @@ def test_stream_sampler_draws_through_the_stream():
   sampler = stream_sampler(epoch_permutation_sampler(len(stream), 5), stream)
   drawn = np.asarray(sampler(jax.random.PRNGKey(0), 0, None, None))
   assert sorted(drawn.tolist()) == [0, 1, 1, 1, 2]
+
+
+@pytest.mark.parametrize("n,b,start", [(23, 5, 0), (20, 5, 0), (23, 5, 13), (7, 7, 3)])
+def test_cached_permutation_draws_the_pure_batches_and_sorts_once_an_epoch(n, b, start):
+  """The cached form (the train step's) against the pure one, jitted as the step is,
+  from an empty cache at step ``start`` (a resume) for three epochs: the same batches,
+  and after each step the cache holds the permutation of the epoch its batch ended in
+  (so each epoch's is computed once: by the batch that straddles into it, or by its
+  first batch)."""
+  key = jax.random.PRNGKey(3)
+  cached = jax.jit(cached_epoch_permutation_indices, static_argnums=(2, 3))
+  cache = epoch_permutation_cache(n)
+  for step in range(start, start + 3 * -(-n // b)):
+    batch, cache = cached(key, step, n, b, cache)
+    np.testing.assert_array_equal(batch, epoch_permutation_indices(key, step, n, b))
+    last_epoch = ((step + 1) * b - 1) // n
+    assert int(cache["epoch"]) == last_epoch
+    np.testing.assert_array_equal(
+        cache["permutation"],
+        jax.random.permutation(jax.random.fold_in(key, last_epoch), n))
+
+
+def test_cached_permutation_ignores_a_stale_cache_and_checks_its_shape():
+  key = jax.random.PRNGKey(0)
+  stale = {"epoch": jnp.int32(2), "permutation": jnp.arange(10, dtype=jnp.int32)}
+  batch, _ = cached_epoch_permutation_indices(key, 1, 10, 4, stale)  # epoch 0
+  np.testing.assert_array_equal(batch, epoch_permutation_indices(key, 1, 10, 4))
+  with pytest.raises(ValueError, match=r"cache\['permutation'\] must have shape \(10,\)"):
+    cached_epoch_permutation_indices(key, 1, 10, 4, epoch_permutation_cache(9))
+
+
+def test_sampler_cached_forms_match_their_pure_forms_also_under_vmap():
+  """EpochPermutationSampler and a stream over it (ABSA's repeat-factor sampling), and
+  an ensemble's vmapped members, each with its own key."""
+  stream = repeat_indices([1.0, 3.0, 1.0, 2.0, 1.0])  # 8 positions
+  for sampler in (epoch_permutation_sampler(8, 3),
+                  stream_sampler(epoch_permutation_sampler(len(stream), 3), stream)):
+    cache = sampler.init_cache()
+    keys = jnp.stack([jax.random.PRNGKey(1), jax.random.PRNGKey(2)])
+    caches = jax.tree.map(lambda x: jnp.stack([x, x]), cache)
+    for step in range(7):
+      batch, cache = sampler.cached(keys[0], step, None, None, cache)
+      np.testing.assert_array_equal(batch, sampler(keys[0], step, None, None))
+      both, caches = jax.vmap(sampler.cached, in_axes=(0, None, None, None, 0))(
+          keys, step, None, None, caches)
+      for k in range(2):
+        np.testing.assert_array_equal(both[k], sampler(keys[k], step, None, None))
+  assert not hasattr(stream_sampler(lambda *a: jnp.zeros(3, jnp.int32), stream),
+                     "cached")

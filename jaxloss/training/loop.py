@@ -111,6 +111,25 @@ def init_state(recipe: Recipe, ema: bool = False):
   return state
 
 
+def with_sampler_cache(recipe: Recipe, state):
+  """``state`` with an empty ``sampler_cache`` from the recipe's sampler, when it has a
+  cached form (``init_cache``, e.g.
+  :class:`~jaxloss.data.sampler.EpochPermutationSampler`), stacked over an ensemble's
+  members; otherwise ``state`` unchanged.
+
+  The cache changes what a step costs, never its batch, so it is not checkpointed: the
+  loop saves the state without it (``sampler_cache=None``, the layout of a checkpoint
+  written before caches existed) and adds an empty one after a restore.
+  """
+  if recipe.sampler is None or not hasattr(recipe.sampler, "init_cache"):
+    return state
+  cache = recipe.sampler.init_cache()
+  members = len(recipe.all_members)
+  if members > 1:
+    cache = jax.tree.map(lambda x: jnp.broadcast_to(x, (members, *jnp.shape(x))), cache)
+  return state.replace(sampler_cache=cache)
+
+
 def step_body(recipe: Recipe, num_devices: int, *, host: bool = False,
               ema_decay: Optional[float] = None) -> Callable:
   """The per-device train step body ``(state, data) -> (state, metrics)`` of the recipe
@@ -299,7 +318,8 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
       ens_log.write({"step": 0, "split": "meta", "name": recipe.name, "ensemble": True,
                      "members": [{"seed": m.seed, **m.fields} for m in members],
                      "member_dirs": member_dirs})
-  state = dp.replicate(state)
+  # The sampler runs in the step only when it draws from the data on the device.
+  state = dp.replicate(state if host else with_sampler_cache(recipe, state))
 
   # --- Compiled steps -----------------------------------------------------------------
   counter = TraceCounter()
@@ -436,7 +456,8 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
 
   def checkpoint(step):
     nonlocal totals
-    if checkpointer.save(step, dp.unreplicate(state)) or totals is None:
+    saved = dp.unreplicate(state).replace(sampler_cache=None)  # with_sampler_cache
+    if checkpointer.save(step, saved) or totals is None:
       totals = facts.record(step, time.time() - t_start, counter.count)
 
   while step < total_steps:

@@ -59,11 +59,15 @@ def _facts_free(summary):
           if k not in ("wall_s", "train_step_compilations", "segments", "compilation")}
 
 
-def test_interrupted_run_resumes_exactly(tmp_path):
-  straight = _run(tmp_path / "a")
+@pytest.mark.parametrize("sampler", ["class_mix", "permutation"])
+def test_interrupted_run_resumes_exactly(tmp_path, sampler):
+  """With the permutation sampler the resume starts mid-epoch with an empty cache of the
+  epoch's permutation (checkpoints leave it out): the batches must not change."""
+  straight = _run(tmp_path / "a", sampler=sampler)
   # Stopped at step 7 (checkpoints at 5): the resume redoes steps 6-7.
-  assert _run(tmp_path / "b", interrupt_at_step=7) is None
-  resumed = _run(tmp_path / "b")
+  assert _run(tmp_path / "b", interrupt_at_step=7, sampler=sampler) is None
+  assert _state(tmp_path / "b")["sampler_cache"] is None  # not checkpointed
+  resumed = _run(tmp_path / "b", sampler=sampler)
   jax.tree.map(np.testing.assert_array_equal, _state(tmp_path / "a"),
                _state(tmp_path / "b"))
   assert _events(tmp_path / "a") == _events(tmp_path / "b")

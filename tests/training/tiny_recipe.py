@@ -23,7 +23,7 @@ import numpy as np
 
 from experiments.configs.runtime import add_runtime
 from jaxloss import curriculum, losses, monitors
-from jaxloss.data.sampler import epoch_permutation_indices
+from jaxloss.data.sampler import epoch_permutation_sampler
 from jaxloss.train_state import TrainState
 from jaxloss.train_step import make_optimizer
 from jaxloss.training import Member, Recipe, Selection
@@ -154,10 +154,8 @@ def build(config, workdir=None) -> Recipe:
       time.sleep(600)
 
   sampler = None
-  if config.sampler == "permutation":
-    def sampler(rng, step, data, knobs):  # noqa: F811
-      del data, knobs
-      return epoch_permutation_indices(rng, step, len(train["label"]), config.batch_size)
+  if config.sampler == "permutation":  # with its cached form (the train step uses it)
+    sampler = epoch_permutation_sampler(len(train["label"]), config.batch_size)
 
   compiled = stages.compile(steps_per_epoch)
   return Recipe(

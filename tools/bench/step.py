@@ -39,7 +39,8 @@ def build_step(config):
   host = recipe.sequence_buckets is not None
   step = dp.launch_train_step(loop.step_body(recipe, dp.num_devices, host=host),
                               batch_sharded=host)
-  state = dp.replicate(loop.init_state(recipe))
+  state = loop.init_state(recipe)
+  state = dp.replicate(state if host else loop.with_sampler_cache(recipe, state))
   fields = (*recipe.input_keys, "label")
   if host:
     drawn = np.arange(recipe.batch_size)
