@@ -95,7 +95,9 @@ class Recipe:
       (terms, heads, class names and counts, the first-loss reference, stages, ...).
     sampler: ``(rng, step, data, knobs) -> int32 [batch_size]`` batch indices, a pure
       function of the step; None: the curriculum's class-mix sampler over
-      ``class_counts``.
+      ``class_counts``. A sampler with a cached form (``init_cache`` and ``cached``,
+      e.g. :class:`jaxloss.data.sampler.EpochPermutationSampler`) gets its cache in
+      the train state (:func:`jaxloss.training.loop.with_sampler_cache`).
     augment_fn: on-device augmentation of the first input (see ``make_train_step``).
     members: the ensemble (empty: one member with ``seed``); ``seed``: its seed.
     ensemble: host ``(split, [outputs of each member]) -> metrics`` of the combined
