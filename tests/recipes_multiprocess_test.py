@@ -92,9 +92,13 @@ def test_two_processes_equal_one_process(name, tmp_path, tfds_dir, smoke_run):
     path, settings = smoke_settings(name, tfds_dir)
     one, summary_one = smoke_run(name)
   two = str(tmp_path / "two")
+  # A lost peer is not what this test checks (distributed_test.py does, at the default
+  # 10 s): on a starved machine (this test niced beside two training runs on 2 cores)
+  # a peer's heartbeat thread went 15 s without running, and both processes exited 75.
   procs = launch_local.start(
       ["-m", "experiments.run", f"--config={path}", f"--workdir={two}",
-       *[_flag(k, v) for k, v in settings.items()]],
+       *[_flag(k, v) for k, v in settings.items()],
+       "--config.distributed.peer_timeout_s=120"],
       num_processes=2, devices_per_process=4, log_dir=str(tmp_path / "logs"), cwd=REPO)
   # A hang guard, not a speed check: on a loaded 2-core machine (the other xdist worker
   # compiling beside it) process 0 of the e5 ensemble spent 284 s in its loop alone, so
