@@ -62,6 +62,24 @@ def sample_indices(key: jax.Array, probabilities: jax.Array,
                            p=probabilities).astype(jnp.int32)
 
 
+def _epoch_positions(step, num_examples: int, batch_size: int):
+  """``(first_epoch, within, in_first)`` of step ``step``'s batch in the stream of one
+  permutation of ``[0, num_examples)`` per epoch: the epoch its first position falls in
+  (int32 scalar), each position's index within its epoch's permutation (int32
+  ``[batch_size]``), and whether it is in that first epoch (bool ``[batch_size]``).
+
+  Raises:
+    ValueError: ``batch_size`` < 1 or > ``num_examples``.
+  """
+  if not 1 <= batch_size <= num_examples:
+    raise ValueError(f"batch_size must be in [1, num_examples={num_examples}], got "
+                     f"{batch_size}")
+  start = jnp.asarray(step, jnp.int32) * batch_size
+  positions = start + jnp.arange(batch_size, dtype=jnp.int32)
+  first_epoch = start // num_examples
+  return first_epoch, positions % num_examples, positions // num_examples == first_epoch
+
+
 def epoch_permutation_indices(key: jax.Array, step: jax.Array, num_examples: int,
                               batch_size: int) -> jax.Array:
   """The ``step``-th global batch of an epoch-wise shuffled pass over the data.
@@ -93,15 +111,8 @@ def epoch_permutation_indices(key: jax.Array, step: jax.Array, num_examples: int
     >>> sorted(epoch.tolist())
     [0, 1, 2, 3, 4, 5]
   """
-  if not 1 <= batch_size <= num_examples:
-    raise ValueError(f"batch_size must be in [1, num_examples={num_examples}], got "
-                     f"{batch_size}")
-  start = jnp.asarray(step, jnp.int32) * batch_size
-  positions = start + jnp.arange(batch_size, dtype=jnp.int32)
-  first_epoch = start // num_examples
-  within = positions % num_examples
+  first_epoch, within, in_first = _epoch_positions(step, num_examples, batch_size)
   perm_a = jax.random.permutation(jax.random.fold_in(key, first_epoch), num_examples)
-  in_first = positions // num_examples == first_epoch
 
   def straddling(perm_a):
     perm_b = jax.random.permutation(jax.random.fold_in(key, first_epoch + 1),
@@ -212,17 +223,10 @@ def cached_epoch_permutation_indices(key: jax.Array, step: jax.Array, num_exampl
     >>> int(cache["epoch"])
     3
   """
-  if not 1 <= batch_size <= num_examples:
-    raise ValueError(f"batch_size must be in [1, num_examples={num_examples}], got "
-                     f"{batch_size}")
+  first_epoch, within, in_first = _epoch_positions(step, num_examples, batch_size)
   if jnp.shape(cache["permutation"]) != (num_examples,):
     raise ValueError(f"cache['permutation'] must have shape ({num_examples},), got "
                      f"{jnp.shape(cache['permutation'])}")
-  start = jnp.asarray(step, jnp.int32) * batch_size
-  positions = start + jnp.arange(batch_size, dtype=jnp.int32)
-  first_epoch = start // num_examples
-  within = positions % num_examples
-  in_first = positions // num_examples == first_epoch
 
   def permutation(epoch):
     return jax.random.permutation(jax.random.fold_in(key, epoch),
@@ -257,9 +261,7 @@ class EpochPermutationSampler:
   """
 
   def __init__(self, num_examples: int, batch_size: int):
-    if not 1 <= batch_size <= num_examples:
-      raise ValueError(f"batch_size must be in [1, num_examples={num_examples}], got "
-                       f"{batch_size}")
+    _epoch_positions(0, num_examples, batch_size)  # checks batch_size
     self.num_examples, self.batch_size = num_examples, batch_size
 
   def __call__(self, rng, step, data, knobs):
