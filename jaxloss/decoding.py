@@ -389,20 +389,23 @@ def _normalised(x, valid, fill):
   return jnp.where(valid, z - jax.nn.logsumexp(z, axis=-1, keepdims=True), fill)
 
 
-@jax.jit
-def _viterbi_core(logits, lengths, allowed, start_allowed, static_valid):
-  x = logits.astype(_checks.compute_dtype(logits.dtype))
+def _viterbi_paths(x, lengths, allowed, start_allowed, static_valid, path_valid):
+  """Best MEMM path of each sentence among those whose tags are all in
+  ``path_valid`` ([B, C]); the softmax of each step is over the tags valid after the
+  previous one (``static_valid & allowed``), whatever ``path_valid`` allows. Returns
+  int32 ``[B, T]`` paths and their ``[B]`` log-probabilities (a large negative finite
+  number where no path exists, 0 for an empty sentence)."""
   fill = large_negative(x.dtype)
   batch, length, num = x.shape
   start_valid = static_valid & start_allowed  # [C]
   trans_valid = static_valid[None, :] & allowed  # [P, C]
-  delta = _normalised(x[:, 0], start_valid, fill)  # [B, C]
+  delta = jnp.where(path_valid, _normalised(x[:, 0], start_valid, fill), fill)
   identity = jnp.broadcast_to(jnp.arange(num), (batch, num))
 
   def forward(delta, inputs):
     xt, t = inputs  # [B, C], scalar
     score = _normalised(xt[:, None, :], trans_valid[None], fill)  # [B, P, C]
-    candidate = delta[:, :, None] + score
+    candidate = delta[:, :, None] + jnp.where(path_valid[:, None, :], score, fill)
     active = (t < lengths)[:, None]
     new_delta = jnp.where(active, candidate.max(axis=1), delta)
     # Past the end the state is carried unchanged (identity back-pointers).
@@ -419,7 +422,17 @@ def _viterbi_core(logits, lengths, allowed, start_allowed, static_valid):
   first, rest = jax.lax.scan(backward, last, backs, reverse=True)
   path = jnp.concatenate([first[None], rest], axis=0).T  # [B, T]
   inside = jnp.arange(length)[None, :] < lengths[:, None]
-  return jnp.where(inside, path, 0).astype(jnp.int32)
+  # An empty sentence has the empty path, log-probability 0 (padding is never read).
+  return (jnp.where(inside, path, 0).astype(jnp.int32),
+          jnp.where(lengths > 0, delta.max(axis=-1), 0.0))
+
+
+@jax.jit
+def _viterbi_core(logits, lengths, allowed, start_allowed, static_valid):
+  x = logits.astype(_checks.compute_dtype(logits.dtype))
+  path_valid = jnp.broadcast_to(static_valid, x.shape[::2])
+  return _viterbi_paths(x, lengths, allowed, start_allowed, static_valid,
+                        path_valid)[0]
 
 
 def constrained_decode(logits: ArrayLike, lengths: ArrayLike, *, allowed: ArrayLike,
@@ -495,6 +508,176 @@ def constrained_decode(logits: ArrayLike, lengths: ArrayLike, *, allowed: ArrayL
     return jnp.zeros((batch, 0), jnp.int32)
   return _viterbi_core(logits, lengths.astype(jnp.int32), allowed, start_allowed,
                        static_valid)
+
+
+def label_tag_mask(labels: ArrayLike, tag_sequences: Sequence[Sequence[int]],
+                   tag_names: Sequence[str], num_labels: int) -> np.ndarray:
+  """Which tags go with which sentence label, read from training data.
+
+  ``B-X`` and ``I-X`` are allowed with label ``k`` when some training sentence labelled
+  ``k`` has an entity of type ``X``; ``O`` and the special tags are allowed with every
+  label. The mask :func:`joint_decode` uses (SNIPS: ``B-movie_name`` occurs only with
+  ``SearchScreeningEvent``).
+
+  Args:
+    labels: int ``[N]``, each training sentence's label (e.g. its intent) in
+      ``[0, num_labels)``.
+    tag_sequences: ``N`` sequences of tag ids (any lengths).
+    tag_names: the ``C`` tag names (see the module docstring).
+    num_labels: ``K``.
+
+  Returns:
+    NumPy bool ``[K, C]``.
+
+  Raises:
+    TypeError, ValueError: as :func:`bio_transitions`; ``labels`` not ``N`` integers
+      in ``[0, K)``; a tag id outside ``[0, C)``.
+
+  Examples:
+    >>> names = ["PAD", "O", "B-a", "I-a", "B-b"]
+    >>> label_tag_mask([0, 1], [[1, 2, 3], [4, 1]], names, 2).astype(int)
+    array([[1, 1, 1, 1, 0],
+           [1, 1, 0, 0, 1]])
+  """
+  _, kinds, types = _parse_tags(tag_names)
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or labels.shape[0] != len(tag_sequences):
+    raise ValueError(f"labels must be one label per tag sequence, [{len(tag_sequences)}]"
+                     f", got shape {labels.shape}")
+  if labels.size and (not np.issubdtype(labels.dtype, np.integer)
+                      or labels.min() < 0 or labels.max() >= num_labels):
+    raise ValueError(f"labels must be integers in [0, {num_labels}) (num_labels)")
+  num = len(kinds)
+  mask = np.zeros((num_labels, num), bool)
+  mask[:, kinds == _OUTSIDE] = True
+  mask[:, kinds == _SPECIAL] = True
+  type_ids = {t: np.array([c for c in range(num) if types[c] == t]) for t in set(types)}
+  for i, (label, tags) in enumerate(zip(labels, tag_sequences)):
+    tags = np.asarray(tags, np.int64)
+    if tags.size and (tags.min() < 0 or tags.max() >= num):
+      raise ValueError(f"tag_sequences[{i}] has a tag id outside [0, {num})")
+    for t in {types[c] for c in tags if kinds[c] in (_BEGIN, _INSIDE)}:
+      mask[label, type_ids[t]] = True
+  return mask
+
+
+@functools.partial(jax.jit, static_argnames=("num_candidates",))
+def _joint_core(label_logits, tag_logits, lengths, label_tags, allowed, start_allowed,
+                static_valid, label_valid, num_candidates):
+  x = tag_logits.astype(_checks.compute_dtype(tag_logits.dtype))
+  z = label_logits.astype(x.dtype)
+  fill = large_negative(x.dtype)
+  log_p = _normalised(z, label_valid[None, :], fill)  # [B, K]
+  top_log_p, candidates = jax.lax.top_k(log_p, num_candidates)  # [B, k]
+
+  def one(candidate):  # [B] label ids -> paths [B, T], scores [B]
+    return _viterbi_paths(x, lengths, allowed, start_allowed, static_valid,
+                          static_valid & label_tags[candidate])
+
+  paths, scores = jax.vmap(one, in_axes=1, out_axes=1)(candidates)  # [B, k, T], [B, k]
+  best = jnp.argmax(top_log_p + scores, axis=1)  # [B]; ties: the likelier label
+  labels = jnp.take_along_axis(candidates, best[:, None], axis=1)[:, 0]
+  tags = jnp.take_along_axis(paths, best[:, None, None], axis=1)[:, 0]
+  return labels.astype(jnp.int32), tags
+
+
+def joint_decode(label_logits: ArrayLike, tag_logits: ArrayLike, lengths: ArrayLike, *,
+                 label_tags: ArrayLike, allowed: ArrayLike, start_allowed: ArrayLike,
+                 static_valid: ArrayLike, label_valid: Optional[ArrayLike] = None,
+                 num_candidates: int = 5) -> tuple[jax.Array, jax.Array]:
+  r"""The best (sentence label, valid BIO tag sequence) pair of each sentence.
+
+  The two heads are decoded together instead of each on its own: it returns
+
+  .. math::
+    \arg\max_{k,\,y} \; \log p(k \mid x) + \sum_t \log p(y_t \mid x, t, y_{t-1})
+    \quad \text{s.t. every } y_t \in \mathrm{label\_tags}[k],
+
+  where ``p(k | x)`` is the softmax of ``label_logits`` over ``label_valid`` and the
+  tag terms are :func:`constrained_decode`'s MEMM log-probabilities (each softmax over
+  the tags valid after the previous one, whatever ``label_tags[k]`` allows). So a tag
+  sequence the label does not allow costs the label what the tagger loses by giving
+  it up: a sentence whose tagger is sure of a ``movie_name`` moves from
+  ``SearchCreativeWork`` (never seen with one) to ``SearchScreeningEvent``, while a
+  sure label keeps its own tags. Only the ``num_candidates`` likeliest labels of each
+  sentence are tried (one Viterbi each). With ``label_tags`` all True it returns the
+  argmax label and :func:`constrained_decode`'s tags.
+
+  It is the hard-constrained, locally normalised case of a triangular-chain model (a
+  sentence label joined to the tag chain by label-tag factors): Jeong & Lee,
+  "Triangular-chain conditional random fields", IEEE TASLP 2008.
+
+  Positions ``t >= lengths[b]`` are 0 in the tags and never read. Jittable; logits are
+  upcast to at least float32, masks filled with the finite
+  :func:`jaxloss.losses.masking.large_negative`.
+
+  Args:
+    label_logits: floating ``[B, K]`` sentence-label logits (e.g. intents).
+    tag_logits: floating ``[B, T, C]`` tag logits.
+    lengths: int ``[B]``, real tokens per sentence, in ``[0, T]``.
+    label_tags: bool ``[K, C]``, the tags each label allows (:func:`label_tag_mask`).
+    allowed, start_allowed, static_valid: as :func:`constrained_decode`.
+    label_valid: bool ``[K]``, the labels that may be output (None: all).
+    num_candidates: labels tried per sentence, ``>= 1`` (clipped to ``K``).
+
+  Returns:
+    ``(labels, tags)``: int32 ``[B]`` and int32 ``[B, T]``.
+
+  Raises:
+    TypeError: logits not floating, ``lengths`` not integer, masks not bool.
+    ValueError: shapes that disagree (naming the argument); ``num_candidates < 1``;
+      concrete ``lengths`` outside ``[0, T]``; no valid first tag; no valid label.
+
+  Examples:
+    >>> names = ["PAD", "O", "B-a", "I-a", "B-b"]
+    >>> allowed, start = bio_transitions(names)
+    >>> label_tags = label_tag_mask([0, 1], [[2], [4]], names, 2)
+    >>> # Label 0 is a little likelier, but the tagger is sure of a b entity.
+    >>> labels, tags = joint_decode(
+    ...     jnp.array([[0.2, 0.0]]), jnp.array([[[0.0, 0.0, 0.0, 0.0, 4.0]]]),
+    ...     jnp.array([1]), label_tags=label_tags, allowed=allowed,
+    ...     start_allowed=start, static_valid=tag_valid_mask(names))
+    >>> labels, tags
+    (Array([1], dtype=int32), Array([[4]], dtype=int32))
+  """
+  tag_logits = jnp.asarray(tag_logits)
+  label_logits = jnp.asarray(label_logits)
+  _checks.check_floating(tag_logits, "tag_logits")
+  _checks.check_floating(label_logits, "label_logits")
+  if tag_logits.ndim != 3:
+    raise ValueError(f"`tag_logits` must have shape [B, T, C], got "
+                     f"{tuple(tag_logits.shape)}")
+  batch, length, num = tag_logits.shape
+  if label_logits.ndim != 2 or label_logits.shape[0] != batch:
+    raise ValueError(f"`label_logits` must have shape [B, K] with B = {batch} "
+                     f"(tag_logits' batch), got {tuple(label_logits.shape)}")
+  num_labels = label_logits.shape[1]
+  lengths = _check_lengths(lengths, batch, length)
+  allowed, start_allowed, static_valid = _check_constraints(
+      allowed, start_allowed, static_valid, num)
+  label_tags = jnp.asarray(label_tags)
+  if label_tags.dtype != jnp.bool_:
+    raise TypeError(f"`label_tags` must be a bool array, got dtype {label_tags.dtype}")
+  _checks.check_shape(label_tags, (num_labels, num), "label_tags",
+                      "[K, C], the tags each label allows")
+  label_valid = (jnp.ones(num_labels, bool) if label_valid is None
+                 else _check_bool_vector(label_valid, num_labels, "label_valid"))
+  if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or (
+      num_candidates < 1):
+    raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
+  for values, what in (
+      (_checks.concrete_value(static_valid & start_allowed),
+       "no tag is valid at the start of a sentence (static_valid & start_allowed is "
+       "all False): no valid sequence exists"),
+      (_checks.concrete_value(label_valid), "label_valid is all False: no label")):
+    if values is not None and not values.any():
+      raise ValueError(what)
+  if length == 0:  # no tags: the likeliest valid label
+    z = jnp.where(label_valid, label_logits, large_negative(label_logits.dtype))
+    return jnp.argmax(z, axis=-1).astype(jnp.int32), jnp.zeros((batch, 0), jnp.int32)
+  return _joint_core(label_logits, tag_logits, lengths.astype(jnp.int32), label_tags,
+                     allowed, start_allowed, static_valid, label_valid,
+                     min(num_candidates, num_labels))
 
 
 @jax.jit

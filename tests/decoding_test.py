@@ -301,6 +301,136 @@ def test_constrained_decode_dtypes_and_errors():
                                 start_allowed=START, static_valid=none_start)
 
 
+# ----------------------------------------------------------------- joint_decode
+
+# Label 0 goes with a only, label 1 with b only, label 2 with both, label 3 with none.
+LABEL_TAGS = decoding.label_tag_mask(
+    [0, 1, 2, 2, 3], [[O, BA, IA], [BB, IB, O], [BA], [BB], [O, O]], NAMES, 4)
+
+
+def test_label_tag_mask_by_hand_and_errors():
+  #                          PAD UNK O B-a I-a B-b I-b
+  expected = np.array([[1, 1, 1, 1, 1, 0, 0],
+                       [1, 1, 1, 0, 0, 1, 1],
+                       [1, 1, 1, 1, 1, 1, 1],
+                       [1, 1, 1, 0, 0, 0, 0]], bool)
+  np.testing.assert_array_equal(LABEL_TAGS, expected)
+  # An I- tag alone (hand-labelled data) allows its type too.
+  np.testing.assert_array_equal(
+      decoding.label_tag_mask([0], [[IB]], NAMES, 1)[0], [1, 1, 1, 0, 0, 1, 1])
+  with pytest.raises(ValueError, match="one label per tag sequence"):
+    decoding.label_tag_mask([0, 1], [[O]], NAMES, 2)
+  with pytest.raises(ValueError, match=r"labels must be integers in \[0, 2\)"):
+    decoding.label_tag_mask([2], [[O]], NAMES, 2)
+  with pytest.raises(ValueError, match=r"tag_sequences\[0\]"):
+    decoding.label_tag_mask([0], [[C]], NAMES, 2)
+
+
+def _joint_brute_force(z, x, length, label_tags):
+  """argmax over (k, y) of log softmax(z)[k] + MEMM score of y, y within label k."""
+  log_p = z - np.logaddexp.reduce(z)
+  best, best_pair = -np.inf, None
+  for k in range(len(z)):
+    for seq in itertools.product(range(C), repeat=length):
+      if _valid_sequence(seq) and all(label_tags[k, t] for t in seq):
+        s = log_p[k] + _score(x, seq)
+        if s > best:
+          best, best_pair = s, (k, seq)
+  return best, best_pair
+
+
+def _joint(z, x, lengths, label_tags=LABEL_TAGS, **kw):
+  labels, tags = decoding.joint_decode(
+      jnp.asarray(z), jnp.asarray(x), jnp.asarray(lengths), label_tags=label_tags,
+      allowed=ALLOWED, start_allowed=START, static_valid=STATIC, **kw)
+  return np.asarray(labels), np.asarray(tags)
+
+
+def test_joint_decode_matches_brute_force():
+  rng = np.random.default_rng(3)
+  t_max, k = 4, LABEL_TAGS.shape[0]
+  lengths = np.array([1, 2, 3, 4, 4, 4, 3, 2, 1, 4, 4, 4, 3, 4, 0])
+  # Label logits of scale 0.5 against tag logits of scale 2: the tags often overturn
+  # the likelier label, the case the search exists for.
+  z = (rng.normal(size=(len(lengths), k)) * 0.5).astype(np.float32)
+  x = (rng.normal(size=(len(lengths), t_max, C)) * 2.0).astype(np.float32)
+  labels, tags = _joint(z, x, lengths, num_candidates=k)
+  assert labels.dtype == np.int32 and labels.shape == (len(lengths),)
+  assert tags.dtype == np.int32 and tags.shape == (len(lengths), t_max)
+  overturned = 0
+  for b, length in enumerate(lengths):
+    assert (tags[b, length:] == 0).all()
+    if length == 0:  # no tags: the likelier label
+      assert labels[b] == np.argmax(z[b])
+      continue
+    best, (best_k, best_seq) = _joint_brute_force(
+        z[b].astype(np.float64), x[b].astype(np.float64), length, LABEL_TAGS)
+    got = tuple(int(v) for v in tags[b, :length])
+    assert (labels[b], got) == (best_k, best_seq), (b, labels[b], got, best_k, best_seq)
+    overturned += int(best_k != np.argmax(z[b]))
+  assert overturned >= 3  # the test exercises the joint choice, not just the argmax
+
+
+def test_joint_decode_with_every_tag_allowed_is_the_independent_decoding():
+  rng = np.random.default_rng(4)
+  lengths = np.array([5, 3, 0, 1, 5, 2])
+  z = rng.normal(size=(6, 4)).astype(np.float32) * 3
+  x = rng.normal(size=(6, 5, C)).astype(np.float32) * 3
+  labels, tags = _joint(z, x, lengths, label_tags=np.ones((4, C), bool))
+  np.testing.assert_array_equal(labels, np.argmax(z, -1))
+  np.testing.assert_array_equal(tags, _decode(x, lengths))
+
+
+def test_joint_decode_candidates_jit_and_label_valid():
+  rng = np.random.default_rng(5)
+  lengths = np.array([4, 3, 4, 2, 4, 1])
+  z = rng.normal(size=(6, 4)).astype(np.float32)
+  x = (rng.normal(size=(6, 4, C)) * 2.0).astype(np.float32)
+  # One candidate: the argmax label, with the best tags that label allows.
+  labels, tags = _joint(z, x, lengths, num_candidates=1)
+  np.testing.assert_array_equal(labels, np.argmax(z, -1))
+  for b, length in enumerate(lengths):
+    # The path is the best within the label's tags, scored by the unrestricted
+    # softmax (the brute force with only that label).
+    only = np.where(np.arange(4) == labels[b], 0.0, -np.inf)
+    _, (_, best_seq) = _joint_brute_force(only, x[b].astype(np.float64), length,
+                                          LABEL_TAGS)
+    assert tuple(tags[b, :length]) == best_seq
+  # More candidates than labels are clipped; jit gives the same answer.
+  fn = jax.jit(lambda z, x, n: decoding.joint_decode(
+      z, x, n, label_tags=LABEL_TAGS, allowed=ALLOWED, start_allowed=START,
+      static_valid=STATIC, num_candidates=50))
+  for got, want in zip(fn(z, x, lengths), _joint(z, x, lengths, num_candidates=4)):
+    np.testing.assert_array_equal(got, want)
+  # An invalid label is never chosen, however likely.
+  z_big = z.copy()
+  z_big[:, 3] = 50.0
+  valid = np.array([True, True, True, False])
+  labels, _ = _joint(z_big, x, lengths, label_valid=valid)
+  assert (labels != 3).all()
+  np.testing.assert_array_equal(labels, _joint(z, x, lengths, label_valid=valid)[0])
+
+
+def test_joint_decode_errors():
+  z, x, n = jnp.zeros((2, 4)), jnp.zeros((2, 3, C)), jnp.array([3, 2])
+  kw = dict(label_tags=LABEL_TAGS, allowed=ALLOWED, start_allowed=START,
+            static_valid=STATIC)
+  with pytest.raises(ValueError, match="label_logits"):
+    decoding.joint_decode(jnp.zeros((3, 4)), x, n, **kw)
+  with pytest.raises(ValueError, match="label_tags"):
+    decoding.joint_decode(z, x, n, **{**kw, "label_tags": LABEL_TAGS[:3]})
+  with pytest.raises(TypeError, match="label_tags"):
+    decoding.joint_decode(z, x, n, **{**kw, "label_tags": LABEL_TAGS.astype(int)})
+  with pytest.raises(ValueError, match="num_candidates"):
+    decoding.joint_decode(z, x, n, num_candidates=0, **kw)
+  with pytest.raises(ValueError, match="no label"):
+    decoding.joint_decode(z, x, n, label_valid=np.zeros(4, bool), **kw)
+  with pytest.raises(ValueError, match="lengths"):
+    decoding.joint_decode(z, x, jnp.array([4, 2]), **kw)
+  with pytest.raises(TypeError, match="tag_logits"):
+    decoding.joint_decode(z, jnp.zeros((2, 3, C), jnp.int32), n, **kw)
+
+
 def test_greedy_decode():
   logits = jnp.array([[[9.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0.0]]])
   np.testing.assert_array_equal(decoding.greedy_decode(logits, STATIC), [[IA]])

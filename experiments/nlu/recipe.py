@@ -130,6 +130,13 @@ def train_length(config, steps_per_epoch: int) -> tuple[int, int]:
   return raised, max(1, round(raised / evaluations))
 
 
+def memm_tagger(config) -> bool:
+  """Whether the tags are decoded by the BIO-constrained MEMM Viterbi (the tagger
+  :func:`jaxloss.decoding.joint_decode` decodes jointly with a sentence label)."""
+  return bool(config.constrained_decoding and config.entity_loss != "crf"
+              and config.get("decoder_hidden") is None)
+
+
 def validate(config) -> None:
   """Raises ValueError naming a config field out of range."""
   for field in ("num_epochs", "batch_size", "vocab_min_count", "max_word_len"):
@@ -177,6 +184,13 @@ def validate(config) -> None:
   forcing = config.get("teacher_forcing")
   if forcing is not None and not 0 <= forcing <= 1:
     raise ValueError(f"config.teacher_forcing must be in [0, 1], got {forcing}")
+  joint = config.get("joint_decoding")
+  if joint not in (None, True, False):
+    raise ValueError(f"config.joint_decoding must be None, True or False, got {joint!r}")
+  if joint and not memm_tagger(config):
+    raise ValueError("config.joint_decoding=True needs the MEMM tagger: "
+                     "config.constrained_decoding=True, config.entity_loss not 'crf' "
+                     "and config.decoder_hidden None (None: joint only where it can be)")
   if config.entity_loss == "crf" and config.mask_fill != "finite":
     raise ValueError("config.entity_loss='crf' needs config.mask_fill='finite'")
   if config.entity_loss == "crf" and config.get("encoder") is not None:
@@ -313,14 +327,15 @@ def nlu_eval_report(b, split: str, pred: dict) -> dict:
     tags_pred = [[b.tag_names[t] for t in pred[f"{prefix}tags"][i, :lengths[i]]]
                  for i in range(len(lengths))]
     rep = metrics_lib.joint_nlu_report(
-        intent_true=raw["label_ids"][main], intent_pred=pred[main],
+        intent_true=raw["label_ids"][main], intent_pred=pred.get(f"{prefix}{main}",
+                                                                 pred[main]),
         tags_true=raw["tags"], tags_pred=tags_pred,
         label_true={f: raw["label_ids"][f] for f in others} or None,
         label_pred={f: pred[f] for f in others} or None)
     if prefix:
       rep = {f"{prefix}{k}": v for k, v in rep.items()
-             if k in ("slot_f1", "slot_precision", "slot_recall", "sentence_accuracy",
-                      "pred_non_o_share")}
+             if k in ("intent_accuracy", "slot_f1", "slot_precision", "slot_recall",
+                      "sentence_accuracy", "pred_non_o_share")}
     report.update(rep)
   for f in b.fields:
     z = pred[f"{f}_logits"].astype(np.float64)
@@ -427,6 +442,14 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   allowed, start_allowed = allowed | observed[0], start_allowed | observed[1]
   constrained = bool(config.constrained_decoding)
   crf = config.entity_loss == "crf"
+  # Joint decoding of the main label field and the tags: the entity types each label
+  # was seen with in training.
+  main = "intent" if "intent" in fields else fields[0]
+  joint = (memm_tagger(config) if config.get("joint_decoding") is None
+           else bool(config.joint_decoding))
+  label_tags = decoding.label_tag_mask(raw["train"]["label_ids"][main],
+                                       raw["train"]["tag_ids"], tag_names,
+                                       len(data["label_names"][main]))
   tag_weights = None
   if config.entity_loss == "focal":
     tag_weights = (bio_class_weights(tag_counts, tag_names,
@@ -546,6 +569,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   taus = {"": float(config.decode_weight_tau)}
   if tag_weights is not None and float(config.decode_weight_tau) != 1.0:
     taus["tau1/"] = 1.0
+  label_tags_j = jnp.asarray(label_tags)
 
   def decode(logits, lengths, out):
     if crf:
@@ -564,16 +588,25 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     out = model.apply({"params": state.params}, *[batch[k] for k in inputs[:-1]],
                       lengths, train=False)
     result = {"tag_logits": out["tags"]}
+    for f in fields:
+      z = jnp.where(label_valid_j[f], out[f], -jnp.inf)  # argmax only: -inf is safe
+      result[f] = jnp.argmax(z, axis=-1).astype(jnp.int32)
+      result[f"{f}_logits"] = out[f]
     for prefix, tau in taus.items():
       if decoder:  # the decoder's own greedy choices (no class weights: validate)
         result[f"{prefix}tags"] = out["tag_choices"]
         continue
       adjusted = out["tags"] - tau * log_w_j if tau else out["tags"]
-      result[f"{prefix}tags"] = decode(adjusted, lengths, out).astype(jnp.int32)
-    for f in fields:
-      z = jnp.where(label_valid_j[f], out[f], -jnp.inf)  # argmax only: -inf is safe
-      result[f] = jnp.argmax(z, axis=-1).astype(jnp.int32)
-      result[f"{f}_logits"] = out[f]
+      if joint:
+        if not prefix:  # each head on its own, for comparison
+          result["independent/tags"] = decode(adjusted, lengths, out).astype(jnp.int32)
+          result[f"independent/{main}"] = result[main]
+        result[f"{prefix}{main}"], result[f"{prefix}tags"] = decoding.joint_decode(
+            out[main], adjusted, lengths, label_tags=label_tags_j, allowed=allowed_j,
+            start_allowed=start_j, static_valid=tag_valid_j,
+            label_valid=label_valid_j[main])
+      else:
+        result[f"{prefix}tags"] = decode(adjusted, lengths, out).astype(jnp.int32)
     return result
 
   # The loss of a model that knows nothing (all logits 0) on the first training
@@ -593,7 +626,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   initial_terms = {t: float(np.mean(np.asarray(aux0["terms"][t]))) for t in terms}
   initial_reference = float(sum(knobs0[f"lambda_{t}"] * initial_terms[t] for t in terms))
   nlu_data = NluData(raw=raw, splits=splits, fields=fields, tag_names=tag_names,
-                     label_names=data["label_names"], decode_prefixes=tuple(taus))
+                     label_names=data["label_names"],
+                     decode_prefixes=tuple(taus) + (("independent/",) if joint else ()))
   anchors = anchors_for(data["manual_dir"], data["layout"])
 
   def meta(k) -> dict:
@@ -642,6 +676,10 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         "last_epoch": {key: last_test[key] for key in _KEYS},
         "weight_corrected_decoding": ({k[len("tau1/"):]: v for k, v in best_test.items()
                                        if k.startswith("tau1/")} or None),
+        "joint_decoding": joint,
+        "independent_decoding": ({k[len("independent/"):]: v
+                                  for k, v in best_test.items()
+                                  if k.startswith("independent/")} or None),
         "true_non_o_share": best_test.get("true_non_o_share"),
         "top_intent": best_test.get("top_intent"),
         "accuracy": {k: v for k, v in best_test.items() if k.startswith("accuracy/")},
@@ -689,6 +727,12 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     for a in anchors:
       lines.append(f"  {a['model']}: {100 * a['intent_accuracy']:.1f} / "
                    f"{100 * a['slot_f1']:.1f} / {100 * a['sentence_accuracy']:.1f}")
+    ind = summary.get("independent_decoding")
+    if ind:
+      lines.append(f"  intent and tags decoded each on its own: intent acc "
+                   f"{100 * ind['intent_accuracy']:.2f}  slot F1 "
+                   f"{100 * ind['slot_f1']:.2f}  sentence acc "
+                   f"{100 * ind['sentence_accuracy']:.2f}")
     wc = summary.get("weight_corrected_decoding")
     if wc:
       lines.append(f"  decoded with z - log(class weight): slot F1 "
@@ -718,6 +762,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
               + ", ".join(f"{k} {v}" for k, v in lambda_values.items())
               + (f" ({', '.join(defaulted)}: config.default_lambda)" if defaulted else "")
               + f"; masks: {config.mask_fill}, constrained decoding {constrained}"
+              + (f", {main} and tags decoded jointly" if joint else "")
               + (f" ({off_bio} non-BIO transition(s) of the training data allowed)"
                  if off_bio else "")
               + (", CRF tag transitions" if crf else "")

@@ -22,7 +22,10 @@ Variants:
   learns to label words it has not seen from their characters and context. 40 epochs
   (8,200 updates on SNIPS), raised on a small training set to at least 4,000 updates
   (``config.min_train_steps``, also in ``notes``, ``ce`` and ``crf``; 0 turns it off)
-  with about 20 evaluations (``config.evaluations_when_raised``).
+  with about 20 evaluations (``config.evaluations_when_raised``). The intent and the
+  tags are decoded together (``config.joint_decoding``): the pair with the highest
+  product of the two heads' probabilities among those whose entity types the intent
+  was seen with in training (``jaxloss.decoding.joint_decode``).
 * ``long``: the recipe trained the way OpenSLU re-trains the from-scratch SNIPS models
   (long, with heavy dropout): 100 epochs (20,500 updates on SNIPS, 2.5 times the
   recipe's), word embeddings 256, a 2-layer BiLSTM of 128 units a direction, dropout 0.5.
@@ -163,10 +166,22 @@ def get_config(arg=None):
   # puts into the logits (Menon et al., ICLR 2021). The reported metrics use this τ; a
   # class-weighted run also logs the τ = 1 metrics under "tau1/".
   c.decode_weight_tau = 0.0
+  # Decode the intent (or the data's first label field) and the tags together: the
+  # (label, valid tag sequence) pair with the highest product of the two heads'
+  # probabilities, each label allowing only the entity types seen with it in training
+  # (jaxloss.decoding.joint_decode). The independent decoding (argmax label, Viterbi
+  # tags) is logged beside it under "independent/". None: on where the tagger is the
+  # MEMM one (constrained decoding, no CRF, no decoder), off otherwise; True: on, or an
+  # error where it cannot be; False: off.
+  c.joint_decoding = ml_collections.config_dict.placeholder(bool)
 
   # A checkpoint is written at the end of every epoch.
   add_runtime(c, eval_batch_size=512, keep_checkpoints=2, checkpoint_every_steps=10_000)
 
+  if variant in ("notes", "notes_smoke", "ce", "collapse") or (
+      variant.startswith("jointbert")):
+    # The records (the notes, JointBERT) decode each head on its own, as measured.
+    c.joint_decoding = False
   if variant in ("notes", "notes_smoke", "ce", "collapse"):
     # The practitioners' notes: a smaller BiLSTM, λ intent 0.3, entity warmed up
     # 0.3 -> 0.4 -> 0.5, command 0.2, focal entities with O = 0.1 and tag weights to 5.
