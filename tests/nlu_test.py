@@ -606,3 +606,48 @@ def test_jsonl_dataset_with_extra_label_fields_trains_a_head_for_each(tmp_path, 
   assert summary["accuracy"]["accuracy/command"] > 0.6  # "Lights" commands are coin flips
   assert summary["accuracy"]["accuracy/scenario"] > 0.9
   assert summary["slot_f1"] > 0.8
+
+
+@needs_snips
+def test_joint_decoding_is_the_default_and_the_report_tool_reproduces_both_decodings(
+    smoke_run):
+  # The run logs both decodings of the same parameters: the joint one (the headline)
+  # and each head on its own under independent/. tools.reports.nlu_decode, restoring
+  # the last checkpoint, gives the last Test evaluation's numbers for both, exactly.
+  from tools.reports import nlu_decode  # pylint: disable=g-import-not-at-top
+  workdir, summary = smoke_run("nlu")
+  assert summary["joint_decoding"] is True
+  assert set(summary["independent_decoding"]) >= {"intent_accuracy", "slot_f1",
+                                                  "sentence_accuracy"}
+  last = [e for e in _events(workdir) if e["split"] == "test"][-1]
+  got = nlu_decode.decode_run(workdir)
+  for key in nlu_decode.KEYS:
+    assert got["test"]["joint"][key] == last[key], key
+    assert got["test"]["independent"][key] == last[f"independent/{key}"], key
+  text = nlu_decode.table([got, got])
+  # Header and rule, two runs x two splits, the two means.
+  assert "mean of 2" in text and len(text.splitlines()) == 2 + 4 + 2
+
+
+@pytest.mark.parametrize("variant, joint", [("recipe", True), ("long", True),
+                                            ("smoke", True), ("crf", False),
+                                            ("notes", False), ("ce", False),
+                                            ("jointbert", False)])
+def test_joint_decoding_where_the_tagger_allows_it(variant, joint):
+  c = nlu_config.get_config(variant)
+  on = nlu.memm_tagger(c) if c.joint_decoding is None else c.joint_decoding
+  assert on is joint
+  c = nlu_config.get_config("crf")
+  c.joint_decoding = True
+  with pytest.raises(ValueError, match="config.joint_decoding=True needs the MEMM"):
+    nlu.validate(c)
+
+
+def test_report_tool_errors_are_one_line(tmp_path, capsys):
+  from tools.reports import nlu_decode  # pylint: disable=g-import-not-at-top
+  assert nlu_decode.main([str(tmp_path)]) == 2
+  assert "no config.json" in capsys.readouterr().err
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump({"trainer": "imbalance"}, f)
+  with pytest.raises(ValueError, match="not a joint NLU run"):
+    nlu_decode.decode_run(str(tmp_path))
