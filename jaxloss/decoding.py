@@ -28,6 +28,11 @@ exactly these log-probabilities (Viterbi over the previous tag). :func:`greedy_d
 is the unconstrained baseline: argmax over the statically valid tags. It can emit an
 ``I-X`` after ``O``, which seqeval then reads as the start of a new span.
 
+A sentence label (an intent) and the tags can be decoded together:
+:func:`joint_decode` returns the (label, valid tag sequence) pair with the highest
+product of the label head's and the MEMM's probabilities, each label allowing only the
+entity types :func:`label_tag_mask` saw with it in the training data.
+
 The globally normalised alternative is a linear-chain CRF: learned tag-to-tag
 transition scores, trained with :func:`jaxloss.losses.crf_sequence_loss` and decoded by
 :func:`crf_decode`, under the same three constraint masks.
