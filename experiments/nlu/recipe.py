@@ -13,6 +13,12 @@ class weights, O = 0.1 and entity tags up to 5). A label field the config gives 
 and tags outside the training vocabularies map to ``UNK`` (as JointBERT maps them) and
 are counted in ``summary["dataset"]["unknown_labels"]``.
 
+Decoding: the tags by the BIO-constrained Viterbi of the locally normalised tagger; with
+``config.joint_decoding`` (default: wherever the tagger is that one) the intent (or the
+data's first label field) and the tags together (:func:`jaxloss.decoding.joint_decode`,
+each label allowing the entity types seen with it in training), with each head's own
+decoding logged beside it under ``independent/`` (``summary["independent_decoding"]``).
+
 Model selection: Dev and Test are evaluated after every epoch; the reported Test numbers
 are those of the epoch with the best Dev score (mean of intent accuracy, slot F1 and
 sentence accuracy), and the last epoch's are kept beside them.
