@@ -427,6 +427,8 @@ def test_a_batch_cut_to_its_bucket_has_the_full_width_loss_and_gradient(tfds_dir
   decoder = entity_loss == "decoder"
   extra = (dict(decoder_hidden=8, token_level=True, teacher_forcing=1.0)
            if decoder else dict(entity_loss=entity_loss))
+  if decoder or entity_loss == "crf":  # no MEMM tagger: each head decoded on its own
+    extra["joint_decoding"] = False
   # No random replacement: its draws are per position, so they depend on the width.
   config = _smoke(tfds_dir, dropout_rate=0.0, word_dropout_rate=0.0,
                   singleton_unk_rate=0.0, **extra)
@@ -629,18 +631,22 @@ def test_joint_decoding_is_the_default_and_the_report_tool_reproduces_both_decod
   assert "mean of 2" in text and len(text.splitlines()) == 2 + 4 + 2
 
 
-@pytest.mark.parametrize("variant, joint", [("recipe", True), ("long", True),
-                                            ("smoke", True), ("crf", False),
-                                            ("notes", False), ("ce", False),
-                                            ("jointbert", False)])
-def test_joint_decoding_where_the_tagger_allows_it(variant, joint):
-  c = nlu_config.get_config(variant)
-  on = nlu.memm_tagger(c) if c.joint_decoding is None else c.joint_decoding
-  assert on is joint
-  c = nlu_config.get_config("crf")
-  c.joint_decoding = True
-  with pytest.raises(ValueError, match="config.joint_decoding=True needs the MEMM"):
-    nlu.validate(c)
+def test_joint_decoding_in_the_default_and_not_in_the_records_or_the_crf():
+  joint = {v: nlu_config.get_config(v).joint_decoding
+           for v in ("recipe", "long", "smoke", "crf", "notes", "ce", "collapse",
+                     "jointbert")}
+  # None, not False: a run recorded before the field existed decoded each head on its
+  # own, and the resume guard reads an absent field as None.
+  assert joint == {"recipe": True, "long": True, "smoke": True, "crf": None,
+                   "notes": None, "ce": None, "collapse": None, "jointbert": None}
+  for overrides in (dict(entity_loss="crf"), dict(decoder_hidden=8),
+                    dict(constrained_decoding=False)):
+    c = nlu_config.get_config("recipe")
+    c.update(overrides)
+    assert not nlu.memm_tagger(c)
+    with pytest.raises(ValueError, match="config.joint_decoding=True needs the MEMM.*"
+                                         "set config.joint_decoding=False"):
+      nlu.validate(c)
 
 
 def test_report_tool_errors_are_one_line(tmp_path, capsys):

@@ -14,7 +14,7 @@ and tags outside the training vocabularies map to ``UNK`` (as JointBERT maps the
 are counted in ``summary["dataset"]["unknown_labels"]``.
 
 Decoding: the tags by the BIO-constrained Viterbi of the locally normalised tagger; with
-``config.joint_decoding`` (default: wherever the tagger is that one) the intent (or the
+``config.joint_decoding`` (default True; it needs that tagger) the intent (or the
 data's first label field) and the tags together (:func:`jaxloss.decoding.joint_decode`,
 each label allowing the entity types seen with it in training), with each head's own
 decoding logged beside it under ``independent/`` (``summary["independent_decoding"]``).
@@ -192,11 +192,12 @@ def validate(config) -> None:
     raise ValueError(f"config.teacher_forcing must be in [0, 1], got {forcing}")
   joint = config.get("joint_decoding")
   if joint not in (None, True, False):
-    raise ValueError(f"config.joint_decoding must be None, True or False, got {joint!r}")
+    raise ValueError(f"config.joint_decoding must be True, False or None, got {joint!r}")
   if joint and not memm_tagger(config):
-    raise ValueError("config.joint_decoding=True needs the MEMM tagger: "
-                     "config.constrained_decoding=True, config.entity_loss not 'crf' "
-                     "and config.decoder_hidden None (None: joint only where it can be)")
+    raise ValueError("config.joint_decoding=True needs the MEMM tagger "
+                     "(config.constrained_decoding=True, config.entity_loss not 'crf', "
+                     "config.decoder_hidden None); set config.joint_decoding=False to "
+                     "decode each head on its own")
   if config.entity_loss == "crf" and config.mask_fill != "finite":
     raise ValueError("config.entity_loss='crf' needs config.mask_fill='finite'")
   if config.entity_loss == "crf" and config.get("encoder") is not None:
@@ -451,8 +452,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   # Joint decoding of the main label field and the tags: the entity types each label
   # was seen with in training.
   main = "intent" if "intent" in fields else fields[0]
-  joint = (memm_tagger(config) if config.get("joint_decoding") is None
-           else bool(config.joint_decoding))
+  joint = bool(config.get("joint_decoding"))
   label_tags = decoding.label_tag_mask(raw["train"]["label_ids"][main],
                                        raw["train"]["tag_ids"], tag_names,
                                        len(data["label_names"][main]))

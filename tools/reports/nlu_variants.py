@@ -51,7 +51,8 @@ SCENARIOS = {"AddToPlaylist": "music", "PlayMusic": "music",
 # key -> (label, config variant, overrides); ``--rows`` picks by key.
 ROWS = {
     "default": ("default: CE on every head, λ 1, 2-layer BiLSTM 256, words seen once → "
-                "UNK at rate 0.5 in training", "recipe", {}),
+                "UNK at rate 0.5 in training, intent and tags decoded jointly", "recipe",
+                {}),
     "ce": ("`:ce`: the notes' 1-layer BiLSTM 128 and λ, plain CE on the tags", "ce", {}),
     "no_singleton": ("the default without singleton replacement (the default until "
                      "2026-12-06)", "recipe", {"singleton_unk_rate": 0.0}),

@@ -170,18 +170,20 @@ def get_config(arg=None):
   # (label, valid tag sequence) pair with the highest product of the two heads'
   # probabilities, each label allowing only the entity types seen with it in training
   # (jaxloss.decoding.joint_decode). The independent decoding (argmax label, Viterbi
-  # tags) is logged beside it under "independent/". None: on where the tagger is the
-  # MEMM one (constrained decoding, no CRF, no decoder), off otherwise; True: on, or an
-  # error where it cannot be; False: off.
+  # tags) is logged beside it under "independent/". Needs the MEMM tagger (constrained
+  # decoding, no CRF, no decoder). None or False: each head decoded on its own (None is
+  # what a config from before this field trained and decoded).
   c.joint_decoding = ml_collections.config_dict.placeholder(bool)
+  c.joint_decoding = True
 
   # A checkpoint is written at the end of every epoch.
   add_runtime(c, eval_batch_size=512, keep_checkpoints=2, checkpoint_every_steps=10_000)
 
-  if variant in ("notes", "notes_smoke", "ce", "collapse") or (
+  if variant in ("notes", "notes_smoke", "ce", "collapse", "crf") or (
       variant.startswith("jointbert")):
-    # The records (the notes, JointBERT) decode each head on its own, as measured.
-    c.joint_decoding = False
+    # The records (the notes, JointBERT) decode each head on its own, as measured; the
+    # CRF's sequence scores are not a tag distribution to multiply with the intent's.
+    c.joint_decoding = None
   if variant in ("notes", "notes_smoke", "ce", "collapse"):
     # The practitioners' notes: a smaller BiLSTM, λ intent 0.3, entity warmed up
     # 0.3 -> 0.4 -> 0.5, command 0.2, focal entities with O = 0.1 and tag weights to 5.
