@@ -629,6 +629,14 @@ def test_joint_decoding_is_the_default_and_the_report_tool_reproduces_both_decod
   text = nlu_decode.table([got, got])
   # Header and rule, two runs x two splits, the two means.
   assert "mean of 2" in text and len(text.splitlines()) == 2 + 4 + 2
+  # Every evaluation's difference, from the stream: one per epoch.
+  tests = {e["epoch"]: e for e in _events(workdir) if e["split"] == "test"}
+  diff = nlu_decode.epoch_differences(workdir)["test"]
+  assert diff["n"] == len(tests) == 2
+  for key in nlu_decode.KEYS:
+    d = [e[key] - e[f"independent/{key}"] for e in tests.values()]
+    assert diff["mean"][key] == pytest.approx(np.mean(d), abs=1e-12)
+    assert diff["better"][key] + diff["equal"][key] + diff["worse"][key] == 2
 
 
 def test_joint_decoding_in_the_default_and_not_in_the_records_or_the_crf():

@@ -21,6 +21,13 @@ table (intent accuracy / slot F1 / sentence accuracy in %, and the joint minus
 independent differences) with the mean over the runs, and writes ``<out>.md`` and
 ``<out>.json`` when ``--out`` is given.
 
+  python -m tools.reports.nlu_decode --epochs WORKDIR [WORKDIR ...]
+
+reads instead the ``metrics.jsonl`` of runs made with ``config.joint_decoding`` (which
+log both decodings at every evaluation) and tables the mean joint minus independent
+difference over the evaluations, and how often the joint decoding is better, equal or
+worse.
+
 Raises ``SystemExit`` with a one-line message for a workdir without ``config.json`` or
 checkpoints, or whose tagger is not the MEMM one (a CRF or a decoder run).
 """
@@ -133,6 +140,54 @@ def table(results: list) -> str:
   return "\n".join(lines)
 
 
+def epoch_differences(workdir: str) -> dict:
+  """Joint minus independent decoding at every evaluation of a run that logged both
+  (``config.joint_decoding``), read from its ``metrics.jsonl``: ``{split: {"n",
+  "mean": {key: x}, "better" / "equal" / "worse": {key: count}}}``, values in
+  fractions; one evaluation per epoch (the repeated last one counted once).
+
+  Raises:
+    FileNotFoundError: no ``metrics.jsonl``.
+    ValueError: no evaluation with both decodings.
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir}: no metrics.jsonl")
+  with open(path) as f:
+    events = [json.loads(line) for line in f if line.strip()]
+  out = {}
+  for split in SPLITS:
+    by_epoch = {e["epoch"]: e for e in events
+                if e.get("split") == split and f"independent/{KEYS[0]}" in e}
+    if not by_epoch:
+      raise ValueError(f"{path}: no {split} evaluation with both decodings (a run "
+                       f"without config.joint_decoding; use the checkpoint table)")
+    d = np.array([[e[k] - e[f"independent/{k}"] for k in KEYS]
+                  for e in by_epoch.values()])
+    tol = 1e-12
+    out[split] = {"n": len(d), "mean": dict(zip(KEYS, d.mean(0).tolist())),
+                  "better": dict(zip(KEYS, (d > tol).sum(0).tolist())),
+                  "equal": dict(zip(KEYS, (abs(d) <= tol).sum(0).tolist())),
+                  "worse": dict(zip(KEYS, (d < -tol).sum(0).tolist()))}
+  return out
+
+
+def epochs_table(workdirs: list, results: list) -> str:
+  """Markdown of :func:`epoch_differences` per run and split."""
+  lines = ["| run | split | evaluations | mean joint − independent: intent / slot F1 / "
+           "sentence | joint better / equal / worse: intent; slot F1; sentence |",
+           "|---|---|---:|---|---|"]
+  for workdir, r in zip(workdirs, results):
+    for split in SPLITS:
+      x = r[split]
+      lines.append(
+          f"| {os.path.basename(os.path.normpath(workdir))} | {split} | {x['n']} | "
+          + " / ".join(f"{100 * x['mean'][k]:+.2f}" for k in KEYS) + " | "
+          + "; ".join(f"{x['better'][k]} / {x['equal'][k]} / {x['worse'][k]}"
+                      for k in KEYS) + " |")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m tools.reports.nlu_decode",
@@ -141,15 +196,19 @@ def main(argv=None) -> int:
   parser.add_argument("--step", type=int, default=None,
                       help="checkpoint step (default: each run's latest)")
   parser.add_argument("--out", default=None, help="write <out>.md and <out>.json")
+  parser.add_argument("--epochs", action="store_true",
+                      help="instead: joint minus independent at every evaluation of "
+                           "runs that logged both (from metrics.jsonl, no checkpoint)")
   args = parser.parse_args(argv)
   results = []
   for workdir in args.workdirs:
     try:
-      results.append(decode_run(workdir, args.step))
+      results.append(epoch_differences(workdir) if args.epochs
+                     else decode_run(workdir, args.step))
     except (FileNotFoundError, ValueError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
-  text = table(results)
+  text = epochs_table(args.workdirs, results) if args.epochs else table(results)
   print(text)
   if args.out:
     with open(args.out + ".md", "w") as f:
