@@ -453,9 +453,10 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   # was seen with in training.
   main = "intent" if "intent" in fields else fields[0]
   joint = bool(config.get("joint_decoding"))
-  label_tags = decoding.label_tag_mask(raw["train"]["label_ids"][main],
-                                       raw["train"]["tag_ids"], tag_names,
-                                       len(data["label_names"][main]))
+  label_tags = (decoding.label_tag_mask(raw["train"]["label_ids"][main],
+                                        raw["train"]["tag_ids"], tag_names,
+                                        len(data["label_names"][main]))
+                if joint else None)
   tag_weights = None
   if config.entity_loss == "focal":
     tag_weights = (bio_class_weights(tag_counts, tag_names,
@@ -575,7 +576,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   taus = {"": float(config.decode_weight_tau)}
   if tag_weights is not None and float(config.decode_weight_tau) != 1.0:
     taus["tau1/"] = 1.0
-  label_tags_j = jnp.asarray(label_tags)
+  label_tags_j = None if label_tags is None else jnp.asarray(label_tags)
 
   def decode(logits, lengths, out):
     if crf:
@@ -733,18 +734,19 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
     for a in anchors:
       lines.append(f"  {a['model']}: {100 * a['intent_accuracy']:.1f} / "
                    f"{100 * a['slot_f1']:.1f} / {100 * a['sentence_accuracy']:.1f}")
-    ind = summary.get("independent_decoding")
-    if ind:
-      lines.append(f"  intent and tags decoded each on its own: intent acc "
-                   f"{100 * ind['intent_accuracy']:.2f}  slot F1 "
-                   f"{100 * ind['slot_f1']:.2f}  sentence acc "
-                   f"{100 * ind['sentence_accuracy']:.2f}")
-    wc = summary.get("weight_corrected_decoding")
-    if wc:
-      lines.append(f"  decoded with z - log(class weight): slot F1 "
-                   f"{100 * wc['slot_f1']:.2f}  sentence acc "
-                   f"{100 * wc['sentence_accuracy']:.2f}  pred non-O "
-                   f"{100 * wc['pred_non_o_share']:.1f}%")
+    # The other decodings of the same predictions, when the run logged them.
+    for key, text, shown in (
+        ("independent_decoding", "intent and tags decoded each on its own",
+         (("intent acc", "intent_accuracy", ".2f", ""), ("slot F1", "slot_f1", ".2f", ""),
+          ("sentence acc", "sentence_accuracy", ".2f", ""))),
+        ("weight_corrected_decoding", "decoded with z - log(class weight)",
+         (("slot F1", "slot_f1", ".2f", ""),
+          ("sentence acc", "sentence_accuracy", ".2f", ""),
+          ("pred non-O", "pred_non_o_share", ".1f", "%")))):
+      other = summary.get(key)
+      if other:
+        lines.append(f"  {text}: " + "  ".join(
+            f"{name} {100 * other[k]:{spec}}{unit}" for name, k, spec, unit in shown))
     return lines
 
   model_text = (f"vocabulary {len(words)} words / {len(chars)} characters"

@@ -66,13 +66,12 @@ def _config(workdir: str):
   return config
 
 
-def _predict(recipe, params, split: str, size: int = 512) -> dict:
-  """The recipe's predictions of ``split`` (its ``predict`` reads only the state's
-  ``params``), in batches of ``size`` sentences."""
+def _predict(recipe, fn, params, split: str, size: int = 512) -> dict:
+  """The predictions of ``split`` by ``fn``, the jitted ``recipe.predict`` (which reads
+  only the state's ``params``), in batches of ``size`` sentences."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  fn = jax.jit(lambda p, batch: recipe.predict(type("State", (), {"params": p}), batch))
   data = recipe.eval_splits[split]
   n = len(data[recipe.eval_input_keys[0]])
   parts = []
@@ -90,6 +89,8 @@ def decode_run(workdir: str, step: int | None = None) -> dict:
     FileNotFoundError: no ``config.json`` or no checkpoint.
     ValueError: not a joint NLU run, or not the MEMM tagger.
   """
+  import jax  # pylint: disable=g-import-not-at-top
+
   from experiments.nlu import recipe as nlu  # pylint: disable=g-import-not-at-top
   from jaxloss.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
 
@@ -104,9 +105,10 @@ def decode_run(workdir: str, step: int | None = None) -> dict:
       if os.path.exists(os.path.join(workdir, name)):
         shutil.copy(os.path.join(workdir, name), tmp)
     recipe = nlu.build(config, tmp)
+    fn = jax.jit(lambda p, batch: recipe.predict(type("State", (), {"params": p}), batch))
     result = {"workdir": workdir, "step": int(step)}
-    for split in SPLITS:
-      report = recipe.evaluate(split, _predict(recipe, params, split))
+    for split in SPLITS:  # one compilation for splits of the same size
+      report = recipe.evaluate(split, _predict(recipe, fn, params, split))
       result[split] = {"independent": {k: report[f"independent/{k}"] for k in KEYS},
                        "joint": {k: report[k] for k in KEYS}}
   return result
