@@ -326,6 +326,56 @@ def test_label_tag_mask_by_hand_and_errors():
     decoding.label_tag_mask([0], [[C]], NAMES, 2)
 
 
+def _mask_reference(labels, seqs, num_labels, min_expected):
+  """label_tag_mask by its definition, one (label, type) pair at a time."""
+  types = {BA: "a", IA: "a", BB: "b", IB: "b"}
+  n, out = len(labels), np.ones((num_labels, C), bool)
+  for k in range(num_labels):
+    n_k = sum(1 for label in labels if label == k)
+    for c, t in types.items():
+      seen = any(label == k and t in {types.get(x) for x in seq}
+                 for label, seq in zip(labels, seqs))
+      share = sum(1 for seq in seqs if t in {types.get(x) for x in seq}) / n
+      out[k, c] = seen or n_k * share < min_expected
+  return out
+
+
+def test_label_tag_mask_min_expected_forbids_only_on_evidence():
+  # Label 0: 10 sentences with an a entity; label 1: 2 with a b; label 2: 10, all O.
+  # Shares: a 10/22, b 2/22. Expected counts n_k * q: a with label 1: 0.91, with
+  # label 2: 4.55; b with labels 0 and 2: 0.91.
+  labels = [0] * 10 + [1] * 2 + [2] * 10
+  seqs = [[BA, IA, O]] * 10 + [[O, BB]] * 2 + [[O, O]] * 10
+  plain = decoding.label_tag_mask(labels, seqs, NAMES, 3)
+  #                                 PAD UNK O B-a I-a B-b I-b
+  np.testing.assert_array_equal(plain, [[1, 1, 1, 1, 1, 0, 0],
+                                        [1, 1, 1, 0, 0, 1, 1],
+                                        [1, 1, 1, 0, 0, 0, 0]])
+  at3 = decoding.label_tag_mask(labels, seqs, NAMES, 3, min_expected=3)
+  # Only label 2's ten sentences are evidence against a (4.55 >= 3).
+  np.testing.assert_array_equal(at3, [[1, 1, 1, 1, 1, 1, 1],
+                                      [1, 1, 1, 1, 1, 1, 1],
+                                      [1, 1, 1, 0, 0, 1, 1]])
+  np.testing.assert_array_equal(
+      decoding.label_tag_mask(labels, seqs, NAMES, 3, min_expected=4.6), np.ones((3, C)))
+  np.testing.assert_array_equal(
+      decoding.label_tag_mask(labels, seqs, NAMES, 3, min_expected=0.9), plain)
+  # Random data against the definition, at several thresholds.
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    n = int(rng.integers(1, 30))
+    labels = rng.integers(0, 4, n)
+    seqs = [rng.choice([O, BA, IA, BB, IB], int(rng.integers(0, 5))).tolist()
+            for _ in range(n)]
+    for m in (0.0, 0.5, 1.0, 3.0):
+      np.testing.assert_array_equal(
+          decoding.label_tag_mask(labels, seqs, NAMES, 4, min_expected=m),
+          _mask_reference(labels.tolist(), seqs, 4, m))
+  for bad in (-1.0, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="min_expected must be finite and >= 0"):
+      decoding.label_tag_mask([0], [[O]], NAMES, 1, min_expected=bad)
+
+
 def _joint_brute_force(z, x, length, label_tags):
   """argmax over (k, y) of log softmax(z)[k] + MEMM score of y, y within label k."""
   log_p = z - np.logaddexp.reduce(z)

@@ -619,6 +619,7 @@ def test_joint_decoding_is_the_default_and_the_report_tool_reproduces_both_decod
   from tools.reports import nlu_decode  # pylint: disable=g-import-not-at-top
   workdir, summary = smoke_run("nlu")
   assert summary["joint_decoding"] is True
+  assert summary["label_tag_min_expected"] == 3.0
   assert set(summary["independent_decoding"]) >= {"intent_accuracy", "slot_f1",
                                                   "sentence_accuracy"}
   last = [e for e in _events(workdir) if e["split"] == "test"][-1]
@@ -655,6 +656,29 @@ def test_joint_decoding_in_the_default_and_not_in_the_records_or_the_crf():
     with pytest.raises(ValueError, match="config.joint_decoding=True needs the MEMM.*"
                                          "set config.joint_decoding=False"):
       nlu.validate(c)
+
+
+def test_label_tag_min_expected_is_checked_and_may_change_on_a_rerun(tmp_path):
+  from jaxloss.training import guard  # pylint: disable=g-import-not-at-top
+  c = nlu_config.get_config("recipe")
+  assert c.label_tag_min_expected == 3.0
+  nlu.validate(c)
+  for bad in (-1.0, float("nan"), float("inf")):
+    c.label_tag_min_expected = bad
+    with pytest.raises(ValueError, match="config.label_tag_min_expected must be None "
+                                         "or a number >= 0"):
+      nlu.validate(c)
+  # Decoding only: a workdir recorded without the field (or with another value)
+  # accepts it; a training field still counts.
+  old = guard.config_dict(nlu_config.get_config("recipe"))
+  del old["label_tag_min_expected"]
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(old, f)
+  c = nlu_config.get_config("recipe")
+  c.label_tag_min_expected = 0.0
+  assert guard.recorded_changes(str(tmp_path), c) == {}
+  c.num_epochs = 41
+  assert guard.recorded_changes(str(tmp_path), c) == {"num_epochs": (40, 41)}
 
 
 def test_report_tool_errors_are_one_line(tmp_path, capsys):

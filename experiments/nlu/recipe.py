@@ -198,6 +198,11 @@ def validate(config) -> None:
                      "(config.constrained_decoding=True, config.entity_loss not 'crf', "
                      "config.decoder_hidden None); set config.joint_decoding=False to "
                      "decode each head on its own")
+  min_expected = config.get("label_tag_min_expected")
+  if min_expected is not None and (isinstance(min_expected, bool) or not isinstance(
+      min_expected, (int, float)) or not math.isfinite(min_expected) or min_expected < 0):
+    raise ValueError(f"config.label_tag_min_expected must be None or a number >= 0, "
+                     f"got {min_expected!r}")
   if config.entity_loss == "crf" and config.mask_fill != "finite":
     raise ValueError("config.entity_loss='crf' needs config.mask_fill='finite'")
   if config.entity_loss == "crf" and config.get("encoder") is not None:
@@ -450,12 +455,13 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   constrained = bool(config.constrained_decoding)
   crf = config.entity_loss == "crf"
   # Joint decoding of the main label field and the tags: the entity types each label
-  # was seen with in training.
+  # was seen with in training, or that its sentences are too few to rule out.
   main = "intent" if "intent" in fields else fields[0]
   joint = bool(config.get("joint_decoding"))
-  label_tags = (decoding.label_tag_mask(raw["train"]["label_ids"][main],
-                                        raw["train"]["tag_ids"], tag_names,
-                                        len(data["label_names"][main]))
+  label_tags = (decoding.label_tag_mask(
+      raw["train"]["label_ids"][main], raw["train"]["tag_ids"], tag_names,
+      len(data["label_names"][main]),
+      min_expected=float(config.get("label_tag_min_expected") or 0.0))
                 if joint else None)
   tag_weights = None
   if config.entity_loss == "focal":
@@ -684,6 +690,8 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         "weight_corrected_decoding": ({k[len("tau1/"):]: v for k, v in best_test.items()
                                        if k.startswith("tau1/")} or None),
         "joint_decoding": joint,
+        "label_tag_min_expected": (float(config.get("label_tag_min_expected") or 0.0)
+                                   if joint else None),
         "independent_decoding": ({k[len("independent/"):]: v
                                   for k, v in best_test.items()
                                   if k.startswith("independent/")} or None),

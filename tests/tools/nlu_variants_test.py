@@ -5,6 +5,7 @@ import collections
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tools.reports import nlu_variants
@@ -108,3 +109,59 @@ def test_main_keeps_the_previous_rows_of_the_same_seed_only(tmp_path, monkeypatc
   with open(out + ".json") as f:
     got = [r["label"] for r in json.load(f)["rows"]]
   assert got == (labels[:2] if kept else labels[:1])
+
+
+def _mask_and_rows(folder, min_expected, tag_names):
+  from jaxloss import decoding  # pylint: disable=import-outside-toplevel
+  from jaxloss.data.joint_nlu import read_split  # pylint: disable=import-outside-toplevel
+  train = read_split(folder, "train", layout="jointbert")
+  intents = sorted({r["labels"]["intent"] for r in train})
+  ids = {t: i for i, t in enumerate(tag_names)}
+  mask = decoding.label_tag_mask(
+      [intents.index(r["labels"]["intent"]) for r in train],
+      [[ids[t] for t in r["tags"]] for r in train], tag_names, len(intents),
+      min_expected=min_expected)
+  return mask, intents, train
+
+
+@needs_snips
+def test_tail_copy_is_long_tailed_and_the_backed_off_mask_keeps_rare_intents_open(
+    tmp_path):
+  from jaxloss.data.joint_nlu import read_split  # pylint: disable=import-outside-toplevel
+  out = nlu_variants.tail_snips(SNIPS, str(tmp_path / "tail"))
+  labels = _lines(os.path.join(out, "train", "label"))
+  # 1600 * 400^(-i/6), the intents with the fewest entity types first.
+  assert collections.Counter(labels) == {
+      "SearchCreativeWork": 1600, "AddToPlaylist": 589, "RateBook": 217,
+      "SearchScreeningEvent": 80, "GetWeather": 29, "PlayMusic": 11,
+      "BookRestaurant": 4}
+  source = set(zip(*(_lines(os.path.join(SNIPS, "train", n))
+                     for n in ("seq.in", "seq.out", "label"))))
+  assert set(zip(*(_lines(os.path.join(out, "train", n))
+                   for n in ("seq.in", "seq.out", "label")))) <= source
+  for split in ("dev", "test"):
+    assert _lines(os.path.join(out, split, "seq.in")) == _lines(
+        os.path.join(SNIPS, split, "seq.in"))
+  # The tag vocabulary of SNIPS; entity types of the Test sentences.
+  tag_names = ["PAD", "UNK", "O"] + sorted(
+      {t for r in read_split(SNIPS, "train", layout="jointbert") for t in r["tags"]}
+      - {"O"})
+  # On SNIPS (1,800+ sentences an intent) backing off changes nothing.
+  full0, _, _ = _mask_and_rows(SNIPS, 0.0, tag_names)
+  full3, _, _ = _mask_and_rows(SNIPS, 3.0, tag_names)
+  np.testing.assert_array_equal(full0, full3)
+  # On the tail copy the plain mask forbids, with their gold intent, an entity type
+  # seen in training in 59 Test sentences; backed off at 3, none.
+  test = read_split(SNIPS, "test", layout="jointbert")
+  for min_expected, forbidden in ((0.0, 59), (3.0, 0)):
+    mask, intents, train = _mask_and_rows(out, min_expected, tag_names)
+    known = {t for r in train for t in r["tags"]}
+    count = sum(
+        any(t in known and not mask[intents.index(r["labels"]["intent"]),
+                                    tag_names.index(t)]
+            for t in r["tags"] if t != "O") for r in test)
+    assert count == forbidden, min_expected
+  with pytest.raises(ValueError, match="ratio must be >= 1"):
+    nlu_variants.tail_snips(SNIPS, str(tmp_path / "bad"), ratio=0.5)
+  with pytest.raises(ValueError, match="head must leave 1 to"):
+    nlu_variants.tail_snips(SNIPS, str(tmp_path / "bad2"), head=5000)

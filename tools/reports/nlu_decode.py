@@ -1,6 +1,7 @@
 """Finished joint-NLU runs decoded both ways: each head on its own, and jointly.
 
   python -m tools.reports.nlu_decode WORKDIR [WORKDIR ...] [--step N] [--out PATH]
+                                    [--label_tag_min_expected M]
 
 For each workdir of a joint NLU run (``experiments/nlu``, the from-scratch BiLSTM tagger
 or an encoder), the tool rebuilds the recipe from the run's ``config.json``,
@@ -13,7 +14,11 @@ scores the predictions twice:
   decoded before ``config.joint_decoding``;
 * **joint**: the (intent, tags) pair with the highest product of the two heads'
   probabilities, each intent allowing only the entity types seen with it in training
-  (``jaxloss.decoding.joint_decode``), the recipe's default since 2026-12-06.
+  (``jaxloss.decoding.joint_decode``), the recipe's default since 2026-12-06. A type
+  never seen with an intent is forbidden only where the intent's sentences are evidence
+  (``--label_tag_min_expected``, default 3 as the recipe's
+  ``config.label_tag_min_expected``; 0: every unseen pair forbidden, as the recipe
+  decoded before that field; ``jaxloss.decoding.label_tag_mask``).
 
 The same parameters give both rows, so their difference is the decoding's alone. It
 works on runs made before the recipe had ``config.joint_decoding``. Prints a Markdown
@@ -47,7 +52,7 @@ KEYS = ("intent_accuracy", "slot_f1", "sentence_accuracy")
 SPLITS = ("dev", "test")
 
 
-def _config(workdir: str):
+def _config(workdir: str, min_expected: float = 3.0):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from experiments.nlu import recipe as nlu  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "config.json")
@@ -62,6 +67,7 @@ def _config(workdir: str):
     raise ValueError(f"{path}: the tags are not decoded by the MEMM Viterbi (CRF, "
                      f"decoder or unconstrained), so there is no joint decoding")
   config.joint_decoding = True  # both decodings: joint, and independent/ beside it
+  config.label_tag_min_expected = float(min_expected)
   config.progress = False
   return config
 
@@ -81,20 +87,24 @@ def _predict(recipe, fn, params, split: str, size: int = 512) -> dict:
   return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
-def decode_run(workdir: str, step: int | None = None) -> dict:
-  """``{"workdir", "step", split: {"independent": {key: x}, "joint": {key: x}}}`` of
-  one run's checkpoint ``step`` (default: the latest); values are fractions.
+def decode_run(workdir: str, step: int | None = None,
+               min_expected: float = 3.0) -> dict:
+  """``{"workdir", "step", "label_tag_min_expected", split: {"independent": {key: x},
+  "joint": {key: x}}}`` of one run's checkpoint ``step`` (default: the latest), decoded
+  jointly with ``label_tag_mask(..., min_expected=min_expected)``; values are
+  fractions.
 
   Raises:
     FileNotFoundError: no ``config.json`` or no checkpoint.
-    ValueError: not a joint NLU run, or not the MEMM tagger.
+    ValueError: not a joint NLU run, or not the MEMM tagger; ``min_expected``
+      negative or not finite.
   """
   import jax  # pylint: disable=g-import-not-at-top
 
   from experiments.nlu import recipe as nlu  # pylint: disable=g-import-not-at-top
   from jaxloss.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
 
-  config = _config(workdir)
+  config = _config(workdir, min_expected)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   step = ckpt.latest_step() if step is None else step
   if step is None:
@@ -106,7 +116,8 @@ def decode_run(workdir: str, step: int | None = None) -> dict:
         shutil.copy(os.path.join(workdir, name), tmp)
     recipe = nlu.build(config, tmp)
     fn = jax.jit(lambda p, batch: recipe.predict(type("State", (), {"params": p}), batch))
-    result = {"workdir": workdir, "step": int(step)}
+    result = {"workdir": workdir, "step": int(step),
+              "label_tag_min_expected": float(min_expected)}
     for split in SPLITS:  # one compilation for splits of the same size
       report = recipe.evaluate(split, _predict(recipe, fn, params, split))
       result[split] = {"independent": {k: report[f"independent/{k}"] for k in KEYS},
@@ -116,7 +127,10 @@ def decode_run(workdir: str, step: int | None = None) -> dict:
 
 def table(results: list) -> str:
   """Markdown: a row per run and split, then the mean of each split over the runs."""
-  lines = ["| run | step | split | independent: intent / slot F1 / sentence | joint | "
+  ms = sorted({r.get("label_tag_min_expected") for r in results} - {None})
+  joint = "joint" + (f" (label_tag_min_expected {', '.join(f'{m:g}' for m in ms)})"
+                     if ms else "")
+  lines = [f"| run | step | split | independent: intent / slot F1 / sentence | {joint} | "
            "joint − independent |", "|---|---:|---|---|---|---|"]
 
   def row(name, step, split, ind, joint):
@@ -198,6 +212,10 @@ def main(argv=None) -> int:
   parser.add_argument("--step", type=int, default=None,
                       help="checkpoint step (default: each run's latest)")
   parser.add_argument("--out", default=None, help="write <out>.md and <out>.json")
+  parser.add_argument("--label_tag_min_expected", type=float, default=3.0,
+                      help="a label forbids a type never seen with it only when "
+                           "n_label * share of the type >= this (default 3, the "
+                           "recipe's; 0: every unseen pair)")
   parser.add_argument("--epochs", action="store_true",
                       help="instead: joint minus independent at every evaluation of "
                            "runs that logged both (from metrics.jsonl, no checkpoint)")
@@ -206,7 +224,7 @@ def main(argv=None) -> int:
   for workdir in args.workdirs:
     try:
       results.append(epoch_differences(workdir) if args.epochs
-                     else decode_run(workdir, args.step))
+                     else decode_run(workdir, args.step, args.label_tag_min_expected))
     except (FileNotFoundError, ValueError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2

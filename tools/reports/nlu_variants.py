@@ -1,6 +1,6 @@
 """The joint NLU default against ``:ce`` on copies of SNIPS made to look like held-out data.
 
-  python -m tools.reports.nlu_variants [--variants small dominant many_fields]
+  python -m tools.reports.nlu_variants [--variants small dominant many_fields tail]
                                        [--rows default ce no_singleton long]
                                        [--root DIR] [--seed S] [--out PATH]
 
@@ -20,6 +20,15 @@ not ours to ship, so this tool builds their shapes from SNIPS (``../shared/data/
   work, local), as MASSIVE pairs scenarios with intents; and ``time``, whether the
   sentence names a time (a ``timeRange`` span: "yes" / "no"). Each field gets its own
   head and λ 1 (the default's ``default_lambda``; ``:ce`` gives an unnamed field 0.2).
+* ``tail``: long-tailed intents, as in ATIS (its training set has 3,309 ``atis_flight``
+  sentences and intents with a handful): the training sentences of the ``i``-th intent
+  are ``1600 · 400^(−i/6)`` (1,600, 589, 217, 80, 29, 11, 4; 2,530 in all), the intents
+  ordered by how many entity types they have in SNIPS's training data, fewest first, so
+  that the rarest intents are those with the most slot types (PlayMusic 11 sentences,
+  BookRestaurant 4); Dev and Test whole (balanced), as in CIFAR-10-LT. It tests what a
+  rare intent's few sentences teach, in particular which entity types go with it
+  (``jaxloss.decoding.label_tag_mask``: 59 Test sentences have an entity of a type seen
+  in training but never with their intent).
 
 Each variant trains the rows of :data:`ROWS` that ``--rows`` names (the default recipe,
 ``:ce``, the default without its singleton replacement, ``:long``) with
@@ -34,6 +43,7 @@ re-run are kept (:func:`merge`).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import time
@@ -41,8 +51,9 @@ import time
 from tools.reports import nlu_table, tables
 from tools.reports.failure_modes import SNIPS, dominant_intent_snips, subset_jointbert
 
-VARIANTS = ("small", "dominant", "many_fields")
+VARIANTS = ("small", "dominant", "many_fields", "tail")
 SMALL_TRAIN = 1600
+TAIL_HEAD, TAIL_RATIO = 1600, 400
 # SNIPS intent -> scenario (the coarser field of the many-field copy).
 SCENARIOS = {"AddToPlaylist": "music", "PlayMusic": "music",
              "RateBook": "creative_work", "SearchCreativeWork": "creative_work",
@@ -64,6 +75,8 @@ DESCRIPTIONS = {
     "dominant": "PlayMusic 74 % of every split",
     "many_fields": f"{SMALL_TRAIN:,} training sentences, JSONL, fields intent + scenario + "
                    "time",
+    "tail": f"long-tailed intents, {TAIL_HEAD:,} to {TAIL_HEAD // TAIL_RATIO} training "
+            "sentences (ρ = 400), the intents with the most entity types rarest",
 }
 
 
@@ -113,6 +126,42 @@ def many_field_snips(source: str, out: str, size: int = SMALL_TRAIN, seed: int =
   return out
 
 
+def tail_snips(source: str, out: str, head: int = TAIL_HEAD, ratio: float = TAIL_RATIO,
+               seed: int = 0) -> str:
+  """A JointBERT-layout copy of SNIPS with long-tailed intents: the ``i``-th of the
+  ``K`` intents keeps ``round(head · ratio^(−i/(K−1)))`` training sentences drawn at
+  random (``seed``), the intents ordered by their number of entity types in the
+  training data (fewest first; ties by name); Dev and Test whole. Returns ``out``.
+
+  Raises:
+    ValueError: ``ratio < 1``, or ``head`` below 1 or above an intent's sentences.
+  """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jaxloss.data.joint_nlu import read_split  # pylint: disable=import-outside-toplevel
+  if ratio < 1:
+    raise ValueError(f"ratio must be >= 1, got {ratio}")
+  types = collections.defaultdict(set)
+  for r in read_split(source, "train", layout="jointbert"):
+    types[r["labels"]["intent"]].update(t[2:] for t in r["tags"] if t.startswith("B-"))
+  order = sorted(types, key=lambda k: (len(types[k]), k))
+  counts = {k: round(head * ratio ** (-i / max(len(order) - 1, 1)))
+            for i, k in enumerate(order)}
+  rng = np.random.default_rng(seed)
+
+  def choose(split, labels):
+    if split != "train":
+      return range(len(labels))
+    keep = []
+    for k in order:
+      pool = [i for i, label in enumerate(labels) if label == k]
+      if not 1 <= counts[k] <= len(pool):
+        raise ValueError(f"head must leave 1 to {len(pool)} sentences of {k}, got "
+                         f"{counts[k]}")
+      keep += rng.choice(pool, counts[k], replace=False).tolist()
+    return sorted(keep)
+  return subset_jointbert(source, out, choose)
+
+
 def build(variant: str, root: str, seed: int = 0, source: str = SNIPS) -> str:
   """The data folder of ``variant`` under ``root/data`` (built once, then reused)."""
   out = os.path.join(root, "data", variant)
@@ -124,6 +173,8 @@ def build(variant: str, root: str, seed: int = 0, source: str = SNIPS) -> str:
     dominant_intent_snips(source, out, seed=seed)
   elif variant == "many_fields":
     many_field_snips(source, out, seed=seed)
+  elif variant == "tail":
+    tail_snips(source, out, seed=seed)
   else:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
   open(os.path.join(out, "done"), "w").close()

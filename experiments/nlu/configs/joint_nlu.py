@@ -175,6 +175,16 @@ def get_config(arg=None):
   # what a config from before this field trained and decoded).
   c.joint_decoding = ml_collections.config_dict.placeholder(bool)
   c.joint_decoding = True
+  # A label forbids an entity type it was never seen with only when its training
+  # sentences are evidence: n_label · (share of sentences with that type) >= this
+  # (jaxloss.decoding.label_tag_mask's min_expected; 3: the rule of three). So a rare
+  # intent keeps the types its few sentences did not show. On SNIPS the mask is the
+  # same as with 0. None or 0: every pair not seen in training is forbidden (None is
+  # what a config from before this field decoded). Decoding only, so a re-run of a
+  # workdir may change it (runtime_fields).
+  c.label_tag_min_expected = ml_collections.config_dict.placeholder(float)
+  c.label_tag_min_expected = 3.0
+  c.runtime_fields = ("label_tag_min_expected",)
 
   # A checkpoint is written at the end of every epoch.
   add_runtime(c, eval_batch_size=512, keep_checkpoints=2, checkpoint_every_steps=10_000)
