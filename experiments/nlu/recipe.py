@@ -458,11 +458,10 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
   # was seen with in training, or that its sentences are too few to rule out.
   main = "intent" if "intent" in fields else fields[0]
   joint = bool(config.get("joint_decoding"))
+  min_expected = float(config.get("label_tag_min_expected") or 0.0) if joint else None
   label_tags = (decoding.label_tag_mask(
       raw["train"]["label_ids"][main], raw["train"]["tag_ids"], tag_names,
-      len(data["label_names"][main]),
-      min_expected=float(config.get("label_tag_min_expected") or 0.0))
-                if joint else None)
+      len(data["label_names"][main]), min_expected=min_expected) if joint else None)
   tag_weights = None
   if config.entity_loss == "focal":
     tag_weights = (bio_class_weights(tag_counts, tag_names,
@@ -690,8 +689,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | None = None) -> Reci
         "weight_corrected_decoding": ({k[len("tau1/"):]: v for k, v in best_test.items()
                                        if k.startswith("tau1/")} or None),
         "joint_decoding": joint,
-        "label_tag_min_expected": (float(config.get("label_tag_min_expected") or 0.0)
-                                   if joint else None),
+        "label_tag_min_expected": min_expected,
         "independent_decoding": ({k[len("independent/"):]: v
                                   for k, v in best_test.items()
                                   if k.startswith("independent/")} or None),

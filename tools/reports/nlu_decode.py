@@ -52,7 +52,7 @@ KEYS = ("intent_accuracy", "slot_f1", "sentence_accuracy")
 SPLITS = ("dev", "test")
 
 
-def _config(workdir: str, min_expected: float = 3.0):
+def _config(workdir: str, min_expected: float | None = None):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from experiments.nlu import recipe as nlu  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "config.json")
@@ -67,6 +67,9 @@ def _config(workdir: str, min_expected: float = 3.0):
     raise ValueError(f"{path}: the tags are not decoded by the MEMM Viterbi (CRF, "
                      f"decoder or unconstrained), so there is no joint decoding")
   config.joint_decoding = True  # both decodings: joint, and independent/ beside it
+  if min_expected is None:  # the recipe's default
+    from experiments.nlu.configs import joint_nlu  # pylint: disable=g-import-not-at-top
+    min_expected = joint_nlu.get_config().label_tag_min_expected
   config.label_tag_min_expected = float(min_expected)
   config.progress = False
   return config
@@ -88,11 +91,11 @@ def _predict(recipe, fn, params, split: str, size: int = 512) -> dict:
 
 
 def decode_run(workdir: str, step: int | None = None,
-               min_expected: float = 3.0) -> dict:
+               min_expected: float | None = None) -> dict:
   """``{"workdir", "step", "label_tag_min_expected", split: {"independent": {key: x},
   "joint": {key: x}}}`` of one run's checkpoint ``step`` (default: the latest), decoded
-  jointly with ``label_tag_mask(..., min_expected=min_expected)``; values are
-  fractions.
+  jointly with ``label_tag_mask(..., min_expected=min_expected)`` (None: the recipe's
+  default, ``config.label_tag_min_expected``); values are fractions.
 
   Raises:
     FileNotFoundError: no ``config.json`` or no checkpoint.
@@ -117,7 +120,7 @@ def decode_run(workdir: str, step: int | None = None,
     recipe = nlu.build(config, tmp)
     fn = jax.jit(lambda p, batch: recipe.predict(type("State", (), {"params": p}), batch))
     result = {"workdir": workdir, "step": int(step),
-              "label_tag_min_expected": float(min_expected)}
+              "label_tag_min_expected": config.label_tag_min_expected}
     for split in SPLITS:  # one compilation for splits of the same size
       report = recipe.evaluate(split, _predict(recipe, fn, params, split))
       result[split] = {"independent": {k: report[f"independent/{k}"] for k in KEYS},
@@ -212,10 +215,10 @@ def main(argv=None) -> int:
   parser.add_argument("--step", type=int, default=None,
                       help="checkpoint step (default: each run's latest)")
   parser.add_argument("--out", default=None, help="write <out>.md and <out>.json")
-  parser.add_argument("--label_tag_min_expected", type=float, default=3.0,
+  parser.add_argument("--label_tag_min_expected", type=float, default=None,
                       help="a label forbids a type never seen with it only when "
-                           "n_label * share of the type >= this (default 3, the "
-                           "recipe's; 0: every unseen pair)")
+                           "n_label * share of the type >= this (default: the "
+                           "recipe's, 3; 0: every unseen pair)")
   parser.add_argument("--epochs", action="store_true",
                       help="instead: joint minus independent at every evaluation of "
                            "runs that logged both (from metrics.jsonl, no checkpoint)")
