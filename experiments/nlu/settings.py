@@ -1,4 +1,4 @@
-"""Reading and checking the NLU recipe's config (``experiments/nlu/configs/joint_nlu.py``).
+"""Reading and checking the NLU recipe's config (``nlu/configs/joint_nlu.py``).
 
 :func:`validate` raises a ``ValueError`` naming the field for every value out of range
 before any data is read; :func:`parse_lambda` turns a λ (a number or per-epoch values)

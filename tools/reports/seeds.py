@@ -5,8 +5,8 @@ differ only in ``seed`` and prints, as a Markdown table, each run's reported num
 (the recipe's selected evaluation, e.g. the Dev-selected epoch), their mean, sample
 standard deviation and the 95 % Student-t interval of the mean, and for each published
 anchor in the summaries how many runs reach it on every metric (a percentage at the
-0.1 point the published tables give) and the mean's distance to it. Written for the question "is the default at the published row over seeds, or
-only on a lucky one?".
+0.1 point the published tables give) and the mean's distance to it: is the default
+at the published row over seeds, or only on a lucky one?
 
   python -m tools.reports.seeds /work/runs/nlu_joint_s{0,1,2,3,4,5} \\
       [--keys intent_accuracy slot_f1 sentence_accuracy] [--json PATH] [--markdown PATH]
@@ -173,7 +173,7 @@ def summarize(runs: Sequence[dict], keys: Sequence[str]) -> dict:
 
 
 def markdown(result: dict) -> str:
-  """The result as a Markdown table (runs, mean, standard deviation, interval, anchors)."""
+  """The result as a Markdown table: runs, mean, standard deviation, interval, anchors."""
   keys, percent = result["keys"], result["percent"]
 
   def fmt(key, value):
