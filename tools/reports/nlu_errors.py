@@ -1,4 +1,4 @@
-"""Which Test sentences several NLU runs get wrong: ``python -m tools.reports.nlu_errors``.
+"""The Test sentences several NLU runs get wrong: ``python -m tools.reports.nlu_errors``.
 
   python -m tools.reports.nlu_errors WORKDIR [WORKDIR ...] [--field intent]
                                      [--min_runs 2] [--json PATH] [--markdown PATH]
