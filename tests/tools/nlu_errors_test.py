@@ -48,7 +48,7 @@ def test_counts_and_shared_sentences_by_hand(tmp_path, capsys):
   other = nlu_errors.shared_errors(dirs, "command")
   assert other["wrong_in"] == {1: 0, 2: 0, 3: 0} and other["sentences"] == []
   out_json = tmp_path / "e.json"
-  assert nlu_errors.main([*dirs, "--min_runs", "2", "--json", str(out_json)]) == 0
+  assert nlu_errors.main([*dirs, "--min_runs", "2", "--out", str(tmp_path / "e")]) == 0
   printed = capsys.readouterr().out
   assert "1 of 4 Test sentences are wrong in every run" in printed
   assert "would be 75.00 %" in printed
@@ -57,6 +57,8 @@ def test_counts_and_shared_sentences_by_hand(tmp_path, capsys):
   assert "| 2 | SearchScreeningEvent | SearchCreativeWork (2) |" in printed
   assert "will it rain" not in printed  # wrong in one run only, below --min_runs
   assert json.loads(out_json.read_text())["wrong_in"] == {"1": 1, "2": 1, "3": 1}
+  assert (tmp_path / "e.md").read_text().startswith(
+      "`python -m tools.reports.nlu_errors " + " ".join(dirs) + " --min_runs 2 --out ")
 
 
 @pytest.mark.parametrize("case, message", [

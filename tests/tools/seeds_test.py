@@ -76,14 +76,15 @@ def test_mean_spread_interval_and_anchors_against_an_independent_computation(tmp
 def test_main_writes_json_and_markdown_and_takes_keys(tmp_path, capsys):
   dirs = [_workdir(tmp_path, s) for s in (0, 1)]
   out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
-  assert seeds.main([*dirs, "--keys", "slot_f1", "wall_s", "--json", str(out_json),
-                     "--markdown", str(out_md)]) == 0
+  assert seeds.main([*dirs, "--keys", "slot_f1", "wall_s", "--out",
+                     str(tmp_path / "r")]) == 0
   printed = capsys.readouterr().out
   result = json.loads(out_json.read_text())
   assert result["keys"] == ["slot_f1", "wall_s"]
   assert result["percent"] == {"slot_f1": True, "wall_s": False}
   assert result["mean"]["wall_s"] == 4000.5
-  assert out_md.read_text().startswith("`python -m tools.reports.seeds ")
+  assert out_md.read_text().startswith(
+      f"`python -m tools.reports.seeds {dirs[0]} {dirs[1]} --keys slot_f1 wall_s --out ")
   assert "| 4000 |" in printed and "| 94.57 |" in printed
 
 

@@ -1,7 +1,7 @@
 """The Test sentences several NLU runs get wrong: ``python -m tools.reports.nlu_errors``.
 
   python -m tools.reports.nlu_errors WORKDIR [WORKDIR ...] [--field intent]
-                                     [--min_runs 2] [--json PATH] [--markdown PATH]
+                                     [--min_runs 2] [--out PREFIX]
 
 Reads each run's ``test_predictions.txt`` (written by the NLU recipe at its last
 evaluation: one line a Test sentence, ``field=gold->predicted`` for each sentence-level
@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import sys
 from typing import Sequence
+
+from tools.reports import tables
 
 
 class ErrorsInputError(ValueError):
@@ -80,19 +81,19 @@ def shared_errors(workdirs: Sequence[str], field: str = "intent") -> dict:
   """
   if not workdirs:
     raise ErrorsInputError("give at least one workdir")
-  tables = [read_predictions(os.path.join(w, "test_predictions.txt")) for w in workdirs]
-  first = tables[0]
+  read = [read_predictions(os.path.join(w, "test_predictions.txt")) for w in workdirs]
+  first = read[0]
   if field not in first[0]["labels"]:
     raise ErrorsInputError(f"{workdirs[0]}/test_predictions.txt has no field {field!r}; "
                            f"it has {sorted(first[0]['labels'])}")
-  for workdir, table in zip(workdirs[1:], tables[1:]):
+  for workdir, table in zip(workdirs[1:], read[1:]):
     if len(table) != len(first) or any(
         a["words"] != b["words"] or a["labels"].get(field, ("",))[0]
         != b["labels"].get(field, ("",))[0] for a, b in zip(first, table)):
       raise ErrorsInputError(f"{workdir}: its Test sentences or gold {field} labels "
                              f"differ from {workdirs[0]}'s (not the same data)")
   runs, wrong = [], collections.defaultdict(list)
-  for r, (workdir, table) in enumerate(zip(workdirs, tables)):
+  for r, (workdir, table) in enumerate(zip(workdirs, read)):
     errors = 0
     for i, row in enumerate(table):
       gold, predicted = row["labels"][field]
@@ -145,8 +146,8 @@ def main(argv=None) -> int:
   parser.add_argument("--field", default="intent", help="sentence-level label field")
   parser.add_argument("--min_runs", type=int, default=2,
                       help="list the sentences wrong in at least this many runs")
-  parser.add_argument("--json", default=None)
-  parser.add_argument("--markdown", default=None)
+  parser.add_argument("--out", default=None,
+                      help="also write OUT.md (the table) and OUT.json")
   args = parser.parse_args(argv)
   try:
     result = shared_errors(args.workdirs, args.field)
@@ -155,13 +156,10 @@ def main(argv=None) -> int:
     return 2
   table = markdown(result, args.min_runs)
   print(table)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=1)
-  if args.markdown:
-    with open(args.markdown, "w") as f:
-      f.write(f"`python -m tools.reports.nlu_errors {' '.join(args.workdirs)}`\n\n"
-              f"{table}\n")
+  if args.out:
+    given = argv if argv is not None else sys.argv[1:]
+    tables.write_outputs(args.out, table, result, command=" ".join(
+        ["python -m tools.reports.nlu_errors", *given]))
   return 0
 
 

@@ -9,7 +9,7 @@ anchor in the summaries how many runs reach it on every metric (a percentage at 
 at the published row over seeds, or only on a lucky one?
 
   python -m tools.reports.seeds /work/runs/nlu_joint_s{0,1,2,3,4,5} \\
-      [--keys intent_accuracy slot_f1 sentence_accuracy] [--json PATH] [--markdown PATH]
+      [--keys intent_accuracy slot_f1 sentence_accuracy] [--out PREFIX]
 
 ``--keys`` defaults to the metrics the summaries' anchors give (the recipe's published
 rows: intent accuracy / slot F1 / sentence accuracy for the NLU recipe); a recipe
@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxloss.training import guard
+from tools.reports import tables
 
 
 class SeedsError(ValueError):
@@ -218,8 +219,8 @@ def main(argv=None) -> int:
   parser.add_argument("workdirs", nargs="+", help="finished runs of one config")
   parser.add_argument("--keys", nargs="+", default=None,
                       help="summary.json metrics (default: the anchors' metrics)")
-  parser.add_argument("--json", default=None, help="write the result here")
-  parser.add_argument("--markdown", default=None, help="write the table here")
+  parser.add_argument("--out", default=None,
+                      help="also write OUT.md (the table) and OUT.json")
   args = parser.parse_args(argv)
   try:
     runs = load_runs(args.workdirs)
@@ -229,12 +230,9 @@ def main(argv=None) -> int:
     return 2
   table = markdown(result)
   print(table)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=1)
-  if args.markdown:
-    with open(args.markdown, "w") as f:
-      f.write(f"`python -m tools.reports.seeds {' '.join(args.workdirs)}`\n\n{table}\n")
+  if args.out:
+    tables.write_outputs(args.out, table, result, command=" ".join(
+        ["python -m tools.reports.seeds", *(argv if argv is not None else sys.argv[1:])]))
   return 0
 
 

@@ -65,11 +65,13 @@ def configure(get_config: Callable, variant: str, seed: int, *overrides: dict):
   return config
 
 
-def write_outputs(out: str, table: str, payload: dict) -> None:
-  """Writes ``<out>.md`` (the Markdown table) and ``<out>.json`` (``payload``)."""
+def write_outputs(out: str, table: str, payload: dict, command: str | None = None
+                  ) -> None:
+  """Writes ``<out>.md`` (the Markdown table, under ```command``` when given) and
+  ``<out>.json`` (``payload``)."""
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   with open(out + ".md", "w") as f:
-    f.write(table + "\n")
+    f.write((f"`{command}`\n\n" if command else "") + table + "\n")
   with open(out + ".json", "w") as f:
     json.dump(payload, f, indent=2)
 
