@@ -94,8 +94,8 @@ def default_keys(runs: Sequence[dict]) -> list[str]:
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-  """The Student-t interval of the mean of ``values`` (n >= 2; sample standard
-  deviation), ``(low, high)``; ``(mean, mean)`` for one value.
+  """The Student-t interval of the mean of ``values`` (``scipy.stats.t.interval`` with
+  the standard error of the mean), ``(low, high)``; ``(mean, mean)`` for one value.
 
   >>> [round(v, 4) for v in t_interval([1.0, 2.0, 3.0])]
   [-0.4841, 4.4841]
@@ -104,8 +104,8 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
   x = np.asarray(values, np.float64)
   if x.size < 2:
     return float(x.mean()), float(x.mean())
-  half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
-  return float(x.mean() - half), float(x.mean() + half)
+  low, high = stats.t.interval(level, x.size - 1, loc=x.mean(), scale=stats.sem(x))
+  return float(low), float(high)
 
 
 def _at_least(value: float, anchor: float, percent: bool) -> bool:
