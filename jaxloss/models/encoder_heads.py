@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxloss.models.bert import BertEncoder, mean_pool
+from jaxloss.models.dense import Dense
 from jaxloss.models.text import aspect_logits, masked_mean_max, varying_like
 
 POOLINGS = ("pooler", "cls", "mean")
@@ -49,10 +50,10 @@ def _joint_heads(words, pooled, *, num_tags: int, sentence_classes: tuple,
     raise ValueError(f"sentence_classes names must be unique and not 'tags', got "
                      f"{names}")
   drop = nn.Dropout(dropout_rate, deterministic=not train)
-  out = {"tags": nn.Dense(num_tags, name="tags")(drop(words)).astype(jnp.float32)}
+  out = {"tags": Dense(num_tags, name="tags")(drop(words)).astype(jnp.float32)}
   pooled = drop(pooled)
   for name, k in sentence_classes:
-    out[name] = nn.Dense(k, name=name)(pooled).astype(jnp.float32)
+    out[name] = Dense(k, name=name)(pooled).astype(jnp.float32)
   return out
 
 
@@ -140,8 +141,8 @@ def _aspect_heads(embedding, *, num_aspects: int, num_classes: int, dropout_rate
   embedding = embedding.astype(jnp.float32)
   logits = aspect_logits(embedding, states, mask, num_aspects=num_aspects,
                          num_classes=num_classes, dropout_rate=dropout_rate, train=train)
-  hidden = nn.relu(nn.Dense(embedding.shape[-1], name="projection_hidden")(embedding))
-  projection = nn.Dense(projection_dim, name="projection")(hidden)
+  hidden = nn.relu(Dense(embedding.shape[-1], name="projection_hidden")(embedding))
+  projection = Dense(projection_dim, name="projection")(hidden)
   return {"logits": logits, "projection": projection, "embedding": embedding}
 
 
@@ -276,7 +277,7 @@ class TokenStatesClassifier(nn.Module):
     h, _ = _token_bilstm(token_features, subword_mask, self.token_hidden,
                          self.dropout_rate, train)
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
+    return Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
                     name="classifier")(h)
 
 
@@ -320,7 +321,7 @@ class EncoderClassifier(nn.Module):
       if self.freeze_encoder:
         h = jax.lax.stop_gradient(h)
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h.astype(jnp.float32))
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
+    return Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
                     name="classifier")(h)
 
   def token_features(self, subword_ids, subword_mask, *, train: bool = False):

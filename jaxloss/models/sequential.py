@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxloss.models.dense import Dense, attention_kwargs
+
 
 class _Block(nn.Module):
   """Pre-norm causal self-attention + point-wise feed-forward, with residuals."""
@@ -40,15 +42,16 @@ class _Block(nn.Module):
     attended = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, qkv_features=self.hidden, out_features=self.hidden,
         dropout_rate=self.dropout_rate, deterministic=not train,
-        kernel_init=nn.initializers.xavier_normal(), name="attention")(
+        kernel_init=nn.initializers.xavier_normal(), name="attention",
+        **attention_kwargs())(
             q, x, mask=attention_mask)
     x = q + attended  # the reference code adds the attention to the normed query
     y = nn.LayerNorm(epsilon=1e-8, name="ffn_norm")(x)
-    h = nn.Dense(self.hidden, kernel_init=nn.initializers.xavier_normal(),
-                 name="ffn_in")(y)
+    h = Dense(self.hidden, kernel_init=nn.initializers.xavier_normal(),
+              name="ffn_in")(y)
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(h))
-    h = nn.Dense(self.hidden, kernel_init=nn.initializers.xavier_normal(),
-                 name="ffn_out")(h)
+    h = Dense(self.hidden, kernel_init=nn.initializers.xavier_normal(),
+              name="ffn_out")(h)
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     return (y + h) * valid[..., None]
 

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxloss.losses.masking import mask_invalid_logits
+from jaxloss.models.dense import Dense, attention_kwargs
 
 
 def varying_like(x: jax.Array, ref: jax.Array) -> jax.Array:
@@ -113,8 +114,8 @@ class AspectAttention(nn.Module):
   @nn.compact
   def __call__(self, states: jax.Array, mask: jax.Array):
     x = states.astype(jnp.float32)
-    keys = jnp.tanh(nn.Dense(self.attention_dim or x.shape[-1], name="key")(x))
-    scores = nn.Dense(self.num_aspects, use_bias=False, name="query")(keys)
+    keys = jnp.tanh(Dense(self.attention_dim or x.shape[-1], name="key")(x))
+    scores = Dense(self.num_aspects, use_bias=False, name="query")(keys)
     scores = mask_invalid_logits(scores, mask.astype(bool)[..., None])  # finite fill
     weights = jax.nn.softmax(scores, axis=1)
     # Kept when "intermediates" is mutable (apply(..., mutable=["intermediates"])), so a
@@ -171,7 +172,7 @@ def aspect_logits(embedding: jax.Array, states: jax.Array | None, mask: jax.Arra
   drop = nn.Dropout(dropout_rate, deterministic=not train)
   embedding = embedding.astype(jnp.float32)
   if states is None:
-    logits = nn.Dense(num_aspects * num_classes, name=name)(drop(embedding))
+    logits = Dense(num_aspects * num_classes, name=name)(drop(embedding))
     return logits.reshape(logits.shape[:-1] + (num_aspects, num_classes))
   vectors, _ = AspectAttention(num_aspects, name="aspect_attention")(states, mask)
   shared = jnp.broadcast_to(embedding[:, None, :], vectors.shape[:2] + embedding.shape[-1:])
@@ -218,8 +219,8 @@ class AspectSentimentModel(nn.Module):
                            dropout_rate=self.dropout_rate, train=train,
                            name="Dense_0")
     # The names of the layers before ``aspect_attention`` existed, so checkpoints load.
-    hidden = nn.relu(nn.Dense(embedding.shape[-1], name="Dense_1")(embedding))
-    projection = nn.Dense(self.projection_dim, name="Dense_2")(hidden)
+    hidden = nn.relu(Dense(embedding.shape[-1], name="Dense_1")(embedding))
+    projection = Dense(self.projection_dim, name="Dense_2")(hidden)
     return {"logits": logits, "projection": projection, "embedding": embedding}
 
 
@@ -250,7 +251,7 @@ class TextClassifier(nn.Module):
                               self.num_layers, self.dropout_rate)(ids, lengths,
                                                                   train=train)
     h = nn.Dropout(self.dropout_rate, deterministic=not train)(embedding)
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01))(h)
+    return Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01))(h)
 
 
 class CharCNN(nn.Module):
@@ -309,7 +310,7 @@ class _FeedbackStep(nn.Module):
                      name="label_embedding")(chosen_previous)
     lstm_carry, h = nn.OptimizedLSTMCell(self.hidden, name="lstm")(
         lstm_carry, jnp.concatenate([x_t, label], axis=-1))
-    logits = nn.Dense(self.num_classes, name="out")(h)
+    logits = Dense(self.num_classes, name="out")(h)
     ok = jnp.ones((self.num_classes,), bool)
     if self.valid is not None:
       ok = ok & jnp.asarray(self.valid, bool)
@@ -506,13 +507,14 @@ class JointNluModel(nn.Module):
       )(x, seq_lengths=lengths, initial_carry=((zeros, zeros), (zeros, zeros)))
     sentence = nn.Dropout(self.dropout_rate, deterministic=not train)(
         masked_mean_max(x, mask))
-    context = jnp.broadcast_to(nn.Dense(self.hidden, name="context")(sentence)[:, None],
+    context = jnp.broadcast_to(Dense(self.hidden, name="context")(sentence)[:, None],
                                x.shape[:2] + (self.hidden,))
 
     def attend():
       return nn.MultiHeadDotProductAttention(
           num_heads=self.attention_heads, qkv_features=2 * self.hidden,
-          dropout_rate=self.dropout_rate, deterministic=not train, name="self_attention")(
+          dropout_rate=self.dropout_rate, deterministic=not train, name="self_attention",
+          **attention_kwargs())(
               x, mask=nn.make_attention_mask(mask, mask))
 
     if self.decoder_hidden:
@@ -523,18 +525,18 @@ class JointNluModel(nn.Module):
       states = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
       out = {}
       for name, k in self.sentence_classes:
-        per_token = nn.Dense(k, name=f"{name}_token_head")(states)  # [B, T, K]
+        per_token = Dense(k, name=f"{name}_token_head")(states)  # [B, T, K]
         out[f"{name}_tokens"] = per_token
         out[name], probs = _token_vote(per_token, mask)
         parts.append(probs)
     else:
-      out = {name: nn.Dense(k, name=f"{name}_head")(sentence)
+      out = {name: Dense(k, name=f"{name}_head")(sentence)
              for name, k in self.sentence_classes}
     if self.attention_heads:
       parts.append(attend())
     tokens = nn.Dropout(self.dropout_rate, deterministic=not train)(
         jnp.concatenate(parts, axis=-1))
-    out["tags"] = nn.Dense(self.num_tags, name="tag_head")(tokens)
+    out["tags"] = Dense(self.num_tags, name="tag_head")(tokens)
     if self.crf:
       zeros = nn.initializers.zeros
       out["tag_transitions"] = self.param("crf_transitions", zeros,
@@ -575,7 +577,7 @@ class JointNluModel(nn.Module):
         out[name], probs = _token_vote(per_token, mask)
         parts.append(probs)
     else:
-      out = {name: nn.Dense(k, name=f"{name}_head")(sentence)
+      out = {name: Dense(k, name=f"{name}_head")(sentence)
              for name, k in self.sentence_classes}
     out["tags"], out["tag_choices"] = LabelFeedbackLSTM(
         self.num_tags, self.decoder_hidden, label_embed_dim=32, valid=self.tag_valid,

@@ -32,7 +32,7 @@ def minilm_rows():
 @needs_minilm
 def test_measure_rows_have_finite_positive_times(minilm_rows):
   names = [r["contender"] for r in minilm_rows]
-  assert names == ([bench.JAX, bench.EAGER] if _has_torch() else [bench.JAX])
+  assert names == [bench.JAX, bench.FLAX_PRODUCTS] + ([bench.EAGER] if _has_torch() else [])
   for row in minilm_rows:
     assert row["status"] == "ok", row
     assert row["model"] == "all-MiniLM-L6-v2" and row["threads"] == 1
@@ -49,12 +49,23 @@ def test_measure_rows_have_finite_positive_times(minilm_rows):
 @needs_minilm
 @pytest.mark.skipif(not _has_torch(), reason="torch / transformers not installed")
 def test_torch_eager_computes_the_same_loss_and_gradient(minilm_rows):
-  mine, eager = minilm_rows
+  mine, eager = minilm_rows[0], minilm_rows[2]
   assert eager["num_params"] == mine["num_params"]  # no pooler on either side
   assert eager["loss_rel_diff"] < 1e-4, eager
   assert eager["grad_norm_rel_diff"] < 1e-4, eager
   assert eager["speedup"] == pytest.approx(eager["ms"] / mine["ms"])
   assert eager["attn_implementation"]
+
+
+@needs_minilm
+def test_flax_products_compute_the_same_loss_and_gradient(minilm_rows):
+  mine, flax_products = minilm_rows[:2]
+  assert flax_products["num_params"] == mine["num_params"]
+  # The same parameters and the same products in another layout: float32 rounding of
+  # the sums in another order at most (measured 0 at this size).
+  assert flax_products["loss_rel_diff"] < 1e-6, flax_products
+  assert flax_products["grad_norm_rel_diff"] < 1e-6, flax_products
+  assert flax_products["speedup"] == pytest.approx(flax_products["ms"] / mine["ms"])
 
 
 @needs_minilm
@@ -101,12 +112,16 @@ def test_without_torch_only_jaxloss_is_timed(monkeypatch):
                       lambda: (None, None, "ModuleNotFoundError: torch"))
   called = []
   monkeypatch.setattr(bench, "_prepare_jax",
-                      lambda pre, ids, mask: (lambda: called.append(ids.shape),
-                                              {"first_call_s": 1.0, "loss": 2.0,
-                                               "grad_norm": 3.0, "num_params": 4}))
+                      lambda pre, ids, mask, flat_products=True: (
+                          lambda: called.append((ids.shape, flat_products)),
+                          {"first_call_s": 1.0, "loss": 2.0, "grad_norm": 3.0,
+                           "num_params": 4}))
   rows = bench.measure(str(MINILM), log=lambda _: None, **TINY)
-  assert [r["contender"] for r in rows] == [bench.JAX]
-  assert called == [(2, 8)] and rows[0]["ms"] > 0
+  assert [r["contender"] for r in rows] == [bench.JAX, bench.FLAX_PRODUCTS]
+  assert sorted(called) == [((2, 8), False), ((2, 8), True)] and rows[0]["ms"] > 0
+  called.clear()
+  rows = bench.measure(str(MINILM), log=lambda _: None, flax_products=False, **TINY)
+  assert [r["contender"] for r in rows] == [bench.JAX] and called == [((2, 8), True)]
 
 
 def test_random_ids_skip_the_padding_id_and_are_reproducible():
@@ -142,6 +157,7 @@ def test_main_without_torch_says_so_and_writes_json(monkeypatch, tmp_path, capsy
   assert "| tiny | 2 | jaxloss |" in printed
   assert [s[0] for s in seen] == [1, 2] and seen[0][1] == [str(folder.resolve())]
   assert "--batch" in seen[0][2] and "--no-torch" not in seen[0][2]
+  assert "--no-flax-products" not in seen[0][2]
   written = json.loads(out.read_text())
   assert [r["threads"] for r in written["rows"]] == [1, 2]
   assert written["header"]["torch_missing"].startswith("ModuleNotFoundError")

@@ -3,6 +3,7 @@
   python -m tools.bench.encoder [--models all-MiniLM-L6-v2 multilingual-e5-small]
                                 [--batch 32] [--length 32] [--steps 5] [--repeats 7]
                                 [--threads 1 2] [--json PATH] [--no-torch] [--no-compile]
+                                [--no-flax-products]
 
 One *step* is a forward and backward pass of a pretrained BERT-family encoder (a folder
 name under ``../shared/models``, resolved with
@@ -16,6 +17,10 @@ contenders:
   ``jaxloss.models.load_pretrained(folder).module`` with ``deterministic=True``, the
   parameters passed as arguments; every call ends in ``block_until_ready`` (the steps
   of a training loop depend on each other, so none may overlap the next).
+* ``jaxloss, flax Dense products`` (skip with ``--no-flax-products``): the same with
+  ``BertEncoder(..., flat_products=False)``, whose dense layers make
+  ``flax.linen.Dense``'s own products; the kernel gradient of a ``[B, T, D]`` input then contracts two axes,
+  which XLA:CPU runs about half as fast (``jaxloss.models.dense``);
 * ``torch eager``: ``transformers.AutoModel.from_pretrained(folder)`` in float32,
   ``eval()`` (no dropout) with gradients on, then ``zero_grad(set_to_none=True)``, the
   same loss, ``loss.backward()``.
@@ -33,14 +38,14 @@ the CPUs this process may use, it is also pinned to ``n`` of them
 use more cores than the other; torch gets ``torch.set_num_threads(n)`` in every case.
 
 Inside a subprocess the contenders take turns in blocks of ``--steps`` calls (jaxloss,
-torch eager, torch.compile, then the reverse order next repeat, each block after a short
-pause), after warm-up and compilation, so drift in the machine's load hits all of them
-alike. Reported per model, thread count and contender: ``ms/step`` = the median over
-``--repeats`` blocks of (block time) / steps; ``tokens/s`` = batch * length / that;
-``jaxloss speed-up`` = torch ms / jaxloss ms (> 1: jaxloss is faster); ``first call s``
-= the first call's wall time (for jaxloss its trace + XLA compilation, for torch.compile
+jaxloss with flax's products, torch eager, torch.compile, then the reverse order next
+repeat, each block after a short pause), after warm-up and compilation, so drift in the
+machine's load hits all of them alike. Reported per model, thread count and contender:
+``ms/step`` = the median over ``--repeats`` blocks of (block time) / steps; ``tokens/s``
+= batch * length / that; ``jaxloss speed-up`` = the contender's ms / jaxloss ms (> 1:
+jaxloss is faster); ``first call s`` = the first call's wall time (for jaxloss its trace + XLA compilation, for torch.compile
 the graph capture + Inductor compilation plus the first run); ``loss diff`` = the
-relative difference of the torch loss from the jaxloss one on the very inputs timed
+relative difference of the contender's loss from the jaxloss one on the very inputs timed
 (a check that both compute the same thing; ~1e-6 in float32). torch and transformers
 are optional: without them the tool says so and times the jaxloss side alone.
 """
@@ -64,6 +69,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 DEFAULT_MODELS = ("all-MiniLM-L6-v2", "multilingual-e5-small")
 TORCH_INSTALL = 'pip install torch==2.13.0 "transformers>=5"'
 JAX, EAGER, COMPILED = "jaxloss", "torch eager", "torch.compile"
+# The same jaxloss step with flax.linen.Dense's own products (BertEncoder(...,
+# flat_products=False)): what jaxloss.models.dense's 2-D products gain.
+FLAX_PRODUCTS = "jaxloss, flax Dense products"
 # Calls of the compiled torch model before timing (the first one compiles; later ones
 # may still recompile, e.g. for the backward graph or a guard failure).
 COMPILE_WARMUP = 3
@@ -119,12 +127,13 @@ def _random_ids(vocab_size: int, pad_token_id: int, batch: int, length: int,
   return ids, np.ones((batch, length), np.int32)
 
 
-def _prepare_jax(pre, ids, mask):
-  """``(call, info)``: the jitted value-and-grad step, compiled by its first call."""
+def _prepare_jax(pre, ids, mask, flat_products: bool = True):
+  """``(call, info)``: the jitted value-and-grad step, compiled by its first call;
+  ``flat_products=False``: the encoder with ``flax.linen.Dense``'s own products."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from jaxloss.models.bert import mean_pool  # pylint: disable=import-outside-toplevel
-  module = pre.module
+  module = pre.module.clone(flat_products=flat_products)
 
   def loss_fn(params, input_ids, attention_mask):
     hidden = module.apply({"params": params}, input_ids, attention_mask,
@@ -249,7 +258,7 @@ def prepare_contender(rows: Dict[str, dict], calls: Dict[str, Callable], row: di
 
 def measure(model: str, *, batch: int = 32, length: int = 32, steps: int = 5,
             repeats: int = 7, threads: Optional[int] = None, use_torch: bool = True,
-            compile_torch: bool = True, seed: int = 0,
+            compile_torch: bool = True, seed: int = 0, flax_products: bool = True,
             log: Callable[[str], None] = _log) -> List[dict]:
   """Times one encoder's forward + backward step in this process, all contenders.
 
@@ -266,14 +275,16 @@ def measure(model: str, *, batch: int = 32, length: int = 32, steps: int = 5,
     use_torch: time the torch contenders when torch and transformers are importable.
     compile_torch: also time ``torch.compile(model)``.
     seed: seed of the random token ids.
+    flax_products: also time the jaxloss step with ``flax.linen.Dense``'s own products
+      (the ``FLAX_PRODUCTS`` contender).
     log: where progress lines go.
 
   Returns:
     One row per contender timed or failed: ``model``, ``path``, ``layers``, ``hidden``,
     ``threads``, ``contender``, ``status`` (``"ok"`` or ``"failed: <reason>"``) and, when
     measured, ``ms`` (median ms per step), ``min_ms``, ``times_ms``, ``tokens_per_s``,
-    ``first_call_s``, ``loss``, ``grad_norm``, ``num_params``; torch rows also
-    ``speedup`` (torch ms / jaxloss ms) and ``loss_rel_diff`` / ``grad_norm_rel_diff``
+    ``first_call_s``, ``loss``, ``grad_norm``, ``num_params``; the other contenders' rows
+    also ``speedup`` (their ms / jaxloss ms) and ``loss_rel_diff`` / ``grad_norm_rel_diff``
     (relative to the jaxloss values).
   """
   from jaxloss.models import load_pretrained  # pylint: disable=import-outside-toplevel
@@ -292,6 +303,8 @@ def measure(model: str, *, batch: int = 32, length: int = 32, steps: int = 5,
     prepare_contender(rows, calls, {**base, "contender": name}, make, f"{tag} {name}", log)
 
   prepare(JAX, lambda: _prepare_jax(pre, ids, mask))
+  if flax_products:
+    prepare(FLAX_PRODUCTS, lambda: _prepare_jax(pre, ids, mask, flat_products=False))
   torch = None
   if use_torch:
     torch, transformers, _ = _import_torch()
@@ -323,7 +336,7 @@ def measure(model: str, *, batch: int = 32, length: int = 32, steps: int = 5,
     ms = statistics.median(t)
     row.update(ms=ms, min_ms=min(t), times_ms=t, tokens_per_s=batch * length / ms * 1e3)
   mine = rows[JAX]
-  for name in (EAGER, COMPILED):
+  for name in (FLAX_PRODUCTS, EAGER, COMPILED):
     row = rows.get(name)
     if row is None:
       continue
@@ -394,7 +407,8 @@ def _worker(args) -> int:
     try:
       rows += measure(model, batch=args.batch, length=args.length, steps=args.steps,
                       repeats=args.repeats, threads=threads, use_torch=args.torch,
-                      compile_torch=args.compile, seed=args.seed)
+                      compile_torch=args.compile, seed=args.seed,
+                      flax_products=args.flax_products)
     except Exception as e:  # pylint: disable=broad-except
       # E.g. a folder jaxloss cannot load: the other models still get measured.
       rows.append({"model": pathlib.Path(model).name, "path": model, "threads": threads,
@@ -424,7 +438,8 @@ def _run_worker(threads: int, models: Sequence[str], argv: List[str]) -> dict:
 
 def run(models: Sequence[str] = DEFAULT_MODELS, batch: int = 32, length: int = 32,
         steps: int = 5, repeats: int = 7, threads: Sequence[int] = (1, 2),
-        use_torch: bool = True, compile_torch: bool = True, seed: int = 0) -> dict:
+        use_torch: bool = True, compile_torch: bool = True, seed: int = 0,
+        flax_products: bool = True) -> dict:
   """Measures every thread count in its own subprocess.
 
   Returns:
@@ -436,11 +451,13 @@ def run(models: Sequence[str] = DEFAULT_MODELS, batch: int = 32, length: int = 3
           "--repeats", str(repeats), "--seed", str(seed)]
   argv += [] if use_torch else ["--no-torch"]
   argv += [] if compile_torch else ["--no-compile"]
+  argv += [] if flax_products else ["--no-flax-products"]
   header = {"python": platform.python_version(), "cpu_count": os.cpu_count(),
             "cpus_available": len(_available_cpus()),
             "load_avg_1min": os.getloadavg()[0], "batch": batch, "length": length,
             "steps": steps, "repeats": repeats, "seed": seed, "use_torch": use_torch,
-            "compile_torch": compile_torch, "models": paths}
+            "compile_torch": compile_torch, "flax_products": flax_products,
+            "models": paths}
   workers, rows = [], []
   for n in threads:
     _log(f"--- {n} thread(s): subprocess")
@@ -538,6 +555,8 @@ def main(argv=None) -> int:
                       help="time the jaxloss side only")
   parser.add_argument("--no-compile", dest="compile", action="store_false",
                       help="skip torch.compile")
+  parser.add_argument("--no-flax-products", dest="flax_products", action="store_false",
+                      help="skip the jaxloss step with flax.linen.Dense's own products")
   parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if min(args.batch, args.length, args.steps, args.repeats, *args.threads) < 1:
@@ -556,7 +575,7 @@ def main(argv=None) -> int:
     print(f"torch comparison skipped: {' and '.join(absent)} not installed; timing "
           f"jaxloss only. To compare: {TORCH_INSTALL}", flush=True)
   results = run(args.models, args.batch, args.length, args.steps, args.repeats,
-                args.threads, args.torch, args.compile, args.seed)
+                args.threads, args.torch, args.compile, args.seed, args.flax_products)
   print(format_table(results))
   if args.json:
     with open(args.json, "w") as f:
