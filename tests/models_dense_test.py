@@ -1,16 +1,17 @@
 """``jaxloss.models.dense``: the flattened products equal ``lax.dot_general`` (values and
 both gradients), the layers keep flax's parameters and names, and every product in a
-dense layer's gradient is a 2-D one."""
+dense layer's gradient is a 2-D one in the CPU program and flax's own elsewhere."""
+
+import re
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
-from jax.extend import core as jex_core
+from jax import export, lax
 
-from jaxloss.models import SASRec, BertEncoder, EncoderConfig
+from jaxloss.models import BertEncoder, EncoderConfig, SASRec
 from jaxloss.models.dense import Dense, attention_kwargs, flat_dot_general
 
 # (lhs shape, rhs shape, dimension numbers): the products flax's dense layers make.
@@ -40,17 +41,21 @@ def test_flattened_product_and_gradients_equal_dot_general(lhs_shape, rhs_shape,
   ref = lax.dot_general(lhs, rhs, dims)
   out = flat_dot_general(lhs, rhs, dims)
   assert out.shape == ref.shape and out.dtype == ref.dtype
-  # The same products summed over the same axis of at most 6 terms: float32 rounding of
-  # the sum in another order at most, |error| <= K * eps * sum |terms| (K = 6).
+  # Each output entry sums K = 6 products: two summation orders differ by at most
+  # 2 (K - 1) u sum|terms| <= K eps sum|terms| (u = eps / 2, float32's unit roundoff).
   bound = 6 * np.finfo(np.float32).eps * lax.dot_general(jnp.abs(lhs), jnp.abs(rhs), dims)
   assert np.all(np.abs(np.asarray(out) - np.asarray(ref)) <= np.asarray(bound))
   cotangent = jax.random.normal(key, ref.shape)
   grads = jax.vjp(lambda a, b: flat_dot_general(a, b, dims), lhs, rhs)[1](cotangent)
   refs = jax.vjp(lambda a, b: lax.dot_general(a, b, dims), lhs, rhs)[1](cotangent)
-  for g, r in zip(grads, refs):
+  # Each gradient entry sums at most K = 84 products (B * T for the kernel's): two
+  # summation orders differ by at most 2 (K - 1) u sum|terms| <= K eps sum|terms|.
+  sums = jax.vjp(lambda a, b: lax.dot_general(a, b, dims), jnp.abs(lhs), jnp.abs(rhs))[1](
+      jnp.abs(cotangent))
+  for g, r, total in zip(grads, refs, sums):
     assert g.shape == r.shape
-    # The kernel gradient sums B * T products (up to 84): the same bound with that K.
-    np.testing.assert_allclose(g, r, rtol=1e-5, atol=84 * 4 * 1e-7 * float(jnp.max(jnp.abs(r))))
+    assert np.all(np.abs(np.asarray(g) - np.asarray(r))
+                  <= 84 * np.finfo(np.float32).eps * np.asarray(total))
 
 
 @pytest.mark.parametrize("lhs_shape,rhs_shape,dims", UNCHANGED)
@@ -88,42 +93,48 @@ def test_dense_keeps_flaxs_parameters_names_and_values():
                              rtol=1e-6, atol=1e-6)
 
 
-def _products(fn, *args):
-  """Every ``dot_general`` in the jaxpr of ``fn`` (nested jaxprs included)."""
-  found = []
+_DOT = re.compile(r"stablehlo\.dot_general .*?(?:batching_dims = \[([\d, ]*)\] x "
+                  r"\[[\d, ]*\], )?contracting_dims = \[([\d, ]*)\] x \[([\d, ]*)\].*"
+                  r": \(tensor<([\dx]+)x\w+>, tensor<([\dx]+)x\w+>\)")
 
-  def walk(jaxpr):
-    for e in jaxpr.eqns:
-      if e.primitive.name == "dot_general":
-        found.append(e)
-      for v in e.params.values():
-        for item in v if isinstance(v, (tuple, list)) else (v,):
-          if isinstance(item, jex_core.ClosedJaxpr):
-            walk(item.jaxpr)
-          elif isinstance(item, jex_core.Jaxpr):
-            walk(item)
-  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+
+def _products(fn, *args, platform="cpu"):
+  """``(lhs rank, rhs rank, contracted axes, batch axes)`` of every ``dot_general`` in the
+  StableHLO that ``jax.jit(fn)`` lowers to for ``platform`` (``jax.export`` lowers for
+  a platform this machine does not have)."""
+  text = export.export(jax.jit(fn), platforms=[platform])(*args).mlir_module()
+  found = []
+  for line in text.splitlines():
+    if "stablehlo.dot_general" not in line:
+      continue
+    m = _DOT.search(line)
+    assert m, line
+    batch, lc, _, lhs, rhs = m.groups()
+    count = lambda dims: len([d for d in (dims or "").split(",") if d.strip()])
+    found.append((lhs.count("x") + 1, rhs.count("x") + 1, count(lc), count(batch)))
   return found
 
 
-def _is_2d(e):
-  (lc, rc), (lb, rb) = e.params["dimension_numbers"]
-  return (e.invars[0].aval.ndim == 2 and e.invars[1].aval.ndim == 2
-          and len(lc) == 1 and len(rc) == 1 and not lb and not rb)
+def _is_2d(product):
+  return product == (2, 2, 1, 0)
 
 
-def test_every_product_of_a_dense_layers_gradient_is_2d():
+def test_every_product_of_a_dense_layers_gradient_is_2d_on_the_cpu_only():
   layer = Dense(5)
   x = jax.random.normal(jax.random.key(3), (4, 7, 6))
   params = layer.init(jax.random.key(4), x)
   grad = jax.grad(lambda p, x: jnp.sum(layer.apply(p, x) ** 2), argnums=(0, 1))
   products = _products(grad, params, x)
   assert len(products) == 3  # forward, input gradient, kernel gradient
-  assert all(_is_2d(e) for e in products)
+  assert all(_is_2d(p) for p in products), products
   flax_layer = nn.Dense(5)
   flax_grad = jax.grad(lambda p, x: jnp.sum(flax_layer.apply(p, x) ** 2), argnums=(0, 1))
-  # flax's own kernel gradient contracts two axes (B and T): what this module avoids.
-  assert not all(_is_2d(e) for e in _products(flax_grad, params, x))
+  # flax's own kernel gradient contracts two axes (B and T): what this module avoids on
+  # the CPU; GPU and TPU get exactly flax's products.
+  assert (3, 3, 2, 0) in _products(flax_grad, params, x)
+  for platform in ("cuda", "tpu"):
+    assert (_products(grad, params, x, platform=platform)
+            == _products(flax_grad, params, x, platform=platform))
 
 
 def test_attention_and_encoder_gradients_are_2d_products_but_the_attention_scores():
@@ -135,17 +146,21 @@ def test_attention_and_encoder_gradients_are_2d_products_but_the_attention_score
   params = encoder.init(jax.random.key(5), ids, deterministic=True)
   loss = lambda p: jnp.sum(encoder.apply(p, ids, deterministic=True) ** 2)
   products = _products(jax.grad(loss), params)
-  batched = [e for e in products if e.params["dimension_numbers"][1][0]]
+  batched = [p for p in products if p[3]]
   # 6 dense layers (query, key, value, attention output, intermediate, output) x 3
   # products; the attention's scores and weighted sum (batched over B and heads) x 3.
   assert len(products) - len(batched) == 18 and len(batched) == 6
-  assert all(_is_2d(e) for e in products if e not in batched)
+  assert all(_is_2d(p) for p in products if not p[3]), products
+  # flat_products=False: flax's own products, a kernel gradient contracting B and T.
+  plain = encoder.clone(flat_products=False)
+  loss = lambda p: jnp.sum(plain.apply(p, ids, deterministic=True) ** 2)
+  assert (3, 3, 2, 0) in _products(jax.grad(loss), params)
   sasrec = SASRec(num_items=30, max_len=6, hidden=8, num_heads=2, num_blocks=1,
                   dropout_rate=0.0)
   items = jnp.arange(12, dtype=jnp.int32).reshape(2, 6) % 30 + 1
   sp = sasrec.init(jax.random.key(6), items, train=False, method=SASRec.encode)
-  sloss = lambda p: jnp.sum(sasrec.apply(p, items, train=False, method=SASRec.encode) ** 2)
-  dense = [e for e in _products(jax.grad(sloss), sp)
-           if not e.params["dimension_numbers"][1][0]]
-  assert dense and all(_is_2d(e) for e in dense)
+  sloss = lambda p: jnp.sum(
+      sasrec.apply(p, items, train=False, method=SASRec.encode) ** 2)
+  dense = [p for p in _products(jax.grad(sloss), sp) if not p[3]]
+  assert dense and all(_is_2d(p) for p in dense), dense
   assert attention_kwargs()["qkv_dot_general"] is flat_dot_general

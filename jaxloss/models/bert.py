@@ -346,11 +346,12 @@ class BertEncoder(nn.Module):
       them (``nn.remat``): fine-tuning memory falls from ~all layers' attention maps
       and FFN activations to one layer's, for about one more forward pass of compute.
       Same parameters, same values.
-    flat_products: compute each dense layer's products, forward and both gradients, as
-      2-D matrix products (:func:`jaxloss.models.dense.flat_dot_general`): the same
-      parameters and values, and a faster training step on XLA:CPU (1.2x for
-      all-MiniLM-L6-v2 at 1 thread, ``python -m tools.bench.encoder``). False gives
-      ``flax.linen.Dense``'s own products (the benchmark's reference).
+    flat_products: on the CPU, compute each dense layer's products, forward and both
+      gradients, as 2-D matrix products (:func:`jaxloss.models.dense.flat_dot_general`;
+      other platforms keep XLA's own): the same parameters and values, and a faster
+      training step on XLA:CPU (1.2x for all-MiniLM-L6-v2 at 1 thread, ``python -m
+      tools.bench.encoder``). False gives ``flax.linen.Dense``'s own products (the
+      benchmark's reference).
 
   Call: ``input_ids`` int ``[B, T]``, ``attention_mask`` ``[B, T]`` (1 = real token,
   0 = padding; None = all real), ``token_type_ids`` int ``[B, T]`` (None = zeros),

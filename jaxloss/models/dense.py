@@ -1,5 +1,5 @@
-"""Dense layers whose products are 2-D matrix products, in the forward pass and in both
-gradients.
+"""Dense layers whose products are 2-D matrix products on the CPU, in the forward pass and
+in both gradients.
 
 ``flax.linen.Dense`` on a ``[B, T, D]`` input contracts the last axis with the kernel's
 first; JAX's transpose rule then writes the kernel gradient as a product that contracts
@@ -7,7 +7,9 @@ two axes (``B`` and ``T``) of the input and of the output gradient. XLA:CPU (jax
 lays that product out with a transposed copy of the output gradient and runs it on Eigen
 at about half the speed of the forward product, which it gives to YNNPACK. Flattening the
 leading axes first (a free reshape of a row-major array) makes every product of the layer
-a 2-D one: the same values and parameters, and a faster step. Measured at 1 thread on an
+a 2-D one: the same values and parameters, and a faster step. Only the CPU lowering does
+this (``jax.lax.platform_dependent``); on GPU and TPU the layers keep XLA's own product,
+as it was measured there. Measured at 1 thread on an
 Intel Xeon, the pretrained encoder's value-and-gradient step (all-MiniLM-L6-v2, batch
 32 × 32 tokens) takes 784 ms against 940 ms with ``flax.linen.Dense`` (1.21×), with
 bit-identical gradients (``tools/bench/encoder.py``; ``docs/encoders.md``).
@@ -32,14 +34,15 @@ def flat_dot_general(lhs: jax.Array, rhs: jax.Array,
                                               Tuple[Sequence[int], Sequence[int]]],
                      precision: Any = None,
                      preferred_element_type: Any = None) -> jax.Array:
-  """``jax.lax.dot_general`` computed as one 2-D matrix product where it can be.
+  """``jax.lax.dot_general``, computed on the CPU as one 2-D matrix product where it can.
 
   Dense layers contract the trailing axes of ``lhs`` (the input, ``[*lead, *contract]``)
   with the leading axes of ``rhs`` (the kernel, ``[*contract, *out]``), in the same order
-  and with no batch axes. Such a product is computed as ``[prod(lead), prod(contract)] ·
-  [prod(contract), prod(out)]`` and reshaped to ``[*lead, *out]``, so that its gradients
-  are 2-D products too. Any other ``dimension_numbers`` go to ``lax.dot_general``
-  unchanged.
+  and with no batch axes. Lowered for the CPU, such a product is computed as
+  ``[prod(lead), prod(contract)] · [prod(contract), prod(out)]`` and reshaped to
+  ``[*lead, *out]``, so that its gradients are 2-D products too; lowered for any other
+  platform it is ``lax.dot_general`` itself (``jax.lax.platform_dependent`` picks at
+  lowering time). Any other ``dimension_numbers`` go to ``lax.dot_general`` unchanged.
 
   Args:
     lhs, rhs: the operands, any shapes and dtypes ``lax.dot_general`` accepts.
@@ -59,20 +62,29 @@ def flat_dot_general(lhs: jax.Array, rhs: jax.Array,
           and lhs.ndim > k and _is_trailing(lhs_contract, lhs.ndim)
           and tuple(rhs_contract) == tuple(range(k))
           and lhs.shape[lhs.ndim - k:] == rhs.shape[:k])
-  if not flat or (lhs.ndim == 2 and rhs.ndim == 2 and k == 1):
+  def plain(lhs, rhs):
     return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                            preferred_element_type=preferred_element_type)
+
+  if not flat or (lhs.ndim == 2 and rhs.ndim == 2 and k == 1):
+    return plain(lhs, rhs)
   lead, out = lhs.shape[:lhs.ndim - k], rhs.shape[k:]
   inner = math.prod(rhs.shape[:k])
-  y = lax.dot_general(lhs.reshape(math.prod(lead), inner),
-                      rhs.reshape(inner, math.prod(out)), (((1,), (0,)), ((), ())),
-                      precision=precision, preferred_element_type=preferred_element_type)
-  return y.reshape(*lead, *out)
+
+  def flattened(lhs, rhs):
+    y = lax.dot_general(lhs.reshape(math.prod(lead), inner),
+                        rhs.reshape(inner, math.prod(out)), (((1,), (0,)), ((), ())),
+                        precision=precision,
+                        preferred_element_type=preferred_element_type)
+    return y.reshape(*lead, *out)
+
+  return lax.platform_dependent(lhs, rhs, cpu=flattened, default=plain)
 
 
 class Dense(nn.Dense):
   """``flax.linen.Dense`` with :func:`flat_dot_general`: the same parameters (``kernel``
-  ``[in, features]``, ``bias``), names and values; a 2-D product on any input rank."""
+  ``[in, features]``, ``bias``), names and values; on the CPU a 2-D product on any input
+  rank."""
   dot_general: Any = flat_dot_general
 
 
