@@ -7,12 +7,12 @@ two axes (``B`` and ``T``) of the input and of the output gradient. XLA:CPU (jax
 lays that product out with a transposed copy of the output gradient and runs it on Eigen
 at about half the speed of the forward product, which it gives to YNNPACK. Flattening the
 leading axes first (a free reshape of a row-major array) makes every product of the layer
-a 2-D one: the same values and parameters, and a faster step. Only the CPU lowering does
-this (``jax.lax.platform_dependent``); on GPU and TPU the layers keep XLA's own product,
-as it was measured there. Measured at 1 thread on an
+a 2-D one: the same parameters and values, and a faster step. Measured at 1 thread on an
 Intel Xeon, the pretrained encoder's value-and-gradient step (all-MiniLM-L6-v2, batch
-32 × 32 tokens) takes 784 ms against 940 ms with ``flax.linen.Dense`` (1.21×), with
-bit-identical gradients (``tools/bench/encoder.py``; ``docs/encoders.md``).
+32 × 32 tokens) takes 787 ms against 954 ms with ``flax.linen.Dense`` (1.21×), with
+bit-identical gradients (``python -m tools.bench.encoder``; ``docs/encoders.md``). Only
+the CPU lowering flattens (``jax.lax.platform_dependent``): GPU and TPU, where this was
+not measured, keep XLA's own products.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def flat_dot_general(lhs: jax.Array, rhs: jax.Array,
     precision, preferred_element_type: passed to ``lax.dot_general``.
 
   Returns:
-    What ``lax.dot_general(lhs, rhs, dimension_numbers, ...)`` returns: the same shape,
-    dtype and values (the same products and sums, in a 2-D layout).
+    What ``lax.dot_general(lhs, rhs, dimension_numbers, ...)`` returns: the same shape
+    and dtype, and the same products summed over the same axes (equal values up to the
+    order of the float32 sums; bit-identical in the encoder measured above).
 
   Raises:
     What ``lax.dot_general`` raises for mismatched shapes.
