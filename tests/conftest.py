@@ -73,8 +73,10 @@ _GROUPS = {
     "rerank_test.py": "rerank", "data/interactions_test.py": "rerank",
     "cifar_vsfc_test.py": "cifar", "data/cifar10_lt_test.py": "cifar",
     "data/uit_vsfc_test.py": "cifar",
-    # A module-scoped fixture that runs a benchmark (25 s): once, on one worker.
+    # Module-scoped fixtures that run a benchmark (25 s; MiniLM, 3-7 s): once, on one
+    # worker.
     "tools/bench_losses_test.py": "bench_losses",
+    "tools/bench_encoder_test.py": "bench_encoder",
 }
 
 
