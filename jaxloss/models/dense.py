@@ -56,6 +56,14 @@ def flat_dot_general(lhs: jax.Array, rhs: jax.Array,
 
   Raises:
     What ``lax.dot_general`` raises for mismatched shapes.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> x, kernel = jnp.ones((2, 3, 4)), jnp.ones((4, 5))  # [B, T, D], [D, F]
+    >>> dims = (((2,), (0,)), ((), ()))  # what flax.linen.Dense passes
+    >>> y = flat_dot_general(x, kernel, dims)
+    >>> y.shape, bool((y == lax.dot_general(x, kernel, dims)).all())
+    ((2, 3, 5), True)
   """
   (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
   k = len(lhs_contract)
