@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional, Sequence
+import warnings
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +71,24 @@ class TraceCounter:
     return wrapped
 
 
+@functools.lru_cache(maxsize=None)
+def known_compiler_options(options: tuple) -> dict:
+  """``dict(options)`` if this XLA accepts every option (``((name, value), ...)``), else
+  ``{}`` with a warning naming the option: the options only change how fast XLA
+  compiles, so a version of XLA without them compiles with its defaults instead of
+  failing. Checked once per set of options by compiling a one-operation program."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(
+        np.float32(0)).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    if "compile option" not in str(e):
+      raise
+    warnings.warn(f"cpu_compiler_options {dict(options)}: {str(e).splitlines()[0]}; "
+                  f"compiling with XLA's defaults", RuntimeWarning, stacklevel=3)
+    return {}
+  return dict(options)
+
+
 @dataclasses.dataclass
 class DataParallel:
   """Places values on a device mesh and launches per-device step bodies.
@@ -77,12 +96,19 @@ class DataParallel:
   Attributes:
     kind: ``"shard_map"`` (default) or ``"pmap"``.
     num_devices: devices on the ``data`` axis (None: all local devices).
+    cpu_compiler_options: XLA options (``{name: value}``, e.g.
+      ``{"xla_cpu_use_fusion_emitters": False}``) for the train, eval and predict steps
+      of the ``shard_map`` launcher when the mesh is on the CPU; ignored on other
+      backends and by ``pmap``, which takes no options. None or empty: XLA's defaults.
+      They choose how XLA compiles the step, not what it computes (see
+      ``docs/bench_compile.md`` for the option the image recipes set and why).
 
   Raises:
     ValueError: unknown ``kind`` or bad ``num_devices``.
   """
   kind: str = "shard_map"
   num_devices: Optional[int] = None
+  cpu_compiler_options: Optional[Mapping[str, Any]] = None
 
   def __post_init__(self):
     if self.kind not in LAUNCHERS:
@@ -93,6 +119,12 @@ class DataParallel:
     self.mesh = make_mesh(self.num_devices)
     self.num_devices = self.mesh.size
     self.devices = list(self.mesh.devices.flat)
+    options = dict(self.cpu_compiler_options or {})
+    if options and self.devices[0].platform == "cpu" and self.kind == "shard_map":
+      options = known_compiler_options(tuple(sorted(options.items())))
+    else:
+      options = {}
+    self._jit_options = {"compiler_options": options} if options else {}
 
   # --- placement -------------------------------------------------------------------
   @property
@@ -216,7 +248,7 @@ class DataParallel:
     data_spec = P(DATA_AXIS) if batch_sharded else P()
     mapped = jax.shard_map(body, mesh=self.mesh, in_specs=(P(), data_spec),
                            out_specs=(P(), P()))
-    return jax.jit(mapped, donate_argnums=0)
+    return jax.jit(mapped, donate_argnums=0, **self._jit_options)
 
   def launch_eval_step(self, body: Callable) -> Callable:
     """``(state, batch) -> result``: replicated state, batch split along ``data``;
@@ -226,7 +258,7 @@ class DataParallel:
       return lambda state, batch: jax.tree.map(lambda x: x[0], fn(state, batch))
     mapped = jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)),
                            out_specs=P())
-    return jax.jit(mapped)
+    return jax.jit(mapped, **self._jit_options)
 
   def launch_predict_step(self, body: Callable) -> Callable:
     """``(state, batch) -> outputs``: replicated state, batch split along ``data``;
@@ -238,7 +270,7 @@ class DataParallel:
           lambda x: x.reshape((-1,) + x.shape[2:]), fn(state, batch))
     mapped = jax.shard_map(body, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)),
                            out_specs=P(DATA_AXIS))
-    return jax.jit(mapped)
+    return jax.jit(mapped, **self._jit_options)
 
 
 def pad_to_multiple(arrays: dict[str, np.ndarray], multiple: int

@@ -10,8 +10,10 @@ import pytest
 from jaxloss import curriculum as curriculum_lib
 from jaxloss.data import augment
 from jaxloss.models import SmallCNN
+from jaxloss import parallel
 from jaxloss.parallel import DATA_AXIS, DataParallel
 from jaxloss.train_state import TrainState
+from experiments.configs.runtime import CONV_CPU_COMPILER_OPTIONS
 from experiments.imbalance.objective import make_imbalance_loss
 from jaxloss.train_step import make_optimizer, make_train_step
 
@@ -19,7 +21,7 @@ BATCH = 32
 
 
 def _setup(digits, *, kind="shard_map", num_devices=1, num_epochs=10, steps_per_epoch=2,
-           images=None, max_traces=None):
+           images=None, max_traces=None, cpu_compiler_options=None):
   counts = np.asarray(digits["class_counts"])
   train = digits["train"]
   cc = curriculum_lib.four_stage(num_epochs=num_epochs, learning_rate=0.05).compile(
@@ -36,7 +38,7 @@ def _setup(digits, *, kind="shard_map", num_devices=1, num_epochs=10, steps_per_
                          max_grad_norm=5.0)
   if max_traces:
     body = chex.assert_max_traces(body, n=max_traces)
-  dp = DataParallel(kind, num_devices)
+  dp = DataParallel(kind, num_devices, cpu_compiler_options=cpu_compiler_options)
   data = {"image": train["image"] if images is None else images,
           "label": train["label"]}
   return dp, dp.replicate(state), dp.launch_train_step(body), dp.replicate(data), cc
@@ -109,6 +111,38 @@ def test_launchers_agree(digits):
     state, _ = _run(dp, state, step_fn, data, 5)
     out[kind] = jax.device_get(state.params)
   chex.assert_trees_all_close(out["shard_map"], out["pmap"], atol=1e-6, rtol=1e-6)
+
+
+def test_image_recipes_xla_options_compile_the_same_step(digits):
+  # The option the image recipes set changes how XLA:CPU compiles the step, not what
+  # it computes: the same parameters, batch statistics and metrics to the bit.
+  out = {}
+  for options in (None, CONV_CPU_COMPILER_OPTIONS):
+    dp, state, step_fn, data, _ = _setup(digits, num_devices=2,
+                                         cpu_compiler_options=options)
+    assert bool(dp._jit_options) == bool(options)  # pylint: disable=protected-access
+    state, metrics = _run(dp, state, step_fn, data, 5)
+    out[bool(options)] = jax.device_get((state.params, state.model_state, metrics))
+  chex.assert_trees_all_equal(out[True], out[False])
+
+
+def test_launched_steps_hand_the_options_to_xla(monkeypatch):
+  # Unfiltered, an option XLA does not know fails the launched step's compilation:
+  # the options reach XLA. Filtered (the default), it is dropped with a warning.
+  monkeypatch.setattr(parallel, "known_compiler_options", dict)
+  dp = DataParallel(num_devices=2, cpu_compiler_options={"xla_no_such_option": True})
+  step = dp.launch_eval_step(lambda state, batch: jax.lax.psum(jnp.sum(batch), DATA_AXIS))
+  with pytest.raises(Exception, match="xla_no_such_option"):
+    step(dp.replicate(jnp.float32(0)), dp.shard_batch(np.ones(4, np.float32)))
+  monkeypatch.undo()
+  parallel.known_compiler_options.cache_clear()
+  with pytest.warns(RuntimeWarning, match="xla_no_such_option.*XLA's defaults"):
+    dp = DataParallel(num_devices=2, cpu_compiler_options={"xla_no_such_option": True})
+  step = dp.launch_eval_step(lambda state, batch: jax.lax.psum(jnp.sum(batch), DATA_AXIS))
+  assert float(step(dp.replicate(jnp.float32(0)), dp.shard_batch(np.ones(4, np.float32)))) == 4
+  # pmap takes no options.
+  assert DataParallel("pmap", 2, cpu_compiler_options=CONV_CPU_COMPILER_OPTIONS
+                      )._jit_options == {}  # pylint: disable=protected-access
 
 
 def test_bad_batch_and_missing_knobs_raise(digits):

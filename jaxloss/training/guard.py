@@ -23,7 +23,7 @@ RUNTIME_FIELDS = (
     "progress", "interrupt_at_step", "distributed.", "num_devices", "parallel",
     "train_input", "eval_batch_size", "eval_every_steps", "checkpoint_every_steps",
     "keep_checkpoints", "monitor.halt_on", "monitor.fail_on_error", "tfds_data_dir",
-    "runtime_fields",
+    "runtime_fields", "cpu_compiler_options.",
 )
 
 

@@ -162,6 +162,16 @@ def step_body(recipe: Recipe, num_devices: int, *, host: bool = False,
   return ensemble_body
 
 
+def data_parallel(config) -> DataParallel:
+  """The launcher a config asks for: its ``parallel``, ``num_devices`` and
+  ``cpu_compiler_options`` (each optional; see :class:`jaxloss.parallel.DataParallel`)."""
+  options = config.get("cpu_compiler_options")
+  if hasattr(options, "to_dict"):
+    options = options.to_dict()
+  return DataParallel(config.get("parallel", "shard_map"), config.get("num_devices"),
+                      cpu_compiler_options=options)
+
+
 def _host_sampler(recipe: Recipe):
   """``(rng, step) -> [batch_size]`` indices, the same draw as the on-device sampler
   (the recipe's, or the class mix over ``class_counts``), jitted on the host."""
@@ -261,7 +271,7 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
   ensemble = num_members > 1
   steps_per_epoch, total_steps = recipe.steps_per_epoch, recipe.total_steps
   compiled = recipe.compiled
-  dp = DataParallel(config.get("parallel", "shard_map"), config.get("num_devices"))
+  dp = data_parallel(config)
   train_input = config.get("train_input", "auto")
   if train_input == "auto":
     train_input = ("host" if jax.process_count() > 1 or recipe.sequence_buckets

@@ -3,7 +3,10 @@ the recipe's step), and the table reports the ratio to the bare step."""
 
 import json
 
+import pytest
+
 from tools.bench import compile as bench_compile
+from tools.bench import vs_torch
 
 
 def test_contenders_lower_different_programs():
@@ -45,7 +48,8 @@ def test_run_divides_by_the_bare_step_with_dropout(monkeypatch):
   # Fake workers: each contender's lower + compile time is fixed; the text workload's
   # rows are divided by bare + dropout (2.0 s), the image workload's by bare (1.0 s).
   totals = {"bare": 1.0, "bare + dropout": 2.0, "step": 3.0, "step - monitors": 2.5,
-            "step - curriculum": 2.8, "step - augmentation": 2.2}
+            "step - curriculum": 2.8, "step - augmentation": 2.2,
+            "step, XLA defaults": 3.5, "bare, step's XLA options": 0.8}
 
   class Done:
     returncode = 0
@@ -68,3 +72,28 @@ def test_run_divides_by_the_bare_step_with_dropout(monkeypatch):
   assert got[("bilstm", "step")] == (1.5, "bare + dropout")
   assert got[("bilstm", "bare")] == (0.5, "bare + dropout")
   assert ("bilstm", "step - augmentation") not in got
+  # The image recipes have XLA options of their own: their step with XLA's defaults
+  # and the bare step with their options are rows too; the text BiLSTM's are not.
+  assert got[("digits_cnn", "step, XLA defaults")] == (3.5, "bare")
+  assert got[("digits_cnn", "bare, step's XLA options")] == (0.8, "bare")
+  assert ("bilstm", "step, XLA defaults") not in got
+
+
+def test_xla_options_contenders_compile_the_options_in(monkeypatch):
+  # With an option XLA does not know in the recipe's config, the bare step compiled
+  # "with the step's XLA options" fails on it: the options reach its compilation.
+  assert bench_compile.applies("digits_cnn", "step, XLA defaults")
+  assert bench_compile.applies("digits_cnn", "bare, step's XLA options")
+  assert not bench_compile.applies("joint_nlu", "bare, step's XLA options")
+  original = vs_torch.workload_config
+
+  def with_bad_option(name):
+    config = original(name)
+    config.cpu_compiler_options = {"xla_no_such_option": True}
+    return config
+  monkeypatch.setattr(vs_torch, "workload_config", with_bad_option)
+  jitted, args = bench_compile._program("digits_cnn", "bare, step's XLA options")  # pylint: disable=protected-access
+  with pytest.raises(Exception, match="xla_no_such_option"):
+    jitted.lower(*args).compile()
+  jitted, args = bench_compile._program("digits_cnn", "bare")  # pylint: disable=protected-access
+  jitted.lower(*args).compile()  # the plain bare step has XLA's defaults

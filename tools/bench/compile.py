@@ -23,7 +23,11 @@ NLU model (SNIPS). Contenders:
   buckets), augmentation, curriculum, loss masks and monitor statistics;
 * ``step - monitors``: the same with ``config.monitor.enabled = False``;
 * ``step - curriculum``: ``config.curriculum = "erm"`` (one stage, the data sampler);
-* ``step - augmentation``: ``config.augment = "none"``.
+* ``step - augmentation``: ``config.augment = "none"``;
+* ``step, XLA defaults`` (recipes with ``cpu_compiler_options``, the image ones): the
+  step with ``config.cpu_compiler_options = {}``, compiled with XLA:CPU's defaults;
+* ``bare, step's XLA options``: the bare step compiled with the recipe's
+  ``cpu_compiler_options``, to tell what the options give apart from what the step adds.
 
 A contender that does not apply to a workload (dropout on a model without it, a config
 field the recipe does not have or that already has the override's value, such as the
@@ -50,6 +54,8 @@ import tempfile
 import time
 from typing import Dict, List, Sequence
 
+import jax
+
 from tools.bench.vs_torch import WORKLOADS
 
 # contender -> config overrides of the recipe's step (None: the bare step)
@@ -60,7 +66,11 @@ CONTENDERS: Dict[str, dict | None] = {
     "step - monitors": {"monitor.enabled": False},
     "step - curriculum": {"curriculum": "erm"},
     "step - augmentation": {"augment": "none"},
+    "step, XLA defaults": {"cpu_compiler_options": {}},
+    "bare, step's XLA options": None,
 }
+# Contenders that exist only for recipes with XLA options of their own.
+WITH_OPTIONS = ("step, XLA defaults", "bare, step's XLA options")
 # Every recipe's step (ResNet-32 is ResNet-8's recipe with a deeper model).
 DEFAULT_WORKLOADS = ("digits_cnn", "resnet8", "bilstm", "sasrec", "joint_nlu")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,6 +83,8 @@ def applies(workload: str, contender: str) -> bool:
   config = vs_torch.workload_config(workload)
   if contender == "bare + dropout":
     return vs_torch.has_dropout(config)
+  if contender in WITH_OPTIONS:
+    return bool(config.get("cpu_compiler_options"))
   for key, value in (CONTENDERS[contender] or {}).items():
     node = config
     for k in key.split("."):
@@ -92,7 +104,10 @@ def _program(workload: str, contender: str):
   if overrides is None:
     dropout = contender == "bare + dropout"
     model, variables, x, y = vs_torch._model_and_batch(config, dropout=dropout)  # pylint: disable=protected-access
-    return vs_torch.bare_program(config, model, variables, x, y, dropout=dropout)
+    jitted, args = vs_torch.bare_program(config, model, variables, x, y, dropout=dropout)
+    if contender == "bare, step's XLA options":
+      jitted = jax.jit(jitted, compiler_options=config.cpu_compiler_options.to_dict())
+    return jitted, args
   from tools.bench.step import build_step  # pylint: disable=import-outside-toplevel
   config = config.copy_and_resolve_references()
   for key, value in overrides.items():

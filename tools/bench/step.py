@@ -32,10 +32,9 @@ def build_step(config):
   import jax
   import numpy as np
   from experiments import recipes
-  from jaxloss.parallel import DataParallel
   from jaxloss.training import loop
   recipe = recipes.builder(config)(config)  # config.trainer's build (imbalance, rerank)
-  dp = DataParallel(config.parallel, config.num_devices)
+  dp = loop.data_parallel(config)  # with the config's cpu_compiler_options
   host = recipe.sequence_buckets is not None
   step = dp.launch_train_step(loop.step_body(recipe, dp.num_devices, host=host),
                               batch_sharded=host)

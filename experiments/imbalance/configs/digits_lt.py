@@ -15,7 +15,7 @@ contrastive term on a projection head, weights 0.8 / 0.2), ``smoke``, ``erm_smok
 
 import ml_collections
 
-from experiments.configs.runtime import add_runtime
+from experiments.configs.runtime import CONV_CPU_COMPILER_OPTIONS, add_runtime
 
 VARIANTS = ("four_stage", "erm", "supcon", "smoke", "erm_smoke", "supcon_smoke")
 
@@ -91,7 +91,8 @@ def get_config(arg=None):
   c.tau_scale = 1.0
 
   # Monitors, devices, processes, input path, checkpoints, progress.
-  add_runtime(c, eval_batch_size=512, checkpoint_every_steps=200, keep_checkpoints=3)
+  add_runtime(c, eval_batch_size=512, checkpoint_every_steps=200, keep_checkpoints=3,
+              cpu_compiler_options=CONV_CPU_COMPILER_OPTIONS)
 
   if variant in ("erm", "erm_smoke"):
     c.curriculum = "erm"

@@ -64,6 +64,7 @@ def get_config(arg=None):
 
   # Model and optimisation.
   c.model = "bilstm"
+  c.cpu_compiler_options = {}  # XLA's defaults for the text models (runtime.py)
   c.embed_dim = 128
   c.hidden = 64
   c.dropout_rate = 0.3
