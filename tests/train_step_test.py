@@ -115,15 +115,20 @@ def test_launchers_agree(digits):
 
 def test_image_recipes_xla_options_compile_the_same_step(digits):
   # The option the image recipes set changes how XLA:CPU compiles the step, not what
-  # it computes: the same parameters, batch statistics and metrics to the bit.
+  # it computes: the same parameters, batch statistics and metrics as with the MLIR
+  # fusion emitters (named explicitly: the suite's XLA_FLAGS turn them off, and a
+  # program's options override XLA_FLAGS). At XLA's default optimisation level the two
+  # agree to the bit (docs/bench_compile.md); the suite compiles at level 0, where
+  # they are two programs that agree to float32 rounding (4e-9 after 5 steps).
   out = {}
-  for options in (None, CONV_CPU_COMPILER_OPTIONS):
+  for options in ({"xla_cpu_use_fusion_emitters": True}, CONV_CPU_COMPILER_OPTIONS):
     dp, state, step_fn, data, _ = _setup(digits, num_devices=2,
                                          cpu_compiler_options=options)
-    assert bool(dp._jit_options) == bool(options)  # pylint: disable=protected-access
+    assert dp._jit_options == {"compiler_options": options}  # pylint: disable=protected-access
     state, metrics = _run(dp, state, step_fn, data, 5)
-    out[bool(options)] = jax.device_get((state.params, state.model_state, metrics))
-  chex.assert_trees_all_equal(out[True], out[False])
+    out[options["xla_cpu_use_fusion_emitters"]] = jax.device_get(
+        (state.params, state.model_state, metrics))
+  chex.assert_trees_all_close(out[True], out[False], atol=1e-6, rtol=1e-6)
 
 
 def test_launched_steps_hand_the_options_to_xla(monkeypatch):
