@@ -272,11 +272,27 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
 
     opt_state = optax.tree_utils.tree_set(state.opt_state,
                                           learning_rate=knobs["learning_rate"])
-    updates, new_opt_state = state.tx.update(grads, opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
+    if ema_decay is not None and state.ema_params is None:
+      raise ValueError("ema_decay is set but state.ema_params is None: start the "
+                       "average with state.replace(ema_params=state.params)")
 
-    def keep_if_finite(new, old):
-      return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    def apply_update(operands):
+      params, opt_state, _, ema_params = operands
+      updates, new_opt_state = state.tx.update(grads, opt_state, params)
+      new_params = optax.apply_updates(params, updates)
+      if ema_decay is not None:
+        t = state.step.astype(jnp.float32)
+        d = jnp.minimum(jnp.float32(ema_decay), (1.0 + t) / (10.0 + t))
+        ema_params = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params,
+                                  new_params)
+      return new_params, new_opt_state, new_model_state, ema_params
+
+    # A non-finite step leaves the parameters, the optimizer state, the batch
+    # statistics and the average as they were: a cond, where a select per array made
+    # one more kernel per array for XLA:CPU to compile.
+    kept_params, kept_opt_state, kept_model_state, ema_params = jax.lax.cond(
+        finite, apply_update, lambda operands: operands,
+        (state.params, opt_state, state.model_state, state.ema_params))
 
     clipped = (grad_norm > max_grad_norm) if max_grad_norm else jnp.zeros((), bool)
     step_stats = {"loss": loss, "steps": jnp.ones((), jnp.float32),
@@ -287,23 +303,12 @@ def make_train_step(*, curriculum: CompiledCurriculum, loss_fn: LossFn,
       step_stats["nonfinite_grads"] = monitor_stats.nonfinite_count(grads)
     new_sums = monitor_stats.accumulate(state.train_sums, step_stats, finite)
     new_step = state.step + 1
-    kept_params = keep_if_finite(new_params, state.params)
-    ema_params = state.ema_params
-    if ema_decay is not None:
-      if ema_params is None:
-        raise ValueError("ema_decay is set but state.ema_params is None: start the "
-                         "average with state.replace(ema_params=state.params)")
-      t = state.step.astype(jnp.float32)
-      d = jnp.minimum(jnp.float32(ema_decay), (1.0 + t) / (10.0 + t))
-      ema_params = keep_if_finite(
-          jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, new_params),
-          ema_params)
     new_state = state.replace(
         step=new_step,
         params=kept_params,
         ema_params=ema_params,
-        opt_state=keep_if_finite(new_opt_state, opt_state),
-        model_state=keep_if_finite(new_model_state, state.model_state),
+        opt_state=kept_opt_state,
+        model_state=kept_model_state,
         curriculum=CurriculumState(stage=curriculum.stage_index(new_step)),
         skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
         train_sums=new_sums,
