@@ -9,10 +9,11 @@ from jaxloss.monitors import checks as monitors
 
 # XLA:CPU options for the steps of the convolutional image recipes (digits, CIFAR): the
 # element-wise kernels compiled by XLA's earlier emitters instead of its MLIR fusion
-# emitters. Measured with jax 0.10.2 (docs/bench_compile.md): the same values to the
-# bit, the same step time, the step's first compile 30-50 % shorter. Not for the text
-# and ranking models, whose steps compile slower with them (SASRec 4.6 -> 8.6 s) and
-# whose BiLSTM step runs 1.1x slower.
+# emitters. Measured with jax 0.10.2 (python -m tools.bench.xla_options,
+# docs/bench_compile.md): the same values to the bit, the same step time, the step's
+# XLA compile shorter (digits 39-45 %, ResNet-8 11-27 %). Not for the text and ranking
+# models: their steps compile slower with it (SASRec, joint NLU 1.7-1.8x), and the
+# BiLSTM's also runs slower.
 CONV_CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
