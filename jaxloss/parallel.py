@@ -76,7 +76,12 @@ def known_compiler_options(options: tuple) -> dict:
   """``dict(options)`` if this XLA accepts every option (``((name, value), ...)``), else
   ``{}`` with a warning naming the option: the options only change how fast XLA
   compiles, so a version of XLA without them compiles with its defaults instead of
-  failing. Checked once per set of options by compiling a one-operation program."""
+  failing. Checked once per set of options by compiling a one-operation program.
+
+  Raises:
+    Any error of that compilation other than an unknown option (a bad value of a
+    known option, for instance), unchanged.
+  """
   try:
     jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(
         np.float32(0)).compile()

@@ -54,8 +54,6 @@ import tempfile
 import time
 from typing import Dict, List, Sequence
 
-import jax
-
 from tools.bench.vs_torch import WORKLOADS
 
 # contender -> config overrides of the recipe's step (None: the bare step)
@@ -106,6 +104,7 @@ def _program(workload: str, contender: str):
     model, variables, x, y = vs_torch._model_and_batch(config, dropout=dropout)  # pylint: disable=protected-access
     jitted, args = vs_torch.bare_program(config, model, variables, x, y, dropout=dropout)
     if contender == "bare, step's XLA options":
+      import jax  # pylint: disable=import-outside-toplevel
       jitted = jax.jit(jitted, compiler_options=config.cpu_compiler_options.to_dict())
     return jitted, args
   from tools.bench.step import build_step  # pylint: disable=import-outside-toplevel

@@ -49,7 +49,14 @@ def _max_diff(a, b) -> float:
 
 
 def measure(workload: str, steps: int = 3, blocks: int = 6, calls: int = 5) -> dict:
-  """One workload's row (see the module docstring)."""
+  """One workload's row (see the module docstring): ``compile_s`` (seconds, the better
+  of two per side) and ``compile_all_s``, ``max_diff`` (float, over metrics and state),
+  ``step_ms`` (median milliseconds a step per side) and the per-block ratio options ÷
+  defaults (``ratio_min``, ``ratio_median``, ``ratio_max``).
+
+  Raises:
+    KeyError: ``workload`` is not one of ``tools.bench.vs_torch.WORKLOADS``.
+  """
   import jax  # pylint: disable=import-outside-toplevel
   from tools.bench import vs_torch  # pylint: disable=import-outside-toplevel
   from tools.bench.step import build_step  # pylint: disable=import-outside-toplevel
