@@ -53,6 +53,11 @@ _CACHE = flags.DEFINE_string(
     "rerun or a resumed run does not compile again; 'off' turns it off. Default: "
     "$JAXLOSS_COMPILATION_CACHE, else ~/.cache/jaxloss/jax_compilation_cache "
     "(jaxloss.training.compile_cache).")
+_REUSE_HOST_MEMORY = flags.DEFINE_bool(
+    "reuse_host_memory", True, "Keep freed host memory for the next allocation (glibc "
+    "malloc: one arena, no mmap, a 1 GiB trim threshold), so that XLA:CPU's per-call "
+    "buffers are not fresh pages that fault at every step; --noreuse_host_memory keeps "
+    "the system's malloc settings (jaxloss.training.host_memory).")
 _ALLOW_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir with a config that changes "
     "training fields (recorded in WORKDIR/config_changes.jsonl).")
@@ -76,6 +81,10 @@ def main(argv):
   # orbax reports every save step through absl logging at INFO; keep the console for
   # the progress bar and the per-epoch lines.
   logging.set_verbosity(logging.WARNING)
+  # Before JAX starts the threads that run its programs: they take their arena then.
+  if _REUSE_HOST_MEMORY.value:
+    from jaxloss.training import host_memory  # pylint: disable=g-import-not-at-top
+    host_memory.reuse_freed_memory()
   # Before anything compiles: JAX decides once per process whether the cache is used.
   from jaxloss.training import compile_cache  # pylint: disable=g-import-not-at-top
   try:

@@ -38,7 +38,7 @@ from jaxloss.checkpoint import Checkpointer
 from jaxloss.data.subword import bucket_length
 from jaxloss.parallel import DataParallel, TraceCounter, pad_to_multiple
 from jaxloss.train_step import class_mix_indices, make_train_step
-from jaxloss.training import compile_cache, guard
+from jaxloss.training import compile_cache, guard, host_memory
 from jaxloss.training.recipe import Recipe, RunRecord
 from jaxloss.training.run_files import MetricsLog, RunFacts, read_json, write_json
 
@@ -594,6 +594,9 @@ def train_and_evaluate(config, workdir: str, build: Callable[..., Recipe], *,
       # This process' XLA work in this segment (not summed over restarts): 0
       # xla_compilations on a rerun with a warm persistent cache.
       "compilation": xla_work.read(),
+      # Whether glibc's malloc keeps freed memory for XLA:CPU's next call
+      # (jaxloss.training.host_memory; experiments.run's --reuse_host_memory).
+      "host_memory_reused": host_memory.applied(),
   })
   if not ensemble:
     summary["skipped_steps"] = summary["skipped_steps"][0]

@@ -1,9 +1,12 @@
 """tools.bench.conv_grad: the candidate kernel gradients equal XLA's (the tool refuses to
-time one that does not), and the profile names each kind of op of the gradient."""
+time one that does not), the profile names each kind of op of the gradient, and the
+ratio rows carry page faults and temporaries for each host-memory mode."""
 
 import numpy as np
+import pytest
 
 from tools.bench import conv_grad
+from tools.bench.encoder import set_host_memory
 
 
 def test_candidate_kernel_gradients_equal_xla():
@@ -46,3 +49,20 @@ def test_gradient_profile_accounts_for_the_convolutions():
   assert any(k.startswith("conv kernel gradient") for k in kinds)
   assert any(k.startswith("conv input gradient") for k in kinds)
   np.testing.assert_allclose(sum(kinds.values()), p["total_ms"], rtol=1e-9)
+
+
+def test_gradient_ratio_reports_page_faults_and_temporaries_by_host_memory_mode():
+  r = conv_grad.gradient_ratio(depth=8, batch=2, repeats=1)
+  assert r["gradient_temp_mib"] > r["forward_temp_mib"] > 0
+  assert r["gradient_page_faults"] >= 0 and r["ratio_min"] <= r["ratio_median"]
+  table = conv_grad.format_tables({"runs": [
+      {"header": {"threads": 1, "host_memory": "reuse"}, "ratios": [r]},
+      {"header": {"threads": 1, "host_memory": "system", "error": "worker exited with 1"}}]})
+  assert "| 1 | reuse | ResNet-8 (2) |" in table
+  assert "| 1 | system | worker exited with 1 |" in table
+
+
+def test_host_memory_mode_is_checked():
+  with pytest.raises(ValueError, match="host memory mode"):
+    set_host_memory("pooled")
+  assert set_host_memory("system") is False

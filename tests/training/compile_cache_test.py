@@ -1,9 +1,11 @@
 """JAX's persistent compilation cache through ``python -m experiments.run``: a rerun with
-a warm cache compiles nothing and trains the same parameters, ``off`` turns it off, and
-a folder that cannot be made is a one-line error."""
+a warm cache compiles nothing and trains the same parameters (also with the system's
+malloc settings, ``--noreuse_host_memory``), ``off`` turns it off, and a folder that
+cannot be made is a one-line error."""
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -13,16 +15,17 @@ import pytest
 from jaxloss.checkpoint import Checkpointer
 from jaxloss.training import compile_cache
 
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run(workdir, cache):
+def _run(workdir, cache, *extra):
   # The test session's own cache (conftest.py) is left out of this process' env.
   env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
   env.update(JAX_PLATFORMS="cpu")  # and the session's XLA_FLAGS (8 devices)
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.run", "--config=tests/training/tiny_recipe.py",
-       f"--workdir={workdir}", f"--compilation_cache={cache}", "--config.progress=False"],
+       f"--workdir={workdir}", f"--compilation_cache={cache}", "--config.progress=False", *extra],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
   return proc
 
@@ -41,7 +44,9 @@ def test_a_warm_cache_compiles_nothing_and_trains_the_same(tmp_path):
   cache = str(tmp_path / "cache")
   runs = {}
   for name in ("cold", "warm"):
-    proc = _run(str(tmp_path / name), cache)
+    # The warm run also keeps the system's malloc settings: the same training either way.
+    extra = ("--noreuse_host_memory",) if name == "warm" else ()
+    proc = _run(str(tmp_path / name), cache, *extra)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs[name] = (*_summary_and_params(str(tmp_path / name)), proc.stdout)
   cold, warm = (runs[k][0]["compilation"] for k in ("cold", "warm"))
@@ -55,6 +60,8 @@ def test_a_warm_cache_compiles_nothing_and_trains_the_same(tmp_path):
   assert f"0 compiled, {warm['programs']} loaded" in runs["warm"][2]
   jax.tree.map(np.testing.assert_array_equal, runs["cold"][1], runs["warm"][1])
   assert runs["warm"][0]["last_uar"] == runs["cold"][0]["last_uar"]
+  assert runs["cold"][0]["host_memory_reused"] is GLIBC
+  assert runs["warm"][0]["host_memory_reused"] is False
 
 
 def test_off_leaves_the_cache_off_and_jaxs_own_folder_wins(tmp_path):

@@ -1,7 +1,8 @@
 """Where a CIFAR ResNet's gradient goes on XLA:CPU, and the candidate kernel gradients.
 
   python -m tools.bench.conv_grad [--threads 1 2] [--depths 8] [--batch 128]
-                                  [--repeats 7] [--json PATH] [--markdown PATH]
+                                  [--repeats 7] [--host_memory reuse system]
+                                  [--json PATH] [--markdown PATH]
 
 Three measurements, each thread count in its own subprocess (XLA's CPU thread pool is
 fixed when JAX starts; with fewer threads than CPUs the process is pinned, as in
@@ -11,7 +12,12 @@ fixed when JAX starts; with fewer threads than CPUs the process is pinned, as in
   ``cpu`` config is depth 8), batch ``--batch`` uint8 images, batch norm in training
   mode: ``jax.jit`` of the mean softmax cross-entropy (the forward pass) against
   ``jax.jit(jax.value_and_grad(...))`` of it, timed in alternating blocks in one process;
-  medians of the blocks and the median of the per-block ratios.
+  medians of the blocks and the median of the per-block ratios; with the minor page
+  faults of a gradient call and the programs' temporaries. Each ``--host_memory`` mode
+  runs in its own process: ``reuse`` makes glibc's malloc keep freed memory, as
+  ``experiments.run`` does by default (:mod:`jaxloss.training.host_memory`), ``system``
+  keeps the system's settings, under which the gradient's 116 MiB of temporaries are
+  fresh pages at every call.
 * **the gradient's time by kind of op** (1 thread only: with a thread pool the thunks
   overlap), from ``jax.profiler`` (the XLA:CPU thunks of the compiled gradient, averaged
   over 5 calls): convolutions split into forward, input
@@ -45,7 +51,8 @@ import sys
 import tempfile
 from typing import Callable, Dict, List, Optional, Sequence
 
-from tools.bench.encoder import REPO, _pin, _time_blocks, worker_env
+from tools.bench.encoder import (HOST_MEMORY, REPO, _pin, _time_blocks, set_host_memory,
+                                 worker_env)
 
 CANDIDATES = ("xla", "im2col", "shifted_matmuls")
 
@@ -89,15 +96,31 @@ def _resnet_programs(depth: int, batch: int):
   return jax.jit(loss), jax.jit(jax.value_and_grad(loss)), variables["params"]
 
 
+def _minor_faults() -> int:
+  import resource  # pylint: disable=import-outside-toplevel
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def gradient_ratio(depth: int, batch: int, repeats: int) -> dict:
-  """Forward and gradient ms (medians of ``repeats`` alternating blocks of 5 calls)."""
+  """Forward and gradient ms (medians of ``repeats`` alternating blocks of 5 calls), the
+  programs' temporaries (MiB) and the minor page faults of one gradient call (mean of
+  5 after the timed blocks)."""
+  import jax  # pylint: disable=import-outside-toplevel
   fwd, grad, params = _resnet_programs(depth, batch)
   times = _blocks({"forward": fwd, "gradient": grad}, (params,), 5, repeats)
+  before = _minor_faults()
+  for _ in range(5):
+    jax.block_until_ready(grad(params))
+  faults = (_minor_faults() - before) / 5
+  temp = {name: fn.lower(params).compile().memory_analysis().temp_size_in_bytes / 2**20
+          for name, fn in (("forward", fwd), ("gradient", grad))}
   f_ms, g_ms = times["forward"], times["gradient"]
   ratios = [g / f for f, g in zip(f_ms, g_ms)]
   return {"depth": depth, "batch": batch, "forward_ms": statistics.median(f_ms),
           "gradient_ms": statistics.median(g_ms), "ratio_min": min(ratios),
-          "ratio_median": statistics.median(ratios), "ratio_max": max(ratios)}
+          "ratio_median": statistics.median(ratios), "ratio_max": max(ratios),
+          "gradient_page_faults": faults, "forward_temp_mib": temp["forward"],
+          "gradient_temp_mib": temp["gradient"]}
 
 
 def _op_kind(name: str, opcode: str, shape: str, op_name: str) -> Optional[str]:
@@ -239,13 +262,16 @@ def kernel_gradient_candidates(batch: int, repeats: int) -> List[dict]:
 
 def _worker(args) -> int:
   (threads,) = args.threads
+  (mode,) = args.host_memory
   pinned = _pin(threads)
+  reused = set_host_memory(mode)
   import jax  # pylint: disable=import-outside-toplevel
   out = {"header": {"threads": threads, "pinned_cpus": pinned, "jax": jax.__version__,
-                    "xla_flags": os.environ.get("XLA_FLAGS", "")},
+                    "xla_flags": os.environ.get("XLA_FLAGS", ""), "host_memory": mode,
+                    "host_memory_reused": reused},
          "ratios": [], "profiles": [], "candidates": []}
   for depth in args.depths:
-    _log(f"[threads={threads}] ResNet-{depth}: gradient ÷ forward")
+    _log(f"[threads={threads}, host memory {mode}] ResNet-{depth}: gradient ÷ forward")
     out["ratios"].append(gradient_ratio(depth, args.batch, args.repeats))
     if threads != 1:  # with a pool, thunk events overlap and Eigen's run elsewhere
       continue
@@ -254,9 +280,10 @@ def _worker(args) -> int:
       out["profiles"].append(gradient_profile(depth, args.batch))
     except Exception as e:  # pylint: disable=broad-except
       out["profiles"].append({"depth": depth, "status": f"failed: {e}"})
-  out["transpose"] = transpose_costs(args.batch, args.repeats)
-  _log(f"[threads={threads}] candidate kernel gradients")
-  out["candidates"] = kernel_gradient_candidates(args.batch, args.repeats)
+  if not args.only_ratios:
+    out["transpose"] = transpose_costs(args.batch, args.repeats)
+    _log(f"[threads={threads}] candidate kernel gradients")
+    out["candidates"] = kernel_gradient_candidates(args.batch, args.repeats)
   out["header"]["load_avg_1min_end"] = os.getloadavg()[0]
   with open(args.json, "w") as f:
     json.dump(out, f, indent=2)
@@ -264,46 +291,59 @@ def _worker(args) -> int:
 
 
 def run(threads: Sequence[int] = (1, 2), depths: Sequence[int] = (8,), batch: int = 128,
-        repeats: int = 7) -> dict:
-  """Every thread count in its own subprocess; ``{"runs": [...]}``."""
+        repeats: int = 7, host_memory: Sequence[str] = HOST_MEMORY) -> dict:
+  """Every thread count and host-memory mode in its own subprocess (the modes of one
+  thread count one after the other; the transposes and candidates in the first mode
+  only); ``{"runs": [...]}``."""
   runs = []
   for n in threads:
-    with tempfile.TemporaryDirectory(prefix="bench-conv-grad-") as tmp:
-      path = os.path.join(tmp, "out.json")
-      cmd = [sys.executable, "-m", "tools.bench.conv_grad", "--_worker", "--threads",
-             str(n), "--depths", *map(str, depths), "--batch", str(batch), "--repeats",
-             str(repeats), "--json", path]
-      env = worker_env(n)
-      env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)  # time the optimised programs
-      proc = subprocess.run(cmd, env=env, cwd=str(REPO), check=False)
-      if proc.returncode == 0 and os.path.exists(path):
-        with open(path) as f:
-          runs.append(json.load(f))
-        continue
-    runs.append({"header": {"threads": n,
-                            "error": f"worker exited with {proc.returncode}"}})
+    for i, mode in enumerate(host_memory):
+      runs.append(_run_one(n, mode, depths, batch, repeats, only_ratios=i > 0))
   return {"runs": runs}
 
 
+def _run_one(n: int, mode: str, depths: Sequence[int], batch: int, repeats: int,
+             only_ratios: bool) -> dict:
+  with tempfile.TemporaryDirectory(prefix="bench-conv-grad-") as tmp:
+    path = os.path.join(tmp, "out.json")
+    cmd = [sys.executable, "-m", "tools.bench.conv_grad", "--_worker", "--threads",
+           str(n), "--depths", *map(str, depths), "--batch", str(batch), "--repeats",
+           str(repeats), "--json", path, "--host_memory", mode,
+           *(["--only_ratios"] if only_ratios else [])]
+    env = worker_env(n)
+    env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)  # time the optimised programs
+    proc = subprocess.run(cmd, env=env, cwd=str(REPO), check=False)
+    if proc.returncode == 0 and os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+  return {"header": {"threads": n, "host_memory": mode,
+                     "error": f"worker exited with {proc.returncode}"}}
+
+
 def format_tables(result: dict) -> str:
-  lines = ["| threads | model (batch) | forward ms | gradient ms | "
-           "gradient ÷ forward (min / median / max) |", "|---:|---|---:|---:|---|"]
+  lines = ["| threads | host memory | model (batch) | forward ms | gradient ms | "
+           "gradient ÷ forward (min / median / max) | page faults a gradient call | "
+           "gradient temporaries MiB |", "|---:|---|---|---:|---:|---|---:|---:|"]
   for run_ in result["runs"]:
-    t = run_["header"]["threads"]
+    t, mode = run_["header"]["threads"], run_["header"].get("host_memory", "system")
+    if "error" in run_["header"]:
+      lines.append(f"| {t} | {mode} | {run_['header']['error']} | | | | | |")
     for r in run_.get("ratios", []):
-      lines.append(f"| {t} | ResNet-{r['depth']} ({r['batch']}) | {r['forward_ms']:.1f} | "
-                   f"{r['gradient_ms']:.1f} | {r['ratio_min']:.2f} / "
-                   f"**{r['ratio_median']:.2f}** / {r['ratio_max']:.2f} |")
-  lines += ["", "| threads | model | kind of op in the gradient | ms | share |",
-            "|---:|---|---|---:|---:|"]
+      lines.append(f"| {t} | {mode} | ResNet-{r['depth']} ({r['batch']}) | "
+                   f"{r['forward_ms']:.1f} | {r['gradient_ms']:.1f} | "
+                   f"{r['ratio_min']:.2f} / **{r['ratio_median']:.2f}** / "
+                   f"{r['ratio_max']:.2f} | {r.get('gradient_page_faults', 0):,.0f} | "
+                   f"{r.get('gradient_temp_mib', 0):.0f} |")
+  lines += ["", "| threads | host memory | model | kind of op in the gradient | ms | share |",
+            "|---:|---|---|---|---:|---:|"]
   for run_ in result["runs"]:
-    t = run_["header"]["threads"]
+    t, mode = run_["header"]["threads"], run_["header"].get("host_memory", "system")
     for p in run_.get("profiles", []):
       if "kinds_ms" not in p:
-        lines.append(f"| {t} | ResNet-{p['depth']} | {p.get('status')} | | |")
+        lines.append(f"| {t} | {mode} | ResNet-{p['depth']} | {p.get('status')} | | |")
         continue
       for kind, ms in p["kinds_ms"].items():
-        lines.append(f"| {t} | ResNet-{p['depth']} | {kind} | {ms:.1f} | "
+        lines.append(f"| {t} | {mode} | ResNet-{p['depth']} | {kind} | {ms:.1f} | "
                      f"{100 * ms / p['total_ms']:.0f} % |")
   lines += ["", "| threads | activation | transpose alone (ms) | fused with batch norm + "
             "ReLU (ms) |", "|---:|---|---:|---:|"]
@@ -332,13 +372,18 @@ def main(argv=None) -> int:
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--json", default=None)
   parser.add_argument("--markdown", default=None)
+  parser.add_argument("--host_memory", nargs="+", choices=HOST_MEMORY,
+                      default=list(HOST_MEMORY),
+                      help="reuse: glibc's malloc keeps freed memory, as experiments.run "
+                      "does by default; system: the system's settings (default: both)")
   parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--only_ratios", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args._worker:  # pylint: disable=protected-access
     return _worker(args)
   if args.batch < 1 or args.repeats < 1 or min(args.threads) < 1:
     parser.error("--batch, --repeats and --threads must be >= 1")
-  result = run(args.threads, args.depths, args.batch, args.repeats)
+  result = run(args.threads, args.depths, args.batch, args.repeats, args.host_memory)
   table = format_tables(result)
   print(table)
   if args.json:

@@ -370,6 +370,23 @@ def worker_env(threads: int, env: Optional[Dict[str, str]] = None) -> Dict[str, 
   return env
 
 
+HOST_MEMORY = ("reuse", "system")
+
+
+def set_host_memory(mode: str) -> bool:
+  """In a worker, before JAX runs anything: ``"reuse"`` makes glibc's malloc keep freed
+  memory, as ``python -m experiments.run`` does by default
+  (:func:`jaxloss.training.host_memory.reuse_freed_memory`); ``"system"`` keeps the
+  system's settings (``--noreuse_host_memory``). Returns whether the settings were made.
+  PyTorch, in the same process, gets the same allocator."""
+  if mode not in HOST_MEMORY:
+    raise ValueError(f"host memory mode must be one of {HOST_MEMORY}, got {mode!r}")
+  if mode == "system":
+    return False
+  from jaxloss.training import host_memory  # pylint: disable=import-outside-toplevel
+  return host_memory.reuse_freed_memory()
+
+
 def _pin(threads: int) -> Optional[List[int]]:
   """Pins this process to ``threads`` CPUs when it may use more (before JAX starts)."""
   cpus = _available_cpus()
@@ -399,6 +416,7 @@ def _worker(args) -> int:
   """The subprocess: one thread count, every model, results to ``args.json``."""
   (threads,) = args.threads
   pinned = _pin(threads)
+  reused = set_host_memory(args.host_memory)
   missing = None
   if args.torch:
     missing = _import_torch()[2]
@@ -415,6 +433,7 @@ def _worker(args) -> int:
                    "contender": JAX, "status": f"failed: {_why(e)}"})
       _log(f"[{model}, threads={threads}] {rows[-1]['status']}")
   header = _worker_header(threads, pinned, missing)
+  header["host_memory"], header["host_memory_reused"] = args.host_memory, reused
   with open(args.json, "w") as f:
     json.dump({"header": header, "rows": rows}, f, indent=2)
   return 0
@@ -439,7 +458,7 @@ def _run_worker(threads: int, models: Sequence[str], argv: List[str]) -> dict:
 def run(models: Sequence[str] = DEFAULT_MODELS, batch: int = 32, length: int = 32,
         steps: int = 5, repeats: int = 7, threads: Sequence[int] = (1, 2),
         use_torch: bool = True, compile_torch: bool = True, seed: int = 0,
-        flax_products: bool = True) -> dict:
+        flax_products: bool = True, host_memory: str = "reuse") -> dict:
   """Measures every thread count in its own subprocess.
 
   Returns:
@@ -448,7 +467,7 @@ def run(models: Sequence[str] = DEFAULT_MODELS, batch: int = 32, length: int = 3
   """
   paths = [str(_resolve(m).resolve()) for m in models]
   argv = ["--batch", str(batch), "--length", str(length), "--steps", str(steps),
-          "--repeats", str(repeats), "--seed", str(seed)]
+          "--repeats", str(repeats), "--seed", str(seed), "--host_memory", host_memory]
   argv += [] if use_torch else ["--no-torch"]
   argv += [] if compile_torch else ["--no-compile"]
   argv += [] if flax_products else ["--no-flax-products"]
@@ -457,7 +476,7 @@ def run(models: Sequence[str] = DEFAULT_MODELS, batch: int = 32, length: int = 3
             "load_avg_1min": os.getloadavg()[0], "batch": batch, "length": length,
             "steps": steps, "repeats": repeats, "seed": seed, "use_torch": use_torch,
             "compile_torch": compile_torch, "flax_products": flax_products,
-            "models": paths}
+            "host_memory": host_memory, "models": paths}
   workers, rows = [], []
   for n in threads:
     _log(f"--- {n} thread(s): subprocess")
@@ -557,6 +576,9 @@ def main(argv=None) -> int:
                       help="skip torch.compile")
   parser.add_argument("--no-flax-products", dest="flax_products", action="store_false",
                       help="skip the jaxloss step with flax.linen.Dense's own products")
+  parser.add_argument("--host_memory", choices=HOST_MEMORY, default="reuse",
+                      help="reuse: glibc's malloc keeps freed memory, as experiments.run "
+                      "does by default; system: the system's malloc settings")
   parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if min(args.batch, args.length, args.steps, args.repeats, *args.threads) < 1:
@@ -575,7 +597,8 @@ def main(argv=None) -> int:
     print(f"torch comparison skipped: {' and '.join(absent)} not installed; timing "
           f"jaxloss only. To compare: {TORCH_INSTALL}", flush=True)
   results = run(args.models, args.batch, args.length, args.steps, args.repeats,
-                args.threads, args.torch, args.compile, args.seed, args.flax_products)
+                args.threads, args.torch, args.compile, args.seed, args.flax_products,
+                args.host_memory)
   print(format_table(results))
   if args.json:
     with open(args.json, "w") as f:

@@ -66,7 +66,10 @@ Reported per workload, thread count and contender:
 
 Each thread count runs in its own subprocess, because XLA's CPU thread pool is fixed
 when the process starts (``tools.bench.encoder.worker_env``: one thread turns off
-XLA's multi-threaded Eigen; fewer threads than CPUs pins the process). PyTorch is an
+XLA's multi-threaded Eigen; fewer threads than CPUs pins the process). The worker
+makes glibc's malloc keep freed memory, as ``experiments.run`` does
+(``--host_memory system`` keeps the system's settings; both sides share the process and
+so the allocator; :mod:`jaxloss.training.host_memory`). PyTorch is an
 optional comparison, never a dependency. Without it the tool says so and times the
 jaxloss side alone. PyTorch 2.13 CPU installs with ``pip install torch==2.13.0``.
 """
@@ -86,8 +89,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from tools.bench.torch_ports import torch_inputs, torch_loss, torch_model
-from tools.bench.encoder import (REPO, _pin, _time_blocks, _why, prepare_contender,
-                                 worker_env)
+from tools.bench.encoder import (HOST_MEMORY, REPO, _pin, _time_blocks, _why,
+                                 prepare_contender, set_host_memory, worker_env)
 
 BARE, STEP, EAGER, COMPILED = "jaxloss bare", "jaxloss step", "torch eager", "torch.compile"
 BARE_DROPOUT = "jaxloss bare + dropout"
@@ -498,6 +501,7 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
 def _worker(args) -> int:
   (threads,) = args.threads
   pinned = _pin(threads)
+  reused = set_host_memory(args.host_memory)
   rows = []
   for w in args.workloads:
     try:
@@ -515,6 +519,7 @@ def _worker(args) -> int:
             "jax_device": jax.devices()[0].device_kind, "torch_device": args.torch_device,
             "torch": None if torch is None else torch.__version__,
             "torch_threads": None if torch is None else torch.get_num_threads(),
+            "host_memory": args.host_memory, "host_memory_reused": reused,
             "load_avg_1min_end": os.getloadavg()[0]}
   with open(args.json, "w") as f:
     json.dump({"header": header, "rows": rows}, f, indent=2)
@@ -523,7 +528,8 @@ def _worker(args) -> int:
 
 def run(workloads: Sequence[str] = tuple(WORKLOADS), threads: Sequence[int] = (1, 2),
         steps: int = 5, repeats: int = 9, use_torch: bool = True,
-        compile_torch: bool = True, torch_device: str = "cpu") -> dict:
+        compile_torch: bool = True, torch_device: str = "cpu",
+        host_memory: str = "reuse") -> dict:
   """Every thread count in its own subprocess; ``{"runs": [{"header", "rows"}]}``."""
   runs = []
   for n in threads:
@@ -532,7 +538,8 @@ def run(workloads: Sequence[str] = tuple(WORKLOADS), threads: Sequence[int] = (1
       cmd = [sys.executable, "-m", "tools.bench.vs_torch", "--_worker", "--threads",
              str(n), "--workloads", *workloads, "--steps", str(steps), "--repeats",
              str(repeats), "--json", out, *([] if use_torch else ["--no-torch"]),
-             *([] if compile_torch else ["--no-compile"]), "--torch_device", torch_device]
+             *([] if compile_torch else ["--no-compile"]), "--torch_device", torch_device,
+             "--host_memory", host_memory]
       env = worker_env(n)
       env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)  # time the optimised programs
       if torch_device != "cpu":  # JAX on its accelerator beside PyTorch's
@@ -590,6 +597,10 @@ def main(argv=None) -> int:
   parser.add_argument("--torch_device", default="cpu",
                       help="where PyTorch runs: cpu (default) or cuda (JAX then uses "
                       "its default backend, the GPU)")
+  parser.add_argument("--host_memory", choices=HOST_MEMORY, default="reuse",
+                      help="reuse: glibc's malloc keeps freed memory, as experiments.run "
+                      "does by default; system: the system's malloc settings (both "
+                      "sides share the process)")
   parser.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.steps < 1 or args.repeats < 1 or min(args.threads) < 1:
@@ -597,7 +608,7 @@ def main(argv=None) -> int:
   if args._worker:  # pylint: disable=protected-access
     return _worker(args)
   result = run(args.workloads, args.threads, args.steps, args.repeats, args.torch,
-               args.compile, args.torch_device)
+               args.compile, args.torch_device, args.host_memory)
   table = markdown(result)
   print(table)
   if args.json:
