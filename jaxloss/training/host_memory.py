@@ -7,9 +7,9 @@ ResNet-8 at batch 128. glibc's ``malloc`` serves an allocation above its mmap th
 and the threads that run XLA's programs allocate from their own arenas, which are
 themselves mapped memory that shrinks when freed. So every call meets its temporaries as
 new pages, and the kernel maps and zeroes each 4 KiB page at its first touch: about
-30,000 page faults a call for that gradient, which make its element-wise loops and
-convolutions 1.3-5x slower than the same loops in the forward pass (whose 30 MiB stay
-in the heap). ``python -m tools.bench.conv_grad`` measures the gradient with and without.
+30,000 page faults a call for that gradient, which made its element-wise loops 4-6x
+and its Eigen convolutions 1.6x slower than the same ops in the forward pass (whose
+30 MiB stay in the heap). ``python -m tools.bench.conv_grad`` measures the gradient with and without.
 
 :func:`reuse_freed_memory` sets three of glibc's ``malloc`` parameters (``mallopt(3)``):
 
