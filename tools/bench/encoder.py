@@ -377,8 +377,9 @@ def set_host_memory(mode: str) -> bool:
   """In a worker, before JAX runs anything: ``"reuse"`` makes glibc's malloc keep freed
   memory, as ``python -m experiments.run`` does by default
   (:func:`jaxloss.training.host_memory.reuse_freed_memory`); ``"system"`` keeps the
-  system's settings (``--noreuse_host_memory``). Returns whether the settings were made.
-  PyTorch, in the same process, gets the same allocator."""
+  system's settings (``--noreuse_host_memory``). Returns whether the settings were made;
+  raises ``ValueError`` for another mode. PyTorch, in the same process, gets the same
+  allocator."""
   if mode not in HOST_MEMORY:
     raise ValueError(f"host memory mode must be one of {HOST_MEMORY}, got {mode!r}")
   if mode == "system":
