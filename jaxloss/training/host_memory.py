@@ -53,6 +53,11 @@ def _libc():
   return ctypes.CDLL(name)
 
 
+def supported() -> bool:
+  """Whether this process runs on glibc (Linux), whose ``malloc`` the settings are for."""
+  return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def reuse_freed_memory(trim_threshold_bytes: int = DEFAULT_TRIM_THRESHOLD_BYTES) -> bool:
   """Makes glibc's ``malloc`` keep freed memory for the next allocation (module docstring).
 
@@ -90,7 +95,7 @@ def reuse_freed_memory(trim_threshold_bytes: int = DEFAULT_TRIM_THRESHOLD_BYTES)
                      f"{trim_threshold_bytes!r}")
   if _applied:
     return _applied["ok"]
-  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+  if not supported():
     _applied["ok"] = False
     return False
   try:

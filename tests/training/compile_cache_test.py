@@ -5,7 +5,6 @@ cannot be made is a one-line error."""
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -13,9 +12,8 @@ import jax
 import numpy as np
 import pytest
 from jaxloss.checkpoint import Checkpointer
-from jaxloss.training import compile_cache
+from jaxloss.training import compile_cache, host_memory
 
-GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -60,7 +58,7 @@ def test_a_warm_cache_compiles_nothing_and_trains_the_same(tmp_path):
   assert f"0 compiled, {warm['programs']} loaded" in runs["warm"][2]
   jax.tree.map(np.testing.assert_array_equal, runs["cold"][1], runs["warm"][1])
   assert runs["warm"][0]["last_uar"] == runs["cold"][0]["last_uar"]
-  assert runs["cold"][0]["host_memory_reused"] is GLIBC
+  assert runs["cold"][0]["host_memory_reused"] is host_memory.supported()
   assert runs["warm"][0]["host_memory_reused"] is False
 
 

@@ -4,7 +4,6 @@ every call, and computes the same values."""
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import pytest
 from jaxloss.training import host_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 # A fresh process (the setting is process-wide and must come before JAX starts): a jitted
 # program with a [4096, 4096] float32 temporary (64 MiB, above glibc's 32 MiB mmap
@@ -61,8 +59,9 @@ def _huge_pages_always():
     return False
 
 
-@pytest.mark.skipif(not GLIBC, reason="the setting is glibc's (Linux); other C "
-                    "libraries have other allocators and the call is a no-op there")
+@pytest.mark.skipif(not host_memory.supported(), reason="the setting is glibc's "
+                    "(Linux); other C libraries have other allocators and the call is "
+                    "a no-op there")
 def test_a_large_temporary_stops_faulting_and_the_values_are_the_same():
   reuse, system = _probe("reuse"), _probe("system")
   assert reuse["ok"] is True
