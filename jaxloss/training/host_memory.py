@@ -1,4 +1,4 @@
-"""Host memory for XLA:CPU's per-call buffers: glibc's ``malloc`` told to keep what is freed.
+"""Host memory for XLA:CPU's per-call buffers: glibc's ``malloc`` keeps what is freed.
 
 XLA:CPU allocates a program's temporaries (one buffer for all of its live intermediates)
 when a call starts and frees it when the call ends: 116 MiB for the gradient of the CIFAR
@@ -9,7 +9,8 @@ themselves mapped memory that shrinks when freed. So every call meets its tempor
 new pages, and the kernel maps and zeroes each 4 KiB page at its first touch: about
 30,000 page faults a call for that gradient, which made its element-wise loops 4-6x
 and its Eigen convolutions 1.6x slower than the same ops in the forward pass (whose
-30 MiB stay in the heap). ``python -m tools.bench.conv_grad`` measures the gradient with and without.
+30 MiB stay in the heap). ``python -m tools.bench.conv_grad`` measures the gradient
+with and without.
 
 :func:`reuse_freed_memory` sets three of glibc's ``malloc`` parameters (``mallopt(3)``):
 
@@ -59,7 +60,7 @@ def supported() -> bool:
 
 
 def reuse_freed_memory(trim_threshold_bytes: int = DEFAULT_TRIM_THRESHOLD_BYTES) -> bool:
-  """Makes glibc's ``malloc`` keep freed memory for the next allocation (module docstring).
+  """Makes glibc's ``malloc`` keep freed memory for the next allocation (see the module).
 
   Call it before JAX runs anything: a thread that has already allocated keeps its own
   arena. Calling it again changes nothing more.

@@ -23,7 +23,8 @@ def _run(workdir, cache, *extra):
   env.update(JAX_PLATFORMS="cpu")  # and the session's XLA_FLAGS (8 devices)
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.run", "--config=tests/training/tiny_recipe.py",
-       f"--workdir={workdir}", f"--compilation_cache={cache}", "--config.progress=False", *extra],
+       f"--workdir={workdir}", f"--compilation_cache={cache}", "--config.progress=False",
+       *extra],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
   return proc
 

@@ -334,7 +334,8 @@ def format_tables(result: dict) -> str:
                    f"{r['ratio_min']:.2f} / **{r['ratio_median']:.2f}** / "
                    f"{r['ratio_max']:.2f} | {r.get('gradient_page_faults', 0):,.0f} | "
                    f"{r.get('gradient_temp_mib', 0):.0f} |")
-  lines += ["", "| threads | host memory | model | kind of op in the gradient | ms | share |",
+  lines += ["", "| threads | host memory | model | kind of op in the gradient | ms | "
+            "share |",
             "|---:|---|---|---|---:|---:|"]
   for run_ in result["runs"]:
     t, mode = run_["header"]["threads"], run_["header"].get("host_memory", "system")
