@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import glob
-import gzip
 import json
 import os
 import re
@@ -149,41 +147,25 @@ def _op_kind(name: str, opcode: str, shape: str, op_name: str) -> Optional[str]:
 def gradient_profile(depth: int, batch: int, calls: int = 5) -> dict:
   """ms per kind of op in the compiled gradient (``jax.profiler``, mean of ``calls``)."""
   import jax  # pylint: disable=import-outside-toplevel
+  from tools.bench.profile import hlo_instructions, thunk_times  # pylint: disable=import-outside-toplevel
   _, grad, params = _resnet_programs(depth, batch)
-  text = grad.lower(params).compile().as_text()
-  info = {}
-  for line in text.splitlines():
-    m = re.match(r"\s+(?:ROOT )?%(\S+) = (\S+) ([\w-]+)\(", line)
-    if m:
-      kind = re.search(r"kind=(\w+)", line)
-      meta = re.search(r'op_name="([^"]+)"', line)
-      info[m.group(1)] = (m.group(3) + ("/" + kind.group(1) if kind else ""),
-                          m.group(2), meta.group(1) if meta else "")
+  info = hlo_instructions(grad.lower(params).compile().as_text())
   for _ in range(2):
     jax.block_until_ready(grad(params))
-  per_op: Dict[str, float] = collections.Counter()
-  with tempfile.TemporaryDirectory(prefix="conv-grad-profile-") as tmp:
-    with jax.profiler.trace(tmp, create_perfetto_trace=True):
-      for _ in range(calls):
-        jax.block_until_ready(grad(params))
-    files = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
-    if not files:
-      return {"depth": depth, "status": "failed: jax.profiler wrote no perfetto trace"}
-    with gzip.open(files[0]) as f:
-      events = json.load(f)
-  events = events["traceEvents"] if isinstance(events, dict) else events
-  for e in events:
-    if e.get("ph") == "X" and e.get("name") in info:
-      per_op[e["name"]] += e.get("dur", 0) / calls / 1e3
+  try:
+    per_op = thunk_times(lambda: jax.block_until_ready(grad(params)), info, calls)
+  except RuntimeError as e:
+    return {"depth": depth, "status": f"failed: {e}"}
   kinds: Dict[str, float] = collections.Counter()
   for name, ms in per_op.items():
     opcode, shape, op_name = info[name]
     kinds[_op_kind(name, opcode, shape, op_name)
           or "other (batch norm, ReLU, loss, reductions)"] += ms
+  top = sorted(per_op.items(), key=lambda kv: -kv[1])[:12]
   return {"depth": depth, "batch": batch, "total_ms": sum(per_op.values()),
           "kinds_ms": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
           "top_ops": [{"op": n, "ms": ms, "hlo": info[n][0], "shape": info[n][1],
-                       "op_name": info[n][2]} for n, ms in per_op.most_common(12)]}
+                       "op_name": info[n][2]} for n, ms in top]}
 
 
 def transpose_costs(batch: int, repeats: int) -> dict:

@@ -94,6 +94,7 @@ from tools.bench.encoder import (HOST_MEMORY, REPO, _pin, _time_blocks, _why,
 
 BARE, STEP, EAGER, COMPILED = "jaxloss bare", "jaxloss step", "torch eager", "torch.compile"
 BARE_DROPOUT = "jaxloss bare + dropout"
+FORWARD, EAGER_FORWARD = "jaxloss forward", "torch eager forward"
 WORKLOADS = {
     # name: (config module, variant, time the recipe's own step too)
     "digits_cnn": ("digits_lt", None, True),
@@ -337,6 +338,44 @@ def bare_program(config, model, variables, x, y, dropout: bool = False):
   return step, args + (jax.random.PRNGKey(0),) + data
 
 
+def forward_program(config, model, variables, x, y):
+  """``(loss_fn, args)``: ``jax.jit`` of the bare step's forward pass and loss alone
+  (batch norm in training mode, its new statistics computed and returned, no gradient,
+  no update) and its arguments ``(params, stats, inputs, y)`` as device arrays;
+  ``loss_fn(*args)`` returns ``(loss, new_stats)``."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  params, stats = variables["params"], variables.get("batch_stats", {})
+  inputs = x if isinstance(x, tuple) else (x,)
+
+  @jax.jit
+  def loss_fn(params, stats, inputs, y):
+    if not stats:
+      return jax_loss(model.apply({"params": params}, *inputs, train=True), y), stats
+    logits, new = model.apply({"params": params, "batch_stats": stats}, *inputs,
+                              train=True, mutable=["batch_stats"])
+    return (optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(),
+            new["batch_stats"])
+
+  return loss_fn, (params, stats, jax.device_put(inputs), jax.device_put(y))
+
+
+def _prepare_forward(config, model, variables, x, y):
+  """The forward pass + loss alone (:func:`forward_program`) and a call that runs it."""
+  import jax  # pylint: disable=import-outside-toplevel
+  loss_fn, args = forward_program(config, model, variables, x, y)
+  t = time.perf_counter()
+  loss, _ = loss_fn(*args)
+  jax.block_until_ready(loss)
+  first = time.perf_counter() - t
+
+  def call():
+    loss, _ = loss_fn(*args)
+    jax.block_until_ready(loss)
+    return loss
+  return call, {"first_call_s": first, "loss": float(loss)}
+
+
 def _prepare_bare(config, model, variables, x, y, dropout: bool = False):
   """The bare step (:func:`bare_program`) and a call that runs it once."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -372,6 +411,27 @@ def _prepare_recipe_step(config):
 
 # ------------------------------------------------------------------ the PyTorch side
 # The ports are in tools/bench/torch_ports.py (torch_model, torch_loss, torch_inputs).
+
+
+def _prepare_torch_forward(torch, config, variables, x, y, device: str = "cpu"):
+  """PyTorch eager's forward pass + loss alone (training mode, so batch norm uses and
+  updates the batch's statistics as on the JAX side), under ``torch.no_grad()``: no
+  graph is recorded, as ``jaxloss forward`` keeps no residuals."""
+  model = torch_model(torch, config, variables).train().to(device)
+  tx = torch_inputs(torch, x, device)
+  ty = (tuple(torch.from_numpy(a.astype(np.int64)).to(device) for a in y)
+        if isinstance(y, tuple) else torch.from_numpy(y.astype(np.int64)).to(device))
+  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+  def call():
+    with torch.no_grad():
+      loss = torch_loss(torch, model(*tx), ty)
+    sync()
+    return loss
+
+  t = time.perf_counter()
+  first_loss = float(call())
+  return call, {"first_call_s": time.perf_counter() - t, "loss": first_loss}
 
 
 def _prepare_torch(torch, config, variables, x, y, compiled: bool, device: str = "cpu"):
@@ -417,7 +477,7 @@ def _import_torch():
 def measure(workload: str, *, steps: int = 5, repeats: int = 9,
             threads: Optional[int] = None, use_torch: bool = True,
             compile_torch: bool = True, torch_device: str = "cpu",
-            log: Callable[[str], None] = _log) -> List[dict]:
+            forward: bool = True, log: Callable[[str], None] = _log) -> List[dict]:
   """Times one workload's contenders in this process (the caller sets JAX's threads).
 
   Returns one row per contender: ``workload``, ``threads``, ``contender``, ``status``
@@ -426,7 +486,12 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
   computes the shared batch's loss; torch rows also ``ratio_min`` / ``ratio_median`` /
   ``ratio_max`` (torch block ms / jaxloss bare block ms, per repeat) and
   ``loss_rel_diff``. ``torch_device``: where the PyTorch contenders run (``"cpu"``, or
-  ``"cuda"`` beside JAX on a GPU); JAX uses its default backend.
+  ``"cuda"`` beside JAX on a GPU); JAX uses its default backend. With ``forward``, the
+  forward pass + loss alone is timed on both sides too (``jaxloss forward``, ``torch
+  eager forward``, whose ratio is to ``jaxloss forward``), and the ``jaxloss bare`` and
+  ``torch eager`` rows get ``gradient_ms``: the median over repeats of the step's time
+  less the forward pass's in the same repeat (the backward pass and the update); the
+  torch row also ``gradient_ratio_min`` / ``_median`` / ``_max`` of those differences.
   """
   config = workload_config(workload)
   model, variables, x, y = _model_and_batch(config)
@@ -454,6 +519,8 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
     prepare_contender(rows, calls, {**base, "contender": name}, make, f"{tag} {name}", log)
 
   prepare(BARE, lambda: _prepare_bare(config, model, variables, x, y))
+  if forward:
+    prepare(FORWARD, lambda: _prepare_forward(config, model, variables, x, y))
   if WORKLOADS[workload][2]:
     if has_dropout(config):  # the recipe's step draws dropout masks: compare like with like
       prepare(BARE_DROPOUT, lambda: _prepare_bare(config, *_model_and_batch(config,
@@ -466,6 +533,9 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
       torch.set_num_threads(threads)
     prepare(EAGER, lambda: _prepare_torch(torch, config, variables, x, y, False,
                                                     torch_device))
+    if forward:
+      prepare(EAGER_FORWARD, lambda: _prepare_torch_forward(torch, config, variables, x,
+                                                            y, torch_device))
     if compile_torch:
       prepare(COMPILED, lambda: _prepare_torch(torch, config, variables, x, y, True,
                                                          torch_device))
@@ -479,20 +549,40 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
       row["status"] = failed[name]
     if t:
       row.update(ms=statistics.median(t), min_ms=min(t), max_ms=max(t), times_ms=t)
-  mine = times.get(BARE) or []
-  for name in (BARE_DROPOUT, STEP, EAGER, COMPILED):
+  refs = {STEP: BARE_DROPOUT if times.get(BARE_DROPOUT) else BARE,
+          EAGER_FORWARD: FORWARD}
+  for name in (BARE_DROPOUT, STEP, EAGER, EAGER_FORWARD, COMPILED):
     row, t = rows.get(name), times.get(name) or []
     if row is None:
       continue
-    ref = BARE_DROPOUT if name == STEP and times.get(BARE_DROPOUT) else BARE
+    ref = refs.get(name, BARE)
     row["ratio_to"] = ref
     ratios = [a / b for a, b in zip(t, times.get(ref) or [])]
     if ratios:
       row.update(ratio_min=min(ratios), ratio_median=statistics.median(ratios),
                  ratio_max=max(ratios))
-    if name in (EAGER, COMPILED) and "loss" in row and "loss" in rows[BARE]:
-      row["loss_rel_diff"] = abs(row["loss"] - rows[BARE]["loss"]) / abs(rows[BARE]["loss"])
+    mine = rows.get(ref, {}).get("loss")
+    if name in (EAGER, COMPILED, EAGER_FORWARD) and "loss" in row and mine is not None:
+      row["loss_rel_diff"] = abs(row["loss"] - mine) / abs(mine)
+  _gradient_split(rows, times)
   return list(rows.values())
+
+
+def _gradient_split(rows: Dict[str, dict], times: Dict[str, List[float]]) -> None:
+  """Adds ``gradient_ms`` (step less forward pass, per repeat, median) to the ``jaxloss
+  bare`` and ``torch eager`` rows and the per-repeat ratio of those differences to the
+  torch row (see :func:`measure`)."""
+  diffs = {}
+  for step, fwd in ((BARE, FORWARD), (EAGER, EAGER_FORWARD)):
+    pairs = list(zip(times.get(step) or [], times.get(fwd) or []))
+    if step in rows and pairs:
+      diffs[step] = [a - b for a, b in pairs]
+      rows[step]["gradient_ms"] = statistics.median(diffs[step])
+  ratios = [a / b for a, b in zip(diffs.get(EAGER, []), diffs.get(BARE, [])) if b > 0]
+  if ratios:
+    rows[EAGER].update(gradient_ratio_min=min(ratios),
+                       gradient_ratio_median=statistics.median(ratios),
+                       gradient_ratio_max=max(ratios))
 
 
 # ------------------------------------------------------------ one process per setting
@@ -507,7 +597,7 @@ def _worker(args) -> int:
     try:
       rows += measure(w, steps=args.steps, repeats=args.repeats, threads=threads,
                       use_torch=args.torch, compile_torch=args.compile,
-                      torch_device=args.torch_device)
+                      torch_device=args.torch_device, forward=args.forward)
     except Exception as e:  # pylint: disable=broad-except
       rows.append({"workload": w, "threads": threads, "contender": BARE,
                    "status": f"failed: {_why(e)}"})
@@ -529,7 +619,7 @@ def _worker(args) -> int:
 def run(workloads: Sequence[str] = tuple(WORKLOADS), threads: Sequence[int] = (1, 2),
         steps: int = 5, repeats: int = 9, use_torch: bool = True,
         compile_torch: bool = True, torch_device: str = "cpu",
-        host_memory: str = "reuse") -> dict:
+        host_memory: str = "reuse", forward: bool = True) -> dict:
   """Every thread count in its own subprocess; ``{"runs": [{"header", "rows"}]}``."""
   runs = []
   for n in threads:
@@ -539,7 +629,7 @@ def run(workloads: Sequence[str] = tuple(WORKLOADS), threads: Sequence[int] = (1
              str(n), "--workloads", *workloads, "--steps", str(steps), "--repeats",
              str(repeats), "--json", out, *([] if use_torch else ["--no-torch"]),
              *([] if compile_torch else ["--no-compile"]), "--torch_device", torch_device,
-             "--host_memory", host_memory]
+             "--host_memory", host_memory, *([] if forward else ["--no-forward"])]
       env = worker_env(n)
       env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)  # time the optimised programs
       if torch_device != "cpu":  # JAX on its accelerator beside PyTorch's
@@ -572,14 +662,49 @@ def markdown(result: dict) -> str:
                      f"{r['status']} | | | |")
         continue
       ratio = (f"{r['ratio_min']:.2f} / **{r['ratio_median']:.2f}** / {r['ratio_max']:.2f}"
-               if "ratio_median" in r and r["contender"] in (EAGER, COMPILED) else
+               + (f" (÷ {FORWARD})" if r["contender"] == EAGER_FORWARD else "")
+               if "ratio_median" in r and r["contender"] in (EAGER, COMPILED,
+                                                             EAGER_FORWARD) else
                (f"÷ {r.get('ratio_to', BARE)} {r['ratio_median']:.2f}"
                 if "ratio_median" in r else ""))
       lines.append(
           f"| {r['workload']} ({r.get('model', '')}, batch {r.get('batch', '')}) | "
           f"{r['threads']} | {r['contender']} | {_fmt(r.get('ms'), '.2f')} | {ratio} | "
           f"{_fmt(r.get('first_call_s'), '.1f')} | {_fmt(r.get('loss_rel_diff'), '.1e')} |")
-  return "\n".join(lines)
+  split = split_markdown(result)
+  return "\n".join(lines) + (f"\n\n{split}" if split else "")
+
+
+def split_markdown(result: dict) -> str:
+  """Where each step's time goes, per workload and thread count: the forward pass +
+  loss on each side and their ratio, then the rest of the step (backward pass and
+  update: step less forward, per repeat) and its ratio (torch ÷ jaxloss; > 1: jaxloss
+  is faster). Empty without the forward contenders."""
+  lines = []
+  for run_ in result["runs"]:
+    by = {}
+    for r in run_["rows"]:
+      by.setdefault((r["workload"], r["threads"]), {})[r["contender"]] = r
+    for (workload, threads), rows in by.items():
+      fwd, tfwd = rows.get(FORWARD, {}), rows.get(EAGER_FORWARD, {})
+      bare, eager = rows.get(BARE, {}), rows.get(EAGER, {})
+      if "ms" not in fwd or "gradient_ms" not in bare:
+        continue
+      fr = (f"{tfwd['ratio_min']:.2f} / **{tfwd['ratio_median']:.2f}** / "
+            f"{tfwd['ratio_max']:.2f}" if "ratio_median" in tfwd else "")
+      gr = (f"{eager['gradient_ratio_min']:.2f} / **{eager['gradient_ratio_median']:.2f}**"
+            f" / {eager['gradient_ratio_max']:.2f}" if "gradient_ratio_median" in eager
+            else "")
+      lines.append(f"| {workload} | {threads} | {fwd['ms']:.2f} | "
+                   f"{_fmt(tfwd.get('ms'), '.2f')} | {fr} | {bare['gradient_ms']:.2f} | "
+                   f"{_fmt(eager.get('gradient_ms'), '.2f')} | {gr} |")
+  if not lines:
+    return ""
+  return "\n".join(
+      ["| workload | threads | forward + loss ms, jaxloss | torch eager | torch ÷ "
+       "jaxloss (min / median / max) | backward + update ms, jaxloss | torch eager | "
+       "torch ÷ jaxloss (min / median / max) |",
+       "|---|---:|---:|---:|---|---:|---:|---|"] + lines)
 
 
 def main(argv=None) -> int:
@@ -594,6 +719,9 @@ def main(argv=None) -> int:
   parser.add_argument("--markdown", default=None)
   parser.add_argument("--no-torch", dest="torch", action="store_false")
   parser.add_argument("--no-compile", dest="compile", action="store_false")
+  parser.add_argument("--no-forward", dest="forward", action="store_false",
+                      help="skip the forward-only contenders (and the split of each "
+                      "step into its forward pass and the rest)")
   parser.add_argument("--torch_device", default="cpu",
                       help="where PyTorch runs: cpu (default) or cuda (JAX then uses "
                       "its default backend, the GPU)")
@@ -608,7 +736,7 @@ def main(argv=None) -> int:
   if args._worker:  # pylint: disable=protected-access
     return _worker(args)
   result = run(args.workloads, args.threads, args.steps, args.repeats, args.torch,
-               args.compile, args.torch_device, args.host_memory)
+               args.compile, args.torch_device, args.host_memory, args.forward)
   table = markdown(result)
   print(table)
   if args.json:
