@@ -15,6 +15,11 @@ The input may be ``uint8`` images in 0..255 (as the CIFAR-10-LT builder stores t
 floats in [0, 1]; the model scales and normalises them by the CIFAR-10 channel mean and
 standard deviation itself, so augmentation can work on raw pixels.
 
+In training, each block's output and its inner activation are stored once on the CPU
+(:func:`jaxloss.models.materialize.materialize`); XLA:CPU would otherwise recompute
+the stage's whole chain of batch norms and ReLUs in every layout transpose of the
+gradient (ResNet-32's step at batch 128: 1.8× faster at 1 thread, same gradients).
+
 The linear classifier starts small (normal, std 0.01; zero bias), so an untrained
 model's cross-entropy is ≈ ln C. ``classifier="cosine"`` replaces the last Dense layer by the normalised linear layer of
 LDAM-DRW (cosine similarity of the L2-normalised features and class weights, in
@@ -34,6 +39,8 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxloss.models.materialize import materialize
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -64,6 +71,8 @@ class _BasicBlock(nn.Module):
     y = nn.Conv(self.width, (3, 3), strides=self.stride, padding=1, use_bias=False,
                 kernel_init=_conv_init, name="conv1")(x)
     y = nn.relu(norm("bn1")(y))
+    if train:  # stored once, not recomputed by each consumer in the gradient
+      y = materialize(y)
     y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init,
                 name="conv2")(y)
     y = norm("bn2")(y)
@@ -74,7 +83,10 @@ class _BasicBlock(nn.Module):
       extra = self.width - x.shape[-1]
       shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0),
                                     (extra // 2, extra - extra // 2)))
-    return nn.relu(y + shortcut)
+    out = nn.relu(y + shortcut)
+    # The residual stream: without this each block's consumers recompute every earlier
+    # block of the stage (jaxloss.models.materialize).
+    return materialize(out) if train else out
 
 
 class CosineClassifier(nn.Module):

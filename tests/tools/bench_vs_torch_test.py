@@ -307,3 +307,28 @@ def test_torch_forward_contender_has_the_same_loss(workload):
   call, theirs = vs_torch._prepare_torch_forward(torch, config, variables, x, y)  # pylint: disable=protected-access
   assert theirs["loss"] == pytest.approx(mine["loss"], rel=1e-5)
   assert float(call()) == theirs["loss"]  # no update: the same loss every call
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed (an optional comparison)")
+def test_padded_lstm_port_runs_every_step():
+  """``packed=False`` runs the LSTM over the padding: the same outputs at every real
+  position of the forward direction, other outputs in the backward direction (it
+  starts at the padding) of a sentence shorter than the batch."""
+  import torch  # pylint: disable=g-import-not-at-top
+  config = vs_torch.workload_config("bilstm")
+  _, variables, (ids, lengths), _ = vs_torch._model_and_batch(config)  # pylint: disable=protected-access
+  ports = [vs_torch.torch_model(torch, config, variables, packed=p) for p in (True, False)]
+  enc = [p.lstm for p in ports]
+  x = ports[0].embed(torch.from_numpy(ids.astype(np.int64)))
+  tl = torch.from_numpy(lengths.astype(np.int64))
+  from tools.bench import torch_ports  # pylint: disable=g-import-not-at-top
+  with torch.no_grad():
+    packed = torch_ports._packed_lstm(torch, enc[0], x, tl).numpy()  # pylint: disable=protected-access
+    padded = torch_ports._packed_lstm(torch, enc[1], x, tl, packed=False).numpy()  # pylint: disable=protected-access
+  h = packed.shape[-1] // 2
+  short = int(np.argmin(lengths))
+  assert lengths[short] < ids.shape[1]
+  n = int(lengths[short])
+  np.testing.assert_allclose(padded[short, :n, :h], packed[short, :n, :h], atol=1e-6)
+  assert not np.allclose(padded[short, :n, h:], packed[short, :n, h:], atol=1e-3)

@@ -11,8 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def torch_model(torch, config, variables):
-  """A PyTorch port of the workload's flax model holding the same weights (NCHW)."""
+def torch_model(torch, config, variables, packed: bool = True):
+  """A PyTorch port of the workload's flax model holding the same weights (NCHW).
+
+  ``packed=False`` (the BiLSTM models only): the LSTM runs over every padded step, as
+  a ``lax.scan`` does, and its backward direction starts at the padding, so the loss
+  is not the flax model's; for timing the same work as jaxloss's scans."""
   nn, F = torch.nn, torch.nn.functional
   params, stats = variables["params"], variables.get("batch_stats", {})
 
@@ -33,9 +37,9 @@ def torch_model(torch, config, variables):
   if config.get("trainer") == "rerank":
     return _torch_sasrec(torch, params)
   if config.get("trainer") == "nlu":
-    return _torch_joint_nlu(torch, params)
+    return _torch_joint_nlu(torch, params, packed)
   if config.model == "bilstm":
-    return _torch_bilstm(torch, params)
+    return _torch_bilstm(torch, params, packed)
   if config.model != "resnet":
     widths = tuple(config.model_widths)
 
@@ -119,11 +123,13 @@ def _torch_lstm(torch, params, input_size: int, num_layers: int):
   return lstm
 
 
-def _packed_lstm(torch, lstm, x, lengths):
+def _packed_lstm(torch, lstm, x, lengths, packed: bool = True):
   """``lstm`` over each sequence's first ``lengths`` steps (the backward direction
   starts at its last real step, as flax's ``nn.RNN(seq_lengths=...)``); padded steps
-  of the output are 0."""
+  of the output are 0. ``packed=False``: over all ``T`` steps of the padded batch."""
   nn = torch.nn
+  if not packed:
+    return lstm(x)[0]
   packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True,
                                              enforce_sorted=False)
   out, _ = lstm(packed)
@@ -148,7 +154,7 @@ def _torch_linear(torch, p):
   return m
 
 
-def _torch_joint_nlu(torch, params):
+def _torch_joint_nlu(torch, params, packed: bool = True):
   """:class:`jaxloss.models.text.JointNluModel` (dropout off) in PyTorch on the flax
   weights: word embedding + the character CNN (flax's ``Conv`` over the characters,
   ``"SAME"`` padding; max over the real characters, 0 for an empty word), the stacked
@@ -184,7 +190,8 @@ def _torch_joint_nlu(torch, params):
       real = (char_ids > 0).unsqueeze(-1)
       pooled = c.masked_fill(~real, -1e9).max(2).values
       c = torch.where(real.any(2), pooled, torch.zeros_like(pooled))
-      x = _packed_lstm(torch, self.lstm, torch.cat([self.words(ids), c], -1), lengths)
+      x = _packed_lstm(torch, self.lstm, torch.cat([self.words(ids), c], -1), lengths,
+                       packed)
       sentence = _masked_mean_max(torch, x, lengths)
       context = F.relu(self.context(sentence))[:, None].expand(b, t, -1)
       return {"intent": self.intent(sentence),
@@ -192,7 +199,7 @@ def _torch_joint_nlu(torch, params):
   return JointNlu()
 
 
-def _torch_bilstm(torch, params):
+def _torch_bilstm(torch, params, packed: bool = True):
   """``TextClassifier`` (embedding, one bidirectional LSTM over each sentence's length,
   masked mean + max pooling, a linear head) in PyTorch, on the flax weights
   (:func:`_torch_lstm`; the backward cell reads each sentence from its last real token,
@@ -211,7 +218,7 @@ def _torch_bilstm(torch, params):
       self.fc = _torch_linear(torch, params["Dense_0"])
 
     def forward(self, ids, lengths):
-      out = _packed_lstm(torch, self.lstm, self.embed(ids), lengths)
+      out = _packed_lstm(torch, self.lstm, self.embed(ids), lengths, packed)
       return self.fc(_masked_mean_max(torch, out, lengths))
   return BiLSTM()
 

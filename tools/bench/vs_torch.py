@@ -4,7 +4,7 @@
                                               joint_nlu]
                                  [--threads 1 2] [--steps 5] [--repeats 9]
                                  [--json PATH] [--markdown PATH] [--no-compile]
-                                 [--torch_device cpu|cuda]
+                                 [--no-forward] [--torch_device cpu|cuda]
 
 A *workload* is one recipe config: its model, batch size and optimizer.
 
@@ -47,6 +47,17 @@ contenders:
   step with the recipe's dropout rates on, a PRNG key split once a step. The recipe's
   step is compared with it (``step ÷ bare + dropout``), so that the ratio is what the
   loop adds, not the model's dropout.
+* ``jaxloss forward`` and ``torch eager forward`` (unless ``--no-forward``): the
+  forward pass and the loss alone, in training mode (batch norm on the batch's
+  statistics), no gradient (``torch.no_grad()``); the torch row's ratio is to
+  ``jaxloss forward``. A second table splits each step: the forward pass on each side,
+  then the rest (the backward pass and the update: the step's block less the forward
+  pass's block of the same repeat) and the ratio of those, so that a ratio short of
+  its target is placed in the forward or the backward pass.
+* ``torch eager, padded LSTM`` (the text BiLSTM, the joint NLU model): the torch port
+  with its LSTM run over every padded step, as jaxloss's ``lax.scan`` runs, instead of
+  ``pack_padded_sequence``; the same work as jaxloss, not the same loss (the backward
+  direction starts at the padding), so no loss difference is reported for it.
 
 Every call blocks until its result is ready (the steps of a loop depend on each other).
 The contenders take turns in blocks of ``--steps`` calls, reversing their order on every
@@ -95,6 +106,7 @@ from tools.bench.encoder import (HOST_MEMORY, REPO, _pin, _time_blocks, _why,
 BARE, STEP, EAGER, COMPILED = "jaxloss bare", "jaxloss step", "torch eager", "torch.compile"
 BARE_DROPOUT = "jaxloss bare + dropout"
 FORWARD, EAGER_FORWARD = "jaxloss forward", "torch eager forward"
+EAGER_PADDED = "torch eager, padded LSTM"
 WORKLOADS = {
     # name: (config module, variant, time the recipe's own step too)
     "digits_cnn": ("digits_lt", None, True),
@@ -434,8 +446,9 @@ def _prepare_torch_forward(torch, config, variables, x, y, device: str = "cpu"):
   return call, {"first_call_s": time.perf_counter() - t, "loss": first_loss}
 
 
-def _prepare_torch(torch, config, variables, x, y, compiled: bool, device: str = "cpu"):
-  model = torch_model(torch, config, variables).train().to(device)
+def _prepare_torch(torch, config, variables, x, y, compiled: bool, device: str = "cpu",
+                   packed: bool = True):
+  model = torch_model(torch, config, variables, packed).train().to(device)
   o = optimizer_settings(config)
   if o["name"] == "sgd":
     opt = torch.optim.SGD(model.parameters(), lr=o["learning_rate"], momentum=o["momentum"],
@@ -533,6 +546,9 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
       torch.set_num_threads(threads)
     prepare(EAGER, lambda: _prepare_torch(torch, config, variables, x, y, False,
                                                     torch_device))
+    if kind in ("bilstm", "joint_nlu"):  # the same padded work as jaxloss's scans
+      prepare(EAGER_PADDED, lambda: _prepare_torch(torch, config, variables, x, y, False,
+                                                   torch_device, packed=False))
     if forward:
       prepare(EAGER_FORWARD, lambda: _prepare_torch_forward(torch, config, variables, x,
                                                             y, torch_device))
@@ -551,7 +567,7 @@ def measure(workload: str, *, steps: int = 5, repeats: int = 9,
       row.update(ms=statistics.median(t), min_ms=min(t), max_ms=max(t), times_ms=t)
   refs = {STEP: BARE_DROPOUT if times.get(BARE_DROPOUT) else BARE,
           EAGER_FORWARD: FORWARD}
-  for name in (BARE_DROPOUT, STEP, EAGER, EAGER_FORWARD, COMPILED):
+  for name in (BARE_DROPOUT, STEP, EAGER, EAGER_PADDED, EAGER_FORWARD, COMPILED):
     row, t = rows.get(name), times.get(name) or []
     if row is None:
       continue
@@ -664,7 +680,8 @@ def markdown(result: dict) -> str:
       ratio = (f"{r['ratio_min']:.2f} / **{r['ratio_median']:.2f}** / {r['ratio_max']:.2f}"
                + (f" (÷ {FORWARD})" if r["contender"] == EAGER_FORWARD else "")
                if "ratio_median" in r and r["contender"] in (EAGER, COMPILED,
-                                                             EAGER_FORWARD) else
+                                                             EAGER_FORWARD,
+                                                             EAGER_PADDED) else
                (f"÷ {r.get('ratio_to', BARE)} {r['ratio_median']:.2f}"
                 if "ratio_median" in r else ""))
       lines.append(
