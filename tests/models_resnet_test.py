@@ -42,7 +42,10 @@ def test_only_the_cpu_program_has_the_conditional():
   """``lax.platform_dependent`` keeps one branch per platform: the CPU one has the NaN
   test and the conditional's two branches; on GPU and TPU the value passes through."""
   x = jnp.ones((4, 8))
-  fn = lambda v: jnp.sin(materialize(jnp.cos(v)))  # pylint: disable=unnecessary-lambda-assignment
+
+  def fn(v):
+    return jnp.sin(materialize(jnp.cos(v)))
+
   counts = {}
   for platform in ("cpu", "cuda", "tpu"):
     text = _hlo(fn, platform, x)

@@ -7,10 +7,11 @@ element-wise chain through the whole stage, broken only by the convolutions. So 
 something stores a block's output, each consumer of it recomputes the batch norms,
 additions and ReLUs of every earlier block of the stage. The worst consumers are the
 layout transposes XLA:CPU (jax 0.10.2) puts before each kernel-gradient convolution:
-they read the chain's inputs in transposed order. In ResNet-32's gradient (batch 128,
-1 thread) those transposes took 744 ms of a 1,635 ms step; with each block's output
-stored, 122 ms, and the step 996 ms against 1,667 ms, with bit-identical gradients
-(``python -m tools.bench.profile --workloads resnet32``; ``docs/bench_vs_torch.md``).
+they read the chain's inputs in transposed order. In ResNet-32's training step (batch
+128, 1 thread) those transposes took 744 of 1,671 profiled ms; with each block's output
+and inner activation stored, 74 ms, and the step 933 ms against 1,762 ms, with
+bit-identical gradients (``python -m tools.bench.profile --workloads resnet32`` on each
+commit; ``docs/bench_vs_torch.md``).
 
 ``lax.optimization_barrier`` would say this, but XLA:CPU removes barriers before
 fusion. A ``lax.cond`` is a fusion boundary the CPU compiler keeps: its operand and

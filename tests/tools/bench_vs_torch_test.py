@@ -318,14 +318,16 @@ def test_padded_lstm_port_runs_every_step():
   import torch  # pylint: disable=g-import-not-at-top
   config = vs_torch.workload_config("bilstm")
   _, variables, (ids, lengths), _ = vs_torch._model_and_batch(config)  # pylint: disable=protected-access
-  ports = [vs_torch.torch_model(torch, config, variables, packed=p) for p in (True, False)]
+  ports = [vs_torch.torch_model(torch, config, variables, packed=p)
+           for p in (True, False)]
   enc = [p.lstm for p in ports]
   x = ports[0].embed(torch.from_numpy(ids.astype(np.int64)))
   tl = torch.from_numpy(lengths.astype(np.int64))
   from tools.bench import torch_ports  # pylint: disable=g-import-not-at-top
+  run = torch_ports._packed_lstm  # pylint: disable=protected-access
   with torch.no_grad():
-    packed = torch_ports._packed_lstm(torch, enc[0], x, tl).numpy()  # pylint: disable=protected-access
-    padded = torch_ports._packed_lstm(torch, enc[1], x, tl, packed=False).numpy()  # pylint: disable=protected-access
+    packed = run(torch, enc[0], x, tl).numpy()
+    padded = run(torch, enc[1], x, tl, packed=False).numpy()
   h = packed.shape[-1] // 2
   short = int(np.argmin(lengths))
   assert lengths[short] < ids.shape[1]
