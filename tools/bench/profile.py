@@ -246,8 +246,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)
   if args.markdown:
+    command = "python -m tools.bench.profile " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    header = result.get("header", {})
     with open(args.markdown, "w") as f:
-      f.write(table + "\n")
+      f.write(f"`{command.strip()}` (jax {header.get('jax', '?')}, 1 thread, "
+              f"{args.calls} profiled calls a step)\n\n{table}\n")
   return 0
 
 
