@@ -66,3 +66,37 @@ def test_profile_of_the_digits_step_adds_up():
 def test_unknown_workload():
   with pytest.raises(KeyError, match="unknown workload"):
     profile.profile_workload("nope")
+
+
+def test_fusions_are_classed_by_the_product_inside():
+  """A YNNPACK fusion is named after its root (a ``reduce_sum``); the batched product
+  in its computation makes it a matrix product."""
+  text = """HloModule m
+
+%fused_computation.31 (p0: f32[4,5,5], p1: f32[4,5,5]) -> f32[4,5] {
+  %p0 = f32[4,5,5]{2,1,0} parameter(0)
+  %p1 = f32[4,5,5]{2,1,0} parameter(1)
+  %dot.37 = f32[4,5,5]{2,1,0} dot(%p0, %p1), lhs_batch_dims={0}
+  ROOT %reduce_sum.2 = f32[4,5]{1,0} reduce(%dot.37, %c), dimensions={2}
+}
+
+%fused_computation.32 (p0: f32[4,5]) -> f32[4,5] {
+  %p0 = f32[4,5]{1,0} parameter(0)
+  ROOT %exp.1 = f32[4,5]{1,0} exponential(%p0)
+}
+
+ENTRY %main (a: f32[4,5,5]) -> f32[4,5] {
+  %a = f32[4,5,5]{2,1,0} parameter(0)
+  %ynn_fusion.31 = f32[4,5]{1,0} fusion(%a, %a), kind=kCustom, calls=%fused_computation.31, metadata={op_name="jit(f)/transpose(jvp(M))/attention/reduce_sum"}
+  ROOT %loop_fusion = f32[4,5]{1,0} fusion(%ynn_fusion.31), kind=kLoop, calls=%fused_computation.32
+}
+"""
+  fused = profile.fused_products(text)
+  assert fused == {"ynn_fusion.31": "dot"}
+  names = profile.hlo_instructions(text)
+  assert profile.op_class("ynn_fusion.31", *names["ynn_fusion.31"],
+                          fused.get("ynn_fusion.31")) == "matrix products"
+  assert profile.op_class("ynn_fusion.31", *names["ynn_fusion.31"]) == \
+      "element-wise and reductions"
+  assert profile.op_class("loop_fusion", *names["loop_fusion"]) == \
+      "element-wise and reductions"

@@ -11,8 +11,10 @@ times under ``jax.profiler``. Each XLA:CPU thunk the trace records is matched by
 to its instruction in the compiled HLO, and its time (ms a step, the mean over the
 calls) is put in one class:
 
-* ``matrix products``: ``dot`` instructions and the YNNPACK fusions around one
-  (``op_name`` ends in ``dot_general``): dense layers, attention, LSTM gates;
+* ``matrix products``: ``dot`` instructions and the fusions that contain one (a
+  YNNPACK fusion is named after its root, e.g. the ``reduce_sum`` of a softmax's
+  gradient fused after the attention's batched product; :func:`fused_products`):
+  dense layers, attention, LSTM gates;
 * ``convolutions``: ``convolution`` instructions (XLA's Eigen fallback) and YNNPACK
   convolution fusions, the kernel gradients included
   (:func:`tools.bench.conv_grad._op_kind`);
@@ -74,6 +76,33 @@ def hlo_instructions(text: str) -> Dict[str, Instruction]:
   return info
 
 
+def fused_products(text: str) -> Dict[str, str]:
+  """The fusions of a compiled HLO module's text that contain a product:
+  ``{fusion name: "dot" or "convolution"}`` (a convolution wins when both are fused).
+  YNNPACK fusions name themselves after their root instruction (``reduce_sum``, say),
+  so the product inside one is found here, in the computation it calls."""
+  inside: Dict[str, str] = {}
+  current = None
+  for line in text.splitlines():
+    head = re.match(r"%?(\S+) \(.*\{$", line)
+    if head and not line.startswith(" "):
+      current = head.group(1)
+      continue
+    if line.startswith("}"):
+      current = None
+    elif current is not None:
+      op = re.match(r"\s+(?:ROOT )?%\S+ = \S+ ([\w-]+)\(", line)
+      if op and op.group(1) in ("dot", "convolution") and inside.get(current) != \
+          "convolution":
+        inside[current] = op.group(1)
+  found = {}
+  for line in text.splitlines():
+    m = re.match(r"\s+(?:ROOT )?%(\S+) = \S+ fusion\(.*calls=%([\w.-]+)", line)
+    if m and m.group(2) in inside:
+      found[m.group(1)] = inside[m.group(2)]
+  return found
+
+
 def thunk_times(call: Callable[[], object], names: Dict[str, Instruction],
                 calls: int = 5) -> Dict[str, float]:
   """ms a call of each instruction in ``names`` that ``jax.profiler`` records while
@@ -101,11 +130,16 @@ def thunk_times(call: Callable[[], object], names: Dict[str, Instruction],
   return dict(per_op)
 
 
-def op_class(name: str, opcode: str, shape: str, op_name: str) -> str:
-  """The class (one of :data:`CLASSES`) of one instruction of a compiled step."""
+def op_class(name: str, opcode: str, shape: str, op_name: str,
+             fused: Optional[str] = None) -> str:
+  """The class (one of :data:`CLASSES`) of one instruction of a compiled step;
+  ``fused``: the product a fusion contains (:func:`fused_products`), if any."""
   from tools.bench.conv_grad import _op_kind  # pylint: disable=import-outside-toplevel
-  if _op_kind(name, opcode, shape, op_name) not in (None, "layout transposes"):
+  if fused == "convolution" or _op_kind(name, opcode, shape, op_name) not in (
+      None, "layout transposes"):
     return "convolutions"
+  if fused == "dot":
+    return "matrix products"
   base = opcode.split("/")[0]
   last = op_name.rsplit("/", 1)[-1]
   if base == "dot" or (base == "fusion" and last in ("dot_general", "dot")):
@@ -134,7 +168,9 @@ def profile_workload(workload: str, calls: int = 5, top: int = 5) -> dict:
   config = vs_torch.workload_config(workload)
   step, args = vs_torch.bare_program(config, *vs_torch._model_and_batch(config))  # pylint: disable=protected-access
   compiled = step.lower(*args).compile()
-  names = hlo_instructions(compiled.as_text())
+  text = compiled.as_text()
+  names = hlo_instructions(text)
+  fused = fused_products(text)
   state = list(args[:3])
   data = args[3:]
 
@@ -153,12 +189,12 @@ def profile_workload(workload: str, calls: int = 5, top: int = 5) -> dict:
   per_op = thunk_times(call, names, calls)
   classes = {c: 0.0 for c in CLASSES}
   for name, ms in per_op.items():
-    classes[op_class(name, *names[name])] += ms
+    classes[op_class(name, *names[name], fused.get(name))] += ms
   slowest = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
   return {"workload": workload, "model": vs_torch.WORKLOADS[workload][0],
           "batch": int(config.batch_size), "step_ms": statistics.median(plain),
           "profiled_ms": sum(per_op.values()), "classes_ms": classes,
-          "top_ops": [{"op": n, "ms": ms, "class": op_class(n, *names[n]),
+          "top_ops": [{"op": n, "ms": ms, "class": op_class(n, *names[n], fused.get(n)),
                        "shape": names[n][1], "op_name": names[n][2]}
                       for n, ms in slowest]}
 
