@@ -9,7 +9,7 @@ additions and ReLUs of every earlier block of the stage. The worst consumers are
 layout transposes XLA:CPU (jax 0.10.2) puts before each kernel-gradient convolution:
 they read the chain's inputs in transposed order. In ResNet-32's training step (batch
 128, 1 thread) those transposes took 744 of 1,671 profiled ms; with each block's output
-and inner activation stored, 74 ms, and the step 933 ms against 1,762 ms, with
+and inner activation stored, 74 ms, and the step 965 ms against 1,762 ms, with
 bit-identical gradients (``python -m tools.bench.profile --workloads resnet32`` on each
 commit; ``docs/bench_vs_torch.md``).
 

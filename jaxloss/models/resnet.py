@@ -18,7 +18,7 @@ standard deviation itself, so augmentation can work on raw pixels.
 In training, each block's output and its inner activation are stored once on the CPU
 (:func:`jaxloss.models.materialize.materialize`); XLA:CPU would otherwise recompute
 the stage's whole chain of batch norms and ReLUs in every layout transpose of the
-gradient (ResNet-32's step at batch 128: 1.9× faster at 1 thread, same gradients).
+gradient (ResNet-32's step at batch 128: 1.8× faster at 1 thread, same gradients).
 
 The linear classifier starts small (normal, std 0.01; zero bias), so an untrained
 model's cross-entropy is ≈ ln C. ``classifier="cosine"`` replaces the last Dense layer by the normalised linear layer of
