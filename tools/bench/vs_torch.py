@@ -425,15 +425,22 @@ def _prepare_recipe_step(config):
 # The ports are in tools/bench/torch_ports.py (torch_model, torch_loss, torch_inputs).
 
 
+def _torch_batch(torch, x, y, device: str):
+  """``(inputs, labels, sync)``: the batch as torch tensors on ``device`` (int64
+  labels) and the call that waits for the device's work (a no-op on the CPU)."""
+  tx = torch_inputs(torch, x, device)
+  ty = (tuple(torch.from_numpy(a.astype(np.int64)).to(device) for a in y)
+        if isinstance(y, tuple) else torch.from_numpy(y.astype(np.int64)).to(device))
+  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+  return tx, ty, sync
+
+
 def _prepare_torch_forward(torch, config, variables, x, y, device: str = "cpu"):
   """PyTorch eager's forward pass + loss alone (training mode, so batch norm uses and
   updates the batch's statistics as on the JAX side), under ``torch.no_grad()``: no
   graph is recorded, as ``jaxloss forward`` keeps no residuals."""
   model = torch_model(torch, config, variables).train().to(device)
-  tx = torch_inputs(torch, x, device)
-  ty = (tuple(torch.from_numpy(a.astype(np.int64)).to(device) for a in y)
-        if isinstance(y, tuple) else torch.from_numpy(y.astype(np.int64)).to(device))
-  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+  tx, ty, sync = _torch_batch(torch, x, y, device)
 
   def call():
     with torch.no_grad():
@@ -457,10 +464,7 @@ def _prepare_torch(torch, config, variables, x, y, compiled: bool, device: str =
     opt = torch.optim.AdamW(model.parameters(), lr=o["learning_rate"],
                             betas=(0.9, o["b2"]), eps=1e-8, weight_decay=o["weight_decay"])
   fwd = torch.compile(model) if compiled else model
-  tx = torch_inputs(torch, x, device)
-  ty = (tuple(torch.from_numpy(a.astype(np.int64)).to(device) for a in y)
-        if isinstance(y, tuple) else torch.from_numpy(y.astype(np.int64)).to(device))
-  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+  tx, ty, sync = _torch_batch(torch, x, y, device)
 
   def step():
     opt.zero_grad(set_to_none=True)
